@@ -1,0 +1,42 @@
+// Every API error declared once with its status code; thrown anywhere, rendered as LXD's error envelope.
+
+/** An error the API returns to the client as `{"type":"error","error":...,"error_code":...}`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** Constructors for the errors Roost answers with, so the texts live in one place. */
+export const errors = {
+  badRequest: (message: string) => new ApiError(400, message),
+  forbidden: (message: string) => new ApiError(403, message),
+  notFound: (message = 'not found') => new ApiError(404, message),
+  methodNotAllowed: () => new ApiError(405, 'method not allowed'),
+  conflict: (message: string) => new ApiError(409, message),
+  preconditionFailed: () => new ApiError(412, 'ETag doesn\'t match'),
+  internal: (message: string) => new ApiError(500, message),
+  unavailable: (message: string) => new ApiError(503, message),
+
+  projectNotFound: () => new ApiError(404, 'Project not found'),
+  profileNotFound: () => new ApiError(404, 'Profile not found'),
+  instanceNotFound: () => new ApiError(404, 'Instance not found'),
+  instanceExists: (name: string) => new ApiError(409, `Instance "${name}" already exists`),
+  volumeNotFound: () => new ApiError(404, 'Storage volume not found'),
+  volumeExists: (name: string) => new ApiError(409, `Storage volume "${name}" already exists`),
+  poolNotFound: () => new ApiError(404, 'Storage pool not found'),
+  memberNotFound: (name: string) => new ApiError(404, `Cluster member "${name}" not found`),
+  operationNotFound: () => new ApiError(404, 'Operation not found'),
+  memberEvacuated: () => new ApiError(403, 'Cluster member is evacuated'),
+  memberOffline: (name: string) => new ApiError(503, `Cluster member "${name}" is offline`),
+  instanceBusy: (name: string) => new ApiError(409, `Instance "${name}" is being moved`),
+} as const;
+
+/** The LXD error envelope for `err`. */
+export function errorBody(status: number, message: string): Record<string, unknown> {
+  return { type: 'error', status: '', status_code: 0, operation: '', error_code: status, error: message, metadata: null };
+}

@@ -1,0 +1,55 @@
+// The cluster as pure decision code sees it: plain data, read from the store in one consistent pass.
+// Placement and the evacuation planner take a snapshot and never do I/O.
+
+import type { MemberStatus } from '../store/schema.js';
+
+/** A member as placement sees it. */
+export interface MemberSnapshot {
+  name: string;
+  status: MemberStatus;
+  architecture: string;
+  /** Member config (`scheduler.instance`, `capacity.*`). */
+  config: Record<string, string>;
+  /** CPUs offered: `capacity.cpu` or the host's CPU count. */
+  cpuCapacity: number;
+  /** Memory offered in bytes: `capacity.memory` or the host's memory. */
+  memoryCapacity: number;
+  /**
+   * Bytes of new data the member's pool can take now: `capacity.disk` minus what its instances and
+   * volumes hold, or, without `capacity.disk`, the pool's free space.
+   */
+  diskFree: number;
+}
+
+/** An instance as placement sees it. */
+export interface InstanceSnapshot {
+  name: string;
+  project: string;
+  type: string;
+  location: string;
+  architecture: string;
+  /** Instance config including `volatile.*`. */
+  config: Record<string, string>;
+  /** Devices after profile expansion. */
+  devices: Record<string, Record<string, string>>;
+  /** Bytes of its root volume. */
+  rootBytes: number;
+  /** Whether it runs now (or, for a member that is down, whether it should: last_state.power). */
+  running: boolean;
+}
+
+/** A custom volume as placement sees it. */
+export interface VolumeSnapshot {
+  name: string;
+  project: string;
+  pool: string;
+  location: string;
+  bytes: number;
+}
+
+/** A whole-cluster snapshot. */
+export interface ClusterSnapshot {
+  members: MemberSnapshot[];
+  instances: InstanceSnapshot[];
+  volumes: VolumeSnapshot[];
+}

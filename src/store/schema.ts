@@ -1,0 +1,183 @@
+// What Roost keeps in the cluster store: the key layout and the JSON records under each key.
+// Everything above the store speaks in these records; nothing else knows key strings.
+
+/** Member states as the API spells them. `Offline` is derived from heartbeats, never stored. */
+export type StoredMemberState = 'Online' | 'Evacuating' | 'Evacuated' | 'Restoring';
+export type MemberStatus = StoredMemberState | 'Offline';
+
+/** A cluster member (one roostd). */
+export interface MemberRecord {
+  name: string;
+  /** HTTPS address other members and remote clients use, `host:port`. */
+  address: string;
+  architecture: string;
+  description: string;
+  state: StoredMemberState;
+  /** Member config (`scheduler.instance`, `capacity.*`, `user.*`). */
+  config: Record<string, string>;
+  /** Host facts reported by the member at startup (used for capacity defaults). */
+  host: { cpus: number; memoryBytes: number };
+  createdAt: string;
+}
+
+/** Written by each member on every heartbeat under its lease. */
+export interface HeartbeatRecord {
+  at: string;
+}
+
+/** A device as LXD spells it: a type plus string options. */
+export type DeviceConfig = Record<string, string>;
+
+/** An instance: config and where it lives. Runtime state comes from its member's driver. */
+export interface InstanceRecord {
+  name: string;
+  project: string;
+  /** Driver type: `process` now, `container` with the LXC driver, `sim` for scale runs. */
+  type: string;
+  /** The member that holds the instance and its data. Exactly one. */
+  location: string;
+  architecture: string;
+  description: string;
+  ephemeral: boolean;
+  profiles: string[];
+  /** Instance config, including `volatile.*` keys. */
+  config: Record<string, string>;
+  devices: Record<string, DeviceConfig>;
+  createdAt: string;
+  lastUsedAt: string;
+}
+
+/** A custom storage volume on a member's local pool. */
+export interface VolumeRecord {
+  name: string;
+  project: string;
+  pool: string;
+  /** The member holding its data. */
+  location: string;
+  description: string;
+  contentType: 'filesystem';
+  config: Record<string, string>;
+  createdAt: string;
+}
+
+/** Operation status, LXD's words and codes. */
+export type OperationStatus = 'Pending' | 'Running' | 'Cancelling' | 'Success' | 'Failure' | 'Cancelled';
+
+/** An LXD-style operation, mirrored into the store so every member can list and forward it. */
+export interface OperationRecord {
+  id: string;
+  class: 'task' | 'websocket' | 'token';
+  description: string;
+  createdAt: string;
+  updatedAt: string;
+  status: OperationStatus;
+  resources: Record<string, string[]> | null;
+  metadata: Record<string, unknown> | null;
+  mayCancel: boolean;
+  err: string;
+  /** The member running it. */
+  location: string;
+}
+
+/** Phases of one move, in order. The journal key exists from `started` until the move is finished. */
+export type MovePhase = 'started' | 'stopped' | 'copied' | 'committed';
+
+/** The durable intent of one instance move (journal entry). */
+export interface MoveJournal {
+  id: string;
+  project: string;
+  instance: string;
+  source: string;
+  target: string;
+  phase: MovePhase;
+  /** Whether the instance was running when the move began (start it on the target afterwards). */
+  wasRunning: boolean;
+  /** Custom volumes moving with it. */
+  volumes: string[];
+  /** Set `volatile.evacuate.origin` to this on commit if not set yet (evacuation moves). */
+  origin: string | null;
+  /** Remove `volatile.evacuate.origin` on commit (restore moves). */
+  clearOrigin: boolean;
+  /** The evacuation or restore this move belongs to, if any. */
+  evacuation: string | null;
+  startedAt: string;
+}
+
+/** A durable evacuate/restore request of one member, kept until the run ends, then kept as "last run". */
+export interface EvacuationRecord {
+  id: string;
+  member: string;
+  action: 'evacuate' | 'restore';
+  mode: string;
+  parallel: number;
+  /** Operation id showing this run. */
+  operation: string;
+  /** Running until the run ends. */
+  status: 'running' | 'done' | 'failed' | 'cancelled';
+  startedAt: string;
+  finishedAt: string | null;
+  /** The member that owns the run (for resume after restart). */
+  owner: string;
+  progress: EvacuationProgress | null;
+}
+
+/** Structured progress (`roost_evacuation` in the API). */
+export interface EvacuationProgress {
+  total: number;
+  done: number;
+  failed: number;
+  bytesTotal: number;
+  bytesDone: number;
+  /** Bytes per second over the run so far. */
+  rate: number;
+  instances: Record<string, { action: string; target: string | null; state: string; error?: string }>;
+}
+
+/** Join token issued by `POST /1.0/cluster/members`. */
+export interface JoinTokenRecord {
+  name: string;
+  secret: string;
+  expiresAt: string;
+}
+
+/** The cluster-wide TLS identity shared by all members. */
+export interface ClusterCertificateRecord {
+  cert: string;
+  key: string;
+  fingerprint: string;
+}
+
+/** An event as it travels between members through the store. */
+export interface EventRecord {
+  type: 'operation' | 'lifecycle' | 'logging';
+  timestamp: string;
+  metadata: unknown;
+  location: string;
+  project: string;
+}
+
+/** Store key layout. */
+export const keys = {
+  serverConfig: () => 'config',
+  clusterCertificate: () => 'cluster/certificate',
+  member: (name: string) => `members/${name}`,
+  members: () => 'members/',
+  heartbeat: (name: string) => `heartbeats/${name}`,
+  heartbeats: () => 'heartbeats/',
+  instance: (project: string, name: string) => `instances/${project}/${name}`,
+  instances: (project?: string) => (project ? `instances/${project}/` : 'instances/'),
+  volume: (project: string, pool: string, name: string) => `volumes/${project}/${pool}/${name}`,
+  volumes: (project?: string, pool?: string) =>
+    project ? (pool ? `volumes/${project}/${pool}/` : `volumes/${project}/`) : 'volumes/',
+  operation: (id: string) => `operations/${id}`,
+  operations: () => 'operations/',
+  move: (project: string, instance: string) => `moves/${project}/${instance}`,
+  moves: () => 'moves/',
+  evacuation: (member: string) => `evacuations/${member}`,
+  evacuations: () => 'evacuations/',
+  lock: (name: string) => `locks/${name}`,
+  token: (name: string) => `tokens/${name}`,
+  tokens: () => 'tokens/',
+  events: () => 'events/',
+  event: (id: string) => `events/${id}`,
+} as const;
