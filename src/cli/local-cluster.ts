@@ -1,5 +1,10 @@
 // `roost up` / `roost down`: a local multi-member cluster on this host with the embedded store.
-// (Implemented by the daemon work; the CLI only calls these.)
+
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { rmSync } from 'node:fs';
+import { LocalCluster } from '../daemon/local-cluster.js';
+import { cliConfigPath, readCliConfig, writeCliConfig } from '../client/config.js';
 
 /** Options of `roost up`. */
 export interface UpOptions {
@@ -13,12 +18,48 @@ export interface DownOptions {
   purge: boolean;
 }
 
+/** Where local clusters live unless --dir says otherwise. */
+export function defaultClusterDir(env: Record<string, string | undefined> = process.env): string {
+  return join(env.XDG_DATA_HOME || join(env.HOME || homedir(), '.local', 'share'), 'roost');
+}
+
+/** The cluster `roost down` means without --dir: the one the CLI talks to, else the default. */
+function currentClusterDir(): string {
+  try {
+    const config = readCliConfig();
+    if (config) return dirname(config.member);
+  } catch {
+    // A broken CLI config must not stop `down`.
+  }
+  return defaultClusterDir();
+}
+
 /** Start (or complete) a local cluster; prints one line per member. */
-export async function upCommand(_options: UpOptions): Promise<void> {
-  throw new Error('not implemented yet');
+export async function upCommand(options: UpOptions, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<void> {
+  if (!Number.isInteger(options.members) || options.members < 1 || options.members > 64) {
+    throw new Error('--members must be a whole number from 1 to 64');
+  }
+  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()));
+  const results = await cluster.up(options.members);
+  for (const r of results) {
+    const words = { joined: 'added and started', started: 'started', running: 'already running' }[r.action];
+    out(`Member ${r.name}: ${words} (${join(cluster.dir, r.name)})`);
+  }
+  const first = results[0];
+  if (first) {
+    writeCliConfig({ member: join(cluster.dir, first.name) });
+    out(`Cluster ready in ${cluster.dir}; roost commands talk to ${first.name} (set ROOST_DIR=<member dir> for another).`);
+  }
 }
 
 /** Stop a local cluster's members and instances; with purge, remove its directory. */
-export async function downCommand(_options: DownOptions): Promise<void> {
-  throw new Error('not implemented yet');
+export async function downCommand(options: DownOptions, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<void> {
+  const cluster = new LocalCluster(resolve(options.dir ?? currentClusterDir()));
+  const stopped = await cluster.down(options.purge);
+  out(stopped.length === 0 ? `No members in ${cluster.dir}` : `Stopped ${stopped.join(', ')}`);
+  if (options.purge) {
+    out(`Removed ${cluster.dir}`);
+    const config = readCliConfig();
+    if (config && dirname(config.member) === cluster.dir) rmSync(cliConfigPath(), { force: true });
+  }
 }

@@ -1,0 +1,140 @@
+// `/1.0/cluster...`: the cluster, its members, join tokens and member state (evacuate/restore).
+
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Router } from '../server.js';
+import { sync, async as asyncReply } from '../envelope.js';
+import { forwardTo, param, parseBody, recursion } from '../request.js';
+import { errors } from '../errors.js';
+import type { MemberView } from '../../cluster/members.js';
+import { keys, type JoinTokenRecord } from '../../store/schema.js';
+import type { Member } from '../../daemon/context.js';
+
+const memberUpdate = z.object({
+  config: z.record(z.string(), z.unknown()).optional(),
+  description: z.string().optional(),
+}).passthrough();
+
+const stateRequest = z.object({
+  action: z.string(),
+  mode: z.string().optional(),
+}).passthrough();
+
+/** A member as LXD's API shows it. */
+export function memberToApi(view: MemberView): Record<string, unknown> {
+  const r = view.record;
+  return {
+    server_name: r.name,
+    url: `https://${r.address}`,
+    database: true,
+    status: view.status,
+    message: view.message,
+    architecture: r.architecture,
+    failure_domain: 'default',
+    description: r.description,
+    config: r.config,
+    roles: ['database'],
+    groups: ['default'],
+  };
+}
+
+/** The `sysinfo` and `storage_pools` of this member (capacity that placement uses). */
+export async function localMemberState(m: Member): Promise<Record<string, unknown>> {
+  const usage = await m.pool.poolUsage();
+  const load = os.loadavg();
+  return {
+    sysinfo: {
+      uptime: Math.round(os.uptime()),
+      load_averages: load,
+      total_ram: os.totalmem(),
+      free_ram: os.freemem(),
+      shared_ram: 0,
+      buffered_ram: 0,
+      total_swap: 0,
+      free_swap: 0,
+      processes: 0,
+      logical_cpus: os.cpus().length,
+    },
+    storage_pools: {
+      default: { space: { used: usage.usedBytes, total: usage.totalBytes }, inodes: { used: 0, total: 0 } },
+    },
+    roost_evacuation: m.evacuations ? await m.evacuations.progress() : null,
+  };
+}
+
+/** Register the cluster routes. */
+export function registerClusterRoutes(r: Router): void {
+  const m = r.member;
+
+  r.on('GET', '/1.0/cluster', async (_req, reply) => sync(reply, { server_name: m.name, enabled: true, member_config: [] }));
+
+  r.on('GET', '/1.0/cluster/members', async (req, reply) => {
+    const views = (await m.cluster.members()).sort((a, b) => a.record.name.localeCompare(b.record.name));
+    return sync(reply, recursion(req) > 0 ? views.map(memberToApi) : views.map((v) => `/1.0/cluster/members/${v.record.name}`));
+  });
+
+  // A join token for a new member (LXD's `lxc cluster add <name>`).
+  r.on('POST', '/1.0/cluster/members', async (req, reply) => {
+    const body = parseBody(req, z.object({ server_name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/, 'must be a valid member name') }).passthrough());
+    const existing = (await m.cluster.members()).find((v) => v.record.name === body.server_name);
+    if (existing) throw errors.conflict(`The cluster already has a member with name: ${body.server_name}`);
+    const token: JoinTokenRecord = {
+      name: body.server_name,
+      secret: randomBytes(32).toString('hex'),
+      expiresAt: new Date(Date.now() + 3 * 3600 * 1000).toISOString(),
+    };
+    await m.store.put(keys.token(token.name), JSON.stringify(token));
+    const op = await m.operations.begin({
+      class: 'token',
+      description: 'Requesting to join the cluster',
+      resources: { cluster: [] },
+      metadata: {
+        serverName: token.name,
+        secret: token.secret,
+        fingerprint: m.cert.fingerprint,
+        addresses: [m.address],
+        expiresAt: token.expiresAt,
+        store: m.storeUrl,
+      },
+      run: async () => undefined,
+    });
+    return asyncReply(reply, op);
+  });
+
+  r.on('GET', '/1.0/cluster/members/:name', async (req, reply) => sync(reply, memberToApi(await m.cluster.member(param(req, 'name')))));
+
+  const update = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const name = param(req, 'name');
+    const body = parseBody(req, memberUpdate);
+    await m.cluster.member(name);
+    await m.cluster.updateMember(name, { config: body.config, description: body.description }, replace);
+    return sync(reply, {});
+  };
+  r.on('PUT', '/1.0/cluster/members/:name', update(true));
+  r.on('PATCH', '/1.0/cluster/members/:name', update(false));
+
+  r.on('GET', '/1.0/cluster/members/:name/state', async (req, reply) => {
+    const name = param(req, 'name');
+    const view = await m.cluster.member(name);
+    if (view.status === 'Offline') {
+      return sync(reply, { sysinfo: null, storage_pools: null, roost_evacuation: m.evacuations ? await m.evacuations.progress() : null });
+    }
+    if (await forwardTo(r, req, reply, name)) return;
+    return sync(reply, await localMemberState(m));
+  });
+
+  r.on('POST', '/1.0/cluster/members/:name/state', async (req, reply) => {
+    const name = param(req, 'name');
+    const body = parseBody(req, stateRequest);
+    if (body.action !== 'evacuate' && body.action !== 'restore') throw errors.badRequest(`Unknown action "${body.action}"`);
+    const view = await m.cluster.member(name);
+    if (view.status === 'Offline') throw errors.badRequest(`Cannot ${body.action} offline cluster member`);
+    if (await forwardTo(r, req, reply, name)) return;
+    if (!m.evacuations) throw errors.badRequest('Evacuation is not available on this member');
+    const result = await m.evacuations.request(req.body);
+    if ('operation' in result) return asyncReply(reply, result.operation);
+    return sync(reply, result.sync);
+  });
+}

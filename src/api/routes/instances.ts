@@ -1,0 +1,312 @@
+// `/1.0/instances...`: list, create (with placement), show, update, delete, move, state, logs.
+// Requests about an instance are forwarded to the member that holds it.
+
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Router } from '../server.js';
+import { sync, async as asyncReply } from '../envelope.js';
+import { forwardTo, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
+import { errors } from '../errors.js';
+import type { InstanceRecord } from '../../store/schema.js';
+import { keys } from '../../store/schema.js';
+import type { InstanceRuntimeState } from '../../instances/driver.js';
+import { instanceEtag, type CreateInstance } from '../../instances/service.js';
+import { expandDevices } from '../../instances/devices.js';
+import { placeNewInstance } from '../../placement/index.js';
+import { readSnapshot } from '../../cluster/snapshot.js';
+import { parseBytes } from '../../util/units.js';
+import type { Member } from '../../daemon/context.js';
+
+const statusCodes: Record<string, number> = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 };
+
+const stringMap = z.record(z.string(), z.string());
+const createBody = z.object({
+  name: z.string(),
+  type: z.string().optional(),
+  source: z.object({ type: z.string().optional(), alias: z.string().optional() }).passthrough().optional(),
+  config: z.record(z.string(), z.unknown()).optional(),
+  devices: z.record(z.string(), stringMap).optional(),
+  profiles: z.array(z.string()).nullable().optional(),
+  description: z.string().optional(),
+  ephemeral: z.boolean().optional(),
+}).passthrough();
+
+const updateBody = z.object({
+  config: z.record(z.string(), z.unknown()).optional(),
+  devices: z.record(z.string(), stringMap).optional(),
+  profiles: z.array(z.string()).nullable().optional(),
+  description: z.string().optional(),
+}).passthrough();
+
+const stateBody = z.object({
+  action: z.string(),
+  timeout: z.number().int().optional(),
+  force: z.boolean().optional(),
+  stateful: z.boolean().optional(),
+}).passthrough();
+
+const postBody = z.object({
+  name: z.string().optional(),
+  migration: z.boolean().optional(),
+  live: z.boolean().optional(),
+}).passthrough();
+
+/** The runtime part of an instance as LXD shows it under `state`. */
+export function stateToApi(st: InstanceRuntimeState | null): Record<string, unknown> {
+  const status = st?.status ?? 'Error';
+  return {
+    status,
+    status_code: statusCodes[status] ?? 112,
+    disk: {},
+    memory: { usage: st?.memoryBytes ?? 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 },
+    network: {},
+    pid: st?.pid ?? 0,
+    processes: st?.processes ?? 0,
+    cpu: { usage: 0 },
+  };
+}
+
+/** An instance as LXD's API shows it (recursion 1; `state` added for recursion 2). */
+export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null, withState: boolean): Record<string, unknown> {
+  const status = st?.status ?? 'Error';
+  const out: Record<string, unknown> = {
+    architecture: r.architecture,
+    config: r.config,
+    devices: r.devices,
+    ephemeral: r.ephemeral,
+    profiles: r.profiles,
+    stateful: false,
+    description: r.description,
+    created_at: r.createdAt,
+    expanded_config: r.config,
+    expanded_devices: expandDevices(r.devices),
+    name: r.name,
+    status,
+    status_code: statusCodes[status] ?? 112,
+    last_used_at: r.lastUsedAt,
+    location: r.location,
+    type: r.type,
+    project: r.project,
+  };
+  if (withState) {
+    out.state = stateToApi(st);
+    out.snapshots = null;
+    out.backups = null;
+  }
+  return out;
+}
+
+/** Runtime states of all instances, asking each Online member for its own (in parallel). */
+async function clusterStates(m: Member, records: InstanceRecord[]): Promise<Map<string, InstanceRuntimeState | null>> {
+  const out = new Map<string, InstanceRuntimeState | null>();
+  const locations = new Set(records.map((r) => r.location));
+  const views = await m.cluster.members();
+  await Promise.all(
+    [...locations].map(async (loc) => {
+      const view = views.find((v) => v.record.name === loc);
+      try {
+        if (loc === m.name) {
+          for (const [k, v] of await m.instances.localStates()) out.set(k, v);
+        } else if (view && view.status !== 'Offline') {
+          const states = (await m.peers.call(view.record.address, 'GET', '/internal/instances/state', { timeoutMs: 15_000 })) as Record<string, InstanceRuntimeState>;
+          for (const [k, v] of Object.entries(states)) out.set(k, v);
+        }
+      } catch {
+        // Instances of an unreachable member show as Error, as LXD shows them.
+      }
+    }),
+  );
+  return out;
+}
+
+/** Register the instance routes. */
+export function registerInstanceRoutes(r: Router): void {
+  const m = r.member;
+
+  r.on('GET', '/1.0/instances', async (req, reply) => {
+    const project = projectOf(req);
+    const { kvs } = await m.store.range(keys.instances(project));
+    const records = kvs.map((kv) => JSON.parse(kv.value) as InstanceRecord);
+    const level = recursion(req);
+    if (level === 0) return sync(reply, records.map((x) => `/1.0/instances/${x.name}`));
+    const states = await clusterStates(m, records);
+    return sync(reply, records.map((x) => instanceToApi(x, states.get(`${x.project}/${x.name}`) ?? null, level > 1)));
+  });
+
+  r.on('POST', '/1.0/instances', async (req, reply) => {
+    const project = projectOf(req);
+    const body = parseBody(req, createBody);
+    const sourceType = body.source?.type ?? 'none';
+    if (sourceType !== 'none') throw errors.badRequest(`Unsupported instance source "${sourceType}" (only "none" for now)`);
+    const create: CreateInstance = {
+      name: body.name,
+      project,
+      type: body.type && body.type !== '' ? body.type : 'process',
+      config: (body.config ?? {}) as Record<string, string>,
+      devices: body.devices ?? {},
+      profiles: body.profiles ?? ['default'],
+      description: body.description ?? '',
+      ephemeral: body.ephemeral ?? false,
+    };
+    await m.instances.validateCreate(create);
+    if (await m.store.get(keys.instance(project, create.name))) throw errors.instanceExists(create.name);
+    const target = queryParam(req, 'target') ?? (await chooseMember(m, create));
+    const view = await m.cluster.member(target);
+    if (view.status === 'Offline') throw errors.memberOffline(target);
+    if (view.status !== 'Online') throw errors.memberEvacuated();
+    const q = new URLSearchParams(req.query as Record<string, string>);
+    q.set('target', target);
+    if (await forwardTo(r, req, reply, target, `/1.0/instances?${q.toString()}`)) return;
+    const op = await m.operations.begin({
+      description: 'Creating instance',
+      resources: { instances: [`/1.0/instances/${create.name}`] },
+      project,
+      run: async () => {
+        await m.instances.create(create);
+      },
+    });
+    return asyncReply(reply, op);
+  });
+
+  r.on('GET', '/1.0/instances/:name', async (req, reply) => {
+    const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
+    if (await forwardTo(r, req, reply, record.location)) return;
+    const st = await m.instances.state(record);
+    return sync(reply, instanceToApi(record, st, recursion(req) > 0), instanceEtag(record));
+  });
+
+  const update = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const project = projectOf(req);
+    const name = param(req, 'name');
+    const body = parseBody(req, updateBody);
+    const ifMatch = req.headers['if-match'];
+    const etag = typeof ifMatch === 'string' && ifMatch !== '' ? ifMatch.replace(/^"|"$/g, '') : undefined;
+    await m.instances.update(project, name, {
+      config: body.config,
+      devices: body.devices,
+      description: body.description,
+      profiles: body.profiles ?? undefined,
+    }, replace, etag);
+    if (!replace) return sync(reply, {});
+    const op = await m.operations.begin({
+      description: 'Updating instance',
+      resources: { instances: [`/1.0/instances/${name}`] },
+      project,
+      run: async () => undefined,
+    });
+    return asyncReply(reply, op);
+  };
+  r.on('PUT', '/1.0/instances/:name', update(true));
+  r.on('PATCH', '/1.0/instances/:name', update(false));
+
+  r.on('DELETE', '/1.0/instances/:name', async (req, reply) => {
+    const project = projectOf(req);
+    const name = param(req, 'name');
+    const { record } = await m.instances.load(project, name);
+    if (await forwardTo(r, req, reply, record.location)) return;
+    if ((await m.instances.state(record)).status === 'Running') throw errors.badRequest('The instance is currently running, stop it first');
+    const op = await m.operations.begin({
+      description: 'Deleting instance',
+      resources: { instances: [`/1.0/instances/${name}`] },
+      project,
+      run: async () => {
+        await m.instances.delete(project, name);
+      },
+    });
+    return asyncReply(reply, op);
+  });
+
+  // Move to another member (LXD's migration request with ?target=).
+  r.on('POST', '/1.0/instances/:name', async (req, reply) => {
+    const project = projectOf(req);
+    const name = param(req, 'name');
+    const body = parseBody(req, postBody);
+    const { record } = await m.instances.load(project, name);
+    const target = queryParam(req, 'target');
+    if (!target) {
+      if (body.name && body.name !== name) throw errors.badRequest('Renaming instances is not supported yet');
+      throw errors.badRequest('A move needs a target member (?target=<member>)');
+    }
+    const view = await m.cluster.member(target);
+    if (target === record.location) throw errors.badRequest(`Instance "${name}" is already on member "${target}"`);
+    if (view.status === 'Offline') throw errors.memberOffline(target);
+    if (view.status !== 'Online') throw errors.memberEvacuated();
+    if (await forwardTo(r, req, reply, record.location)) return;
+    const op = await m.operations.begin({
+      description: 'Migrating instance',
+      resources: { instances: [`/1.0/instances/${name}`] },
+      project,
+      run: async (ctx) => {
+        await m.migrator.move({
+          instances: [{ project, name }],
+          target,
+          signal: ctx.signal,
+          onProgress: (done, total) => ctx.update({ migration_progress: `${Math.round((100 * done) / Math.max(1, total))}% (${done}/${total} bytes)` }),
+        });
+      },
+    });
+    return asyncReply(reply, op);
+  });
+
+  r.on('GET', '/1.0/instances/:name/state', async (req, reply) => {
+    const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
+    if (await forwardTo(r, req, reply, record.location)) return;
+    return sync(reply, stateToApi(await m.instances.state(record)));
+  });
+
+  r.on('PUT', '/1.0/instances/:name/state', async (req, reply) => {
+    const project = projectOf(req);
+    const name = param(req, 'name');
+    const body = parseBody(req, stateBody);
+    if (!['start', 'stop', 'restart', 'freeze', 'unfreeze'].includes(body.action)) throw errors.badRequest(`Unknown action "${body.action}"`);
+    if (body.action === 'freeze' || body.action === 'unfreeze') throw errors.badRequest('Freezing is not supported by this instance type');
+    const { record } = await m.instances.load(project, name);
+    if (await forwardTo(r, req, reply, record.location)) return;
+    if (body.action === 'start' || body.action === 'restart') await m.instances.memberGuard(false); // 403 before any operation
+    if (await m.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
+    const timeout = body.timeout !== undefined && body.timeout >= 0 ? body.timeout : undefined;
+    const descriptions: Record<string, string> = { start: 'Starting instance', stop: 'Stopping instance', restart: 'Restarting instance' };
+    const op = await m.operations.begin({
+      description: descriptions[body.action] ?? 'Changing instance state',
+      resources: { instances: [`/1.0/instances/${name}`] },
+      project,
+      run: async () => {
+        if (body.action !== 'start') await m.instances.stop(project, name, { force: body.force === true, timeoutSeconds: timeout });
+        if (body.action !== 'stop') await m.instances.start(project, name);
+      },
+    });
+    return asyncReply(reply, op);
+  });
+
+  r.on('GET', '/1.0/instances/:name/logs', async (req, reply) => {
+    const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
+    if (await forwardTo(r, req, reply, record.location)) return;
+    return sync(reply, (await m.instances.logFiles(record)).map((f) => `/1.0/instances/${record.name}/logs/${f}`));
+  });
+
+  r.on('GET', '/1.0/instances/:name/logs/:file', async (req, reply) => {
+    const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
+    if (await forwardTo(r, req, reply, record.location)) return;
+    return reply.type('text/plain').send(await m.instances.readLog(record, param(req, 'file')));
+  });
+}
+
+/** Pick a member for a new instance without --target (placement over a fresh snapshot). */
+async function chooseMember(m: Member, create: CreateInstance): Promise<string> {
+  const snapshot = await readSnapshot(m);
+  const volumes = Object.values(expandDevices(create.devices)).filter((d) => d.type === 'disk' && d.pool && d.source && d.path !== '/');
+  if (volumes.length > 0) {
+    const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.source && v.project === create.project);
+    if (vol) return vol.location;
+  }
+  const placed = placeNewInstance(snapshot, {
+    project: create.project,
+    architecture: snapshot.members.find((x) => x.name === m.name)?.architecture ?? 'x86_64',
+    cpu: Number(create.config['limits.cpu'] ?? 0) || 0,
+    memoryBytes: parseBytes(create.config['limits.memory'] ?? '') ?? 0,
+    bytes: 0,
+    group: create.config['placement.group'],
+  });
+  if (!placed.ok) throw errors.badRequest(`No suitable cluster member for the instance: ${placed.reason}`);
+  return placed.member;
+}

@@ -1,0 +1,52 @@
+// `/internal/...`: member-to-member calls (HTTPS with the cluster certificate only): instance states,
+// capacity, and the receiving side of moves.
+
+import { z } from 'zod';
+import type { Readable } from 'node:stream';
+import type { Router } from '../server.js';
+import { sync } from '../envelope.js';
+import { param, parseBody, queryParam } from '../request.js';
+import { errors } from '../errors.js';
+import { localCapacity } from '../../cluster/snapshot.js';
+import type { VolumeRef } from '../../storage/driver.js';
+
+const refSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string() });
+
+/** Register the internal routes (peer origin only). */
+export function registerInternalRoutes(r: Router): void {
+  const m = r.member;
+
+  r.on('GET', '/internal/instances/state', async (_req, reply) => sync(reply, Object.fromEntries(await m.instances.localStates())));
+  r.on('GET', '/internal/capacity', async (_req, reply) => sync(reply, await localCapacity(m)));
+
+  r.on('POST', '/internal/instances/start', async (req, reply) => {
+    const body = parseBody(req, z.object({ project: z.string(), name: z.string(), allowRestoring: z.boolean().optional(), moveId: z.string().optional() }));
+    await m.instances.start(body.project, body.name, { allowRestoring: body.allowRestoring === true, moveId: body.moveId });
+    return sync(reply, {});
+  });
+
+  r.on('POST', '/internal/moves/:id/prepare', async (req, reply) => {
+    const body = parseBody(req, z.object({ refs: z.array(refSchema) }));
+    await m.migrator.prepareIncoming(param(req, 'id'), body.refs);
+    return sync(reply, {});
+  });
+
+  r.on('PUT', '/internal/moves/:id/volume', async (req, reply) => {
+    const ref = refSchema.safeParse({ type: queryParam(req, 'type'), project: queryParam(req, 'project'), name: queryParam(req, 'name') });
+    if (!ref.success) throw errors.badRequest('bad volume reference');
+    if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a volume stream');
+    const digest = await m.migrator.receiveVolume(param(req, 'id'), ref.data as VolumeRef, req.body as Readable);
+    return sync(reply, digest);
+  });
+
+  r.on('POST', '/internal/moves/:id/commit', async (req, reply) => {
+    await m.migrator.commitIncoming(param(req, 'id'));
+    return sync(reply, {});
+  });
+
+  r.on('POST', '/internal/moves/:id/discard', async (req, reply) => {
+    const body = parseBody(req, z.object({ project: z.string(), instances: z.array(z.string()), volumes: z.array(z.string()) }));
+    await m.migrator.discardIncoming(param(req, 'id'), body.project, body.instances, body.volumes);
+    return sync(reply, {});
+  });
+}

@@ -1,0 +1,215 @@
+// Cluster membership: member records, heartbeats on a store lease, derived Offline status, and the
+// server and member config (validated through the config-key registry).
+
+import os from 'node:os';
+import type { Store } from '../store/store.js';
+import { keys, type HeartbeatRecord, type MemberRecord, type MemberStatus, type StoredMemberState } from '../store/schema.js';
+import { checkConfig, configValue } from '../config/keys.js';
+import { errors } from '../api/errors.js';
+import { formatDuration, parseSeconds } from '../util/units.js';
+import type { Logger } from '../util/log.js';
+
+/** A member with its derived status, as the API shows it. */
+export interface MemberView {
+  record: MemberRecord;
+  status: MemberStatus;
+  message: string;
+  /** Store revision of the member record (for compare-and-swap). */
+  modRevision: number;
+}
+
+/** LXD's status messages. */
+const messages: Record<MemberStatus, string> = {
+  Online: 'Fully operational',
+  Evacuating: 'Evacuation in progress',
+  Evacuated: 'Unavailable due to maintenance',
+  Restoring: 'Restore in progress',
+  Offline: 'No heartbeat',
+};
+
+/** Key of the unleased "last seen" stamp kept beside the leased heartbeat, for the Offline message. */
+const lastSeenKey = (name: string): string => `lastseen/${name}`;
+
+/** Reads and writes membership and config; runs this member's heartbeat. */
+export class ClusterService {
+  private lease: string | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private leaseTtl = 0;
+
+  constructor(
+    private readonly store: Store,
+    readonly memberName: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Add this member to the cluster, or refresh its address and host facts if it is already a member. */
+  async register(address: string): Promise<MemberRecord> {
+    for (;;) {
+      const kv = await this.store.get(keys.member(this.memberName));
+      const host = { cpus: os.cpus().length, memoryBytes: os.totalmem() };
+      const record: MemberRecord = kv
+        ? { ...(JSON.parse(kv.value) as MemberRecord), address, host }
+        : {
+            name: this.memberName,
+            address,
+            architecture: hostArchitecture(),
+            description: '',
+            state: 'Online',
+            config: {},
+            host,
+            createdAt: new Date().toISOString(),
+          };
+      const r = await this.store.txn([{ key: keys.member(this.memberName), modRevision: kv?.modRevision ?? 0 }], [
+        { type: 'put', key: keys.member(this.memberName), value: JSON.stringify(record) },
+      ]);
+      if (r.succeeded) return record;
+    }
+  }
+
+  /** Seconds without heartbeat before a member is Offline (server key `cluster.offline_threshold`). */
+  async offlineThreshold(): Promise<number> {
+    const config = await this.serverConfig();
+    return parseSeconds(configValue('server', config, 'cluster.offline_threshold')) ?? 20;
+  }
+
+  /** Start heartbeating: a key under a lease whose TTL is the offline threshold, kept alive well within it. */
+  async startHeartbeat(): Promise<void> {
+    await this.beat();
+  }
+
+  /** Stop heartbeating (the member will turn Offline after the threshold unless revoke is asked). */
+  async stopHeartbeat(revoke: boolean): Promise<void> {
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (revoke && this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const ttl = await this.offlineThreshold();
+      const at = new Date().toISOString();
+      if (!this.lease || ttl !== this.leaseTtl || !(await this.store.keepAlive(this.lease))) {
+        if (this.lease && ttl !== this.leaseTtl) await this.store.revokeLease(this.lease).catch(() => undefined);
+        this.lease = await this.store.grantLease(ttl);
+        this.leaseTtl = ttl;
+      }
+      const beat: HeartbeatRecord = { at };
+      await this.store.txn([], [
+        { type: 'put', key: keys.heartbeat(this.memberName), value: JSON.stringify(beat), lease: this.lease },
+        { type: 'put', key: lastSeenKey(this.memberName), value: JSON.stringify(beat) },
+      ]);
+    } catch (err) {
+      this.log.warn({ err }, 'heartbeat failed');
+    }
+    const interval = Math.max(100, Math.min(2000, (this.leaseTtl * 1000) / 5));
+    this.heartbeatTimer = setTimeout(() => void this.beat(), interval);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Every member with its status, from one consistent read. */
+  async members(): Promise<MemberView[]> {
+    const { kvs } = await this.store.rangeMany([keys.members(), keys.heartbeats(), 'lastseen/']);
+    const alive = new Set<string>();
+    const lastSeen = new Map<string, number>();
+    const views: MemberView[] = [];
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.heartbeats())) alive.add(kv.key.slice(keys.heartbeats().length));
+      else if (kv.key.startsWith('lastseen/')) {
+        lastSeen.set(kv.key.slice('lastseen/'.length), Date.parse((JSON.parse(kv.value) as HeartbeatRecord).at));
+      }
+    }
+    for (const kv of kvs) {
+      if (!kv.key.startsWith(keys.members())) continue;
+      const record = JSON.parse(kv.value) as MemberRecord;
+      if (!alive.has(record.name)) {
+        const seen = lastSeen.get(record.name);
+        const message = seen ? `No heartbeat for ${formatDuration(Date.now() - seen)}` : 'No heartbeat';
+        views.push({ record, status: 'Offline', message, modRevision: kv.modRevision });
+      } else {
+        views.push({ record, status: record.state, message: messages[record.state], modRevision: kv.modRevision });
+      }
+    }
+    return views;
+  }
+
+  /** One member with its status; 404 if unknown. */
+  async member(name: string): Promise<MemberView> {
+    const view = (await this.members()).find((m) => m.record.name === name);
+    if (!view) throw errors.memberNotFound(name);
+    return view;
+  }
+
+  /**
+   * Change a member's stored state if it is one of `from` (a compare-and-swap on the member record).
+   * Returns false if it was not.
+   */
+  async transition(name: string, from: StoredMemberState[], to: StoredMemberState): Promise<boolean> {
+    for (;;) {
+      const kv = await this.store.get(keys.member(name));
+      if (!kv) throw errors.memberNotFound(name);
+      const record = JSON.parse(kv.value) as MemberRecord;
+      if (!from.includes(record.state)) return false;
+      record.state = to;
+      const r = await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [
+        { type: 'put', key: kv.key, value: JSON.stringify(record) },
+      ]);
+      if (r.succeeded) return true;
+    }
+  }
+
+  /** Update a member's config or description; `replace` swaps the whole config (PUT) instead of merging (PATCH). */
+  async updateMember(name: string, change: { config?: Record<string, unknown>; description?: string }, replace: boolean): Promise<MemberRecord> {
+    if (change.config) {
+      const problem = checkConfig('member', change.config);
+      if (problem) throw errors.badRequest(problem);
+    }
+    for (;;) {
+      const kv = await this.store.get(keys.member(name));
+      if (!kv) throw errors.memberNotFound(name);
+      const record = JSON.parse(kv.value) as MemberRecord;
+      if (change.config) record.config = mergeConfig(replace ? {} : record.config, change.config as Record<string, string>);
+      if (change.description !== undefined) record.description = change.description;
+      const r = await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [
+        { type: 'put', key: kv.key, value: JSON.stringify(record) },
+      ]);
+      if (r.succeeded) return record;
+    }
+  }
+
+  /** The server (cluster-wide) config. */
+  async serverConfig(): Promise<Record<string, string>> {
+    const kv = await this.store.get(keys.serverConfig());
+    return kv ? (JSON.parse(kv.value) as Record<string, string>) : {};
+  }
+
+  /** Update the server config, merging (PATCH) or replacing (PUT). */
+  async updateServerConfig(config: Record<string, unknown>, replace: boolean): Promise<Record<string, string>> {
+    const problem = checkConfig('server', config);
+    if (problem) throw errors.badRequest(problem);
+    for (;;) {
+      const kv = await this.store.get(keys.serverConfig());
+      const current = kv ? (JSON.parse(kv.value) as Record<string, string>) : {};
+      const next = mergeConfig(replace ? {} : current, config as Record<string, string>);
+      const r = await this.store.txn([{ key: keys.serverConfig(), modRevision: kv?.modRevision ?? 0 }], [
+        { type: 'put', key: keys.serverConfig(), value: JSON.stringify(next) },
+      ]);
+      if (r.succeeded) return next;
+    }
+  }
+}
+
+/** Apply a config change: empty values unset keys. */
+export function mergeConfig(base: Record<string, string>, change: Record<string, string>): Record<string, string> {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(change)) {
+    if (v === '') delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** The host architecture in LXD's words. */
+export function hostArchitecture(): string {
+  const map: Record<string, string> = { x64: 'x86_64', arm64: 'aarch64', ia32: 'i686', arm: 'armv7l', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return map[process.arch] ?? process.arch;
+}

@@ -1,0 +1,120 @@
+// Member-to-member HTTPS with mutual TLS on the cluster certificate: request forwarding and data streams.
+
+import type { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { ClusterCertificateRecord } from '../store/schema.js';
+import { fingerprintOf } from './certificate.js';
+
+/** A peer's answer, body parsed as JSON when it is JSON. */
+export interface PeerResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+/** Options of one peer request. */
+export interface PeerRequestOptions {
+  json?: unknown;
+  body?: Readable;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** Milliseconds without response headers before giving up (default 30 s). */
+  timeoutMs?: number;
+}
+
+/** Thrown when a peer cannot be reached at all (as opposed to answering with an error). */
+export class PeerUnreachableError extends Error {
+  constructor(address: string, cause: unknown) {
+    super(`member at ${address} is unreachable: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'PeerUnreachableError';
+  }
+}
+
+/** The HTTPS client members use to talk to each other. */
+export class PeerClient {
+  private readonly agent: Agent;
+
+  constructor(cert: ClusterCertificateRecord) {
+    this.agent = new Agent({
+      connect: {
+        cert: cert.cert,
+        key: cert.key,
+        ca: cert.cert,
+        servername: 'roost',
+        // Members are pinned by the shared certificate, not by host names (members may move addresses).
+        checkServerIdentity: (_host, peer) =>
+          fingerprintOf(`-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64')}\n-----END CERTIFICATE-----`) ===
+          cert.fingerprint
+            ? undefined
+            : new Error('peer does not present the cluster certificate'),
+      },
+      keepAliveTimeout: 10_000,
+      connections: 64,
+    });
+  }
+
+  /** Send one request to the member at `address` (`host:port`). */
+  async request(address: string, method: Dispatcher.HttpMethod, path: string, options: PeerRequestOptions = {}): Promise<PeerResponse> {
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    let body: string | Readable | undefined;
+    if (options.json !== undefined) {
+      body = JSON.stringify(options.json);
+      headers['content-type'] = 'application/json';
+    } else if (options.body) {
+      body = options.body;
+      headers['content-type'] = 'application/octet-stream';
+    }
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`https://${address}${path}`, {
+        method,
+        headers,
+        body,
+        dispatcher: this.agent,
+        signal: options.signal,
+        headersTimeout: options.timeoutMs ?? 30_000,
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      throw new PeerUnreachableError(address, err);
+    }
+    const text = await res.body.text();
+    const flat: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+    let parsed: unknown = text;
+    if ((flat['content-type'] ?? '').includes('json') && text !== '') parsed = JSON.parse(text) as unknown;
+    return { status: res.statusCode, headers: flat, body: parsed };
+  }
+
+  /** Like request, but a non-2xx answer throws with the peer's error text. Returns the envelope's metadata. */
+  async call(address: string, method: Dispatcher.HttpMethod, path: string, options: PeerRequestOptions = {}): Promise<unknown> {
+    const res = await this.request(address, method, path, options);
+    if (res.status >= 300) throw new PeerError(res.status, errorText(res.body) ?? `HTTP ${res.status} from ${address}`);
+    if (res.body && typeof res.body === 'object' && 'metadata' in res.body) return (res.body as { metadata: unknown }).metadata;
+    return res.body;
+  }
+
+  /** Release connections. */
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
+/** A peer answered with an error status. */
+export class PeerError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PeerError';
+  }
+}
+
+function errorText(body: unknown): string | undefined {
+  if (body && typeof body === 'object' && 'error' in body && typeof (body as { error: unknown }).error === 'string') {
+    return (body as { error: string }).error;
+  }
+  return typeof body === 'string' && body !== '' ? body : undefined;
+}

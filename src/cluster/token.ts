@@ -1,0 +1,37 @@
+// Join tokens as LXD prints them: base64 of a JSON object naming the member, the secret, the
+// cluster certificate fingerprint and where to reach the cluster (Roost adds the store URL).
+
+/** The decoded token. */
+export interface JoinToken {
+  server_name: string;
+  secret: string;
+  fingerprint: string;
+  addresses: string[];
+  expires_at: string;
+  store: string;
+}
+
+/** Encode a token for printing. */
+export function encodeJoinToken(token: JoinToken): string {
+  return Buffer.from(JSON.stringify(token)).toString('base64');
+}
+
+/** Decode a printed token; throws a user-facing error if it is not one. */
+export function decodeJoinToken(text: string): JoinToken {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(text.trim(), 'base64').toString('utf8')) as unknown;
+  } catch {
+    throw new Error('the join token is malformed');
+  }
+  const t = value as Partial<JoinToken>;
+  if (!t || typeof t.server_name !== 'string' || typeof t.secret !== 'string') throw new Error('the join token is malformed');
+  return {
+    server_name: t.server_name,
+    secret: t.secret,
+    fingerprint: t.fingerprint ?? '',
+    addresses: t.addresses ?? [],
+    expires_at: t.expires_at ?? '',
+    store: t.store ?? '',
+  };
+}

@@ -1,0 +1,44 @@
+// Everything one member's API handlers and background work need, wired once by the daemon.
+
+import type { Store } from '../store/store.js';
+import type { Logger } from '../util/log.js';
+import type { ClusterCertificateRecord } from '../store/schema.js';
+import type { PeerClient } from '../cluster/peers.js';
+import type { ClusterService } from '../cluster/members.js';
+import type { EventBus } from '../operations/events.js';
+import type { Operations } from '../operations/operations.js';
+import type { InstanceService } from '../instances/service.js';
+import type { VolumeService } from '../storage/volumes.js';
+import type { StorageDriver } from '../storage/driver.js';
+import type { Migrator } from '../migration/move.js';
+
+/** One running member. */
+export interface Member {
+  name: string;
+  dir: string;
+  /** HTTPS address (`host:port`). */
+  address: string;
+  store: Store;
+  /** The store URL members of this cluster use (handed to joining members). */
+  storeUrl: string;
+  log: Logger;
+  cert: ClusterCertificateRecord;
+  peers: PeerClient;
+  cluster: ClusterService;
+  events: EventBus;
+  operations: Operations;
+  instances: InstanceService;
+  volumes: VolumeService;
+  pool: StorageDriver;
+  migrator: Migrator;
+  /** Evacuation and restore runs (added by the evacuation engine). */
+  evacuations?: EvacuationRunner;
+}
+
+/** The evacuation engine as the API sees it. */
+export interface EvacuationRunner {
+  /** Handle `POST /1.0/cluster/members/<this member>/state`: returns a sync result or an operation. */
+  request(body: unknown): Promise<{ sync: unknown } | { operation: import('../store/schema.js').OperationRecord }>;
+  /** The `roost_evacuation` progress object of the running or last run, if any. */
+  progress(): Promise<unknown>;
+}

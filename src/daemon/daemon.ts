@@ -1,0 +1,144 @@
+// roostd: one cluster member. Wires the store, membership, storage, drivers, operations, events, the
+// migrator and the API servers; at start it repairs interrupted moves, re-adopts instances and
+// resumes unfinished work, because everything that matters is rebuilt from the store.
+
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/store.js';
+import { keys, type JoinTokenRecord, type MemberRecord } from '../store/schema.js';
+import { ensureClusterCertificate } from '../cluster/certificate.js';
+import { PeerClient } from '../cluster/peers.js';
+import { ClusterService } from '../cluster/members.js';
+import { EventBus } from '../operations/events.js';
+import { Operations } from '../operations/operations.js';
+import { InstanceService } from '../instances/service.js';
+import { VolumeService } from '../storage/volumes.js';
+import { DirPool } from '../storage/drivers/dir.js';
+import { ProcessDriver } from '../instances/drivers/process.js';
+import type { InstanceDriver } from '../instances/driver.js';
+import { Migrator } from '../migration/move.js';
+import { buildApi } from '../api/server.js';
+import { createLogger, type Logger } from '../util/log.js';
+import type { Member } from './context.js';
+import { decodeJoinToken } from '../cluster/token.js';
+
+/** How to run a member. */
+export interface DaemonOptions {
+  name: string;
+  dir: string;
+  /** HTTPS listen address `host:port`. */
+  address: string;
+  storeUrl: string;
+  /** Create the cluster (certificate) if it does not exist yet. */
+  bootstrap?: boolean;
+  /** A join token from `POST /1.0/cluster/members` (LXD's `lxc cluster add`). */
+  joinToken?: string;
+  log?: Logger;
+}
+
+/** A running member and how to stop it. */
+export interface RunningDaemon {
+  member: Member;
+  stop(): Promise<void>;
+}
+
+/** Start a member. */
+export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
+  const dir = resolve(options.dir);
+  const log = options.log ?? createLogger(`roostd:${options.name}`);
+  await mkdir(dir, { recursive: true });
+  const store = await openStore(options.storeUrl);
+  try {
+    await admit(store, options);
+    const cert = await ensureClusterCertificate(store);
+    const pool = new DirPool('default', join(dir, 'storage-pools', 'default'));
+    await pool.init();
+    const drivers = new Map<string, InstanceDriver>([['process', new ProcessDriver()]]);
+    const events = new EventBus(store, options.name);
+    await events.start();
+    const operations = new Operations(store, events, options.name, log);
+    operations.start();
+    const cluster = new ClusterService(store, options.name, log);
+    const peers = new PeerClient(cert);
+    const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, events, log });
+    const volumes = new VolumeService(store, options.name, pool, events);
+    const migrator = new Migrator({ store, member: options.name, pool, instances, peers, cluster, events, log });
+    const member: Member = {
+      name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, cluster,
+      events, operations, instances, volumes, pool, migrator,
+    };
+
+    // Servers: HTTPS for members, the unix socket for local clients.
+    const [host, portText] = splitAddress(options.address);
+    const httpsApp = await buildApi(member, 'peer', { key: cert.key, cert: cert.cert });
+    await httpsApp.listen({ host, port: Number(portText) });
+    const bound = httpsApp.server.address();
+    if (bound && typeof bound === 'object') member.address = `${host}:${bound.port}`;
+    const socketPath = join(dir, 'unix.socket');
+    await rm(socketPath, { force: true });
+    const unixApp = await buildApi(member, 'unix');
+    await unixApp.listen({ path: socketPath });
+
+    const record = await cluster.register(member.address);
+    await cluster.startHeartbeat();
+    await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`);
+    log.info({ address: member.address, socket: socketPath, state: record.state }, 'member started');
+
+    await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
+    await instances.adoptAtBoot(record.state);
+    await operations.failStale(new Set(), 'The member restarted while the operation ran');
+
+    return {
+      member,
+      stop: () => stopDaemon(member, [httpsApp, unixApp]),
+    };
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
+  member.migrator.stop();
+  member.operations.stop();
+  await member.cluster.stopHeartbeat(true);
+  await Promise.all(apps.map((a) => a.close().catch(() => undefined)));
+  await member.events.stop();
+  await member.peers.close();
+  await member.store.close();
+}
+
+/**
+ * Decide whether this process may act as member `name`: an existing member restarts; a new one
+ * needs a valid join token (consumed atomically) or `bootstrap` on a cluster without members.
+ */
+async function admit(store: Store, options: DaemonOptions): Promise<void> {
+  const existing = await store.get(keys.member(options.name));
+  if (existing) return;
+  if (options.joinToken) {
+    const token = decodeJoinToken(options.joinToken);
+    if (token.server_name !== options.name) throw new Error(`the join token is for member "${token.server_name}", not "${options.name}"`);
+    const kv = await store.get(keys.token(options.name));
+    const record = kv ? (JSON.parse(kv.value) as JoinTokenRecord) : null;
+    if (!kv || !record || record.secret !== token.secret) throw new Error('the join token is not valid (unknown, used or revoked)');
+    if (Date.parse(record.expiresAt) < Date.now()) throw new Error('the join token has expired');
+    const r = await store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'delete', key: kv.key }]);
+    if (!r.succeeded) throw new Error('the join token was used by another member');
+    return;
+  }
+  if (options.bootstrap) {
+    const { kvs } = await store.range(keys.members());
+    const others = kvs.map((kv) => (JSON.parse(kv.value) as MemberRecord).name);
+    if (others.length > 0) throw new Error(`the cluster already has members (${others.join(', ')}); join with a token instead`);
+    return;
+  }
+  throw new Error(`"${options.name}" is not a member of this cluster; bootstrap a new cluster or join with a token`);
+}
+
+function splitAddress(address: string): [string, string] {
+  const i = address.lastIndexOf(':');
+  if (i <= 0) throw new Error(`listen address "${address}" must be host:port`);
+  return [address.slice(0, i).replace(/^\[|\]$/g, ''), address.slice(i + 1)];
+}

@@ -1,0 +1,243 @@
+// A local cluster on this host: N roostd processes sharing one embedded SQLite store, each with its
+// own data directory, on free loopback ports. `roost up`/`roost down` and the tests drive it.
+
+import { spawn } from 'node:child_process';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RoostClient } from '../client/client.js';
+import { encodeJoinToken } from '../cluster/token.js';
+import { ProcessDriver } from '../instances/drivers/process.js';
+
+/** One member of a local cluster. */
+export interface LocalMember {
+  name: string;
+  dir: string;
+}
+
+/** What `cluster.json` in the cluster directory records. */
+export interface LocalClusterState {
+  store: string;
+  members: LocalMember[];
+}
+
+/** Options for a local cluster. */
+export interface LocalClusterOptions {
+  /** Extra environment for the daemons. */
+  env?: Record<string, string>;
+  /** How long to wait for a member to answer after starting it (ms). */
+  readyTimeoutMs?: number;
+}
+
+/** Name of the i-th member (1-based): zero-padded so names sort in creation order. */
+export function memberName(i: number): string {
+  return `m${String(i).padStart(2, '0')}`;
+}
+
+/** A local cluster rooted at a directory. */
+export class LocalCluster {
+  readonly dir: string;
+
+  constructor(
+    dir: string,
+    private readonly options: LocalClusterOptions = {},
+  ) {
+    this.dir = resolve(dir);
+  }
+
+  /** The store URL all members share. */
+  get storeUrl(): string {
+    return `sqlite:${join(this.dir, 'cluster.db')}`;
+  }
+
+  /** The recorded members (empty if the cluster was never brought up). */
+  async state(): Promise<LocalClusterState> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, 'cluster.json'), 'utf8')) as LocalClusterState;
+    } catch {
+      return { store: this.storeUrl, members: [] };
+    }
+  }
+
+  private async saveState(state: LocalClusterState): Promise<void> {
+    await writeFile(join(this.dir, 'cluster.json'), `${JSON.stringify(state, null, 2)}\n`);
+  }
+
+  /** An API client for one member (close it after use). */
+  client(name: string): RoostClient {
+    return new RoostClient(join(this.dir, name, 'unix.socket'));
+  }
+
+  /** Pid of a member's daemon if it runs. */
+  pidOf(name: string): number | null {
+    try {
+      const pid = Number(readFileSync(join(this.dir, name, 'roostd.pid'), 'utf8').trim());
+      if (!pid) return null;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      return cmdline.includes('daemon/main') ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Make the cluster have at least `count` members, all running: start members that are down, add
+   * missing ones (the first bootstraps, the others join with a token). Returns what it did per member.
+   */
+  async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' }[]> {
+    await mkdir(this.dir, { recursive: true });
+    const state = await this.state();
+    const out: { name: string; action: 'started' | 'joined' | 'running' }[] = [];
+    for (const m of state.members) {
+      if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
+      else {
+        await this.startMember(m, {});
+        out.push({ name: m.name, action: 'started' });
+      }
+    }
+    for (let i = state.members.length + 1; i <= count; i++) {
+      const m: LocalMember = { name: memberName(i), dir: join(this.dir, memberName(i)) };
+      if (i === 1) await this.startMember(m, { bootstrap: true });
+      else await this.startMember(m, { join: await this.joinToken(state.members[0]?.name ?? memberName(1), m.name) });
+      state.members.push(m);
+      await this.saveState(state);
+      out.push({ name: m.name, action: 'joined' });
+    }
+    await this.saveState(state);
+    return out;
+  }
+
+  /** Ask a running member for a join token for `name`. */
+  private async joinToken(via: string, name: string): Promise<string> {
+    const client = this.client(via);
+    try {
+      const res = await client.request('POST', '/1.0/cluster/members', { server_name: name });
+      const op = res.metadata as { metadata: { serverName: string; secret: string; fingerprint: string; addresses: string[]; expiresAt: string; store: string } };
+      const t = op.metadata;
+      return encodeJoinToken({ server_name: t.serverName, secret: t.secret, fingerprint: t.fingerprint, addresses: t.addresses, expires_at: t.expiresAt, store: t.store });
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** Start one member's daemon in the background and wait until it answers. */
+  async startMember(m: LocalMember, how: { bootstrap?: boolean; join?: string }): Promise<void> {
+    await mkdir(m.dir, { recursive: true });
+    const logPath = join(m.dir, 'roostd.log');
+    const fd = openSync(logPath, 'a');
+    const self = fileURLToPath(import.meta.url);
+    const fromSource = self.endsWith('.ts');
+    const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
+    const args = [
+      ...(fromSource ? ['--import', 'tsx'] : []),
+      main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', this.storeUrl,
+      ...(how.bootstrap ? ['--bootstrap'] : []),
+      ...(how.join ? ['--join', how.join] : []),
+    ];
+    await rm(join(m.dir, 'roostd.pid'), { force: true });
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, ...(this.options.env ?? {}) },
+    });
+    closeSync(fd);
+    let exited: number | null = null;
+    child.once('exit', (code) => {
+      exited = code ?? -1;
+    });
+    child.unref();
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 30_000);
+    for (;;) {
+      if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
+      if (await this.answers(m.name)) return;
+      if (Date.now() > deadline) throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** True if the member's socket answers GET /1.0. */
+  async answers(name: string): Promise<boolean> {
+    if (!existsSync(join(this.dir, name, 'unix.socket')) || !this.pidOf(name)) return false;
+    const client = this.client(name);
+    try {
+      await client.get('/1.0');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** Send a signal to a member's daemon and wait until it is gone. */
+  async killMember(name: string, signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<void> {
+    const pid = this.pidOf(name);
+    if (!pid) return;
+    process.kill(pid, signal);
+    const deadline = Date.now() + timeoutMs;
+    while (this.pidOf(name) === pid && isAlive(pid)) {
+      if (Date.now() > deadline) {
+        process.kill(pid, 'SIGKILL');
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * Stop every member: its instances first (cleanly, then forced), then the daemon. Data stays
+   * unless `purge`, which removes the cluster directory.
+   */
+  async down(purge: boolean): Promise<string[]> {
+    const state = await this.state();
+    const stopped: string[] = [];
+    for (const m of state.members) {
+      await this.killMember(m.name, 'SIGTERM');
+      await this.stopInstances(m);
+      stopped.push(m.name);
+    }
+    if (purge) await rm(this.dir, { recursive: true, force: true });
+    return stopped;
+  }
+
+  /** Stop the instance processes a member holds, whether or not its daemon runs. */
+  private async stopInstances(m: LocalMember): Promise<void> {
+    const driver = new ProcessDriver();
+    let entries: string[] = [];
+    try {
+      entries = await readdir(join(m.dir, 'instances'));
+    } catch {
+      return;
+    }
+    await Promise.all(
+      entries.map(async (entry) => {
+        const i = entry.indexOf('_');
+        const spec = {
+          name: entry.slice(i + 1), project: entry.slice(0, i), type: 'process', config: {}, devices: {}, mounts: [],
+          rootPath: join(m.dir, 'storage-pools', 'default', 'containers', entry),
+          runtimeDir: join(m.dir, 'instances', entry),
+        };
+        await driver.stop(spec, { timeoutSeconds: 10, force: false }).catch(() => undefined);
+      }),
+    );
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+async function tail(path: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).split('\n').slice(-15).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}

@@ -1,0 +1,48 @@
+// The `roostd` command: run one member in the foreground until SIGTERM/SIGINT.
+
+import { Command } from 'commander';
+import { startDaemon } from './daemon.js';
+import { decodeJoinToken } from '../cluster/token.js';
+
+const program = new Command()
+  .name('roostd')
+  .description('Run one Roost cluster member')
+  .requiredOption('--name <name>', 'member name')
+  .requiredOption('--dir <dir>', 'member data directory (its unix socket is <dir>/unix.socket)')
+  .option('--address <host:port>', 'HTTPS listen address for members', '127.0.0.1:8443')
+  .option('--store <url>', 'cluster store URL (sqlite:<path>); a join token may carry it')
+  .option('--bootstrap', 'create a new cluster if it does not exist yet')
+  .option('--join <token>', 'join the cluster with a token from "roost cluster add"')
+  .showHelpAfterError();
+
+program.parse();
+const opts = program.opts<{ name: string; dir: string; address: string; store?: string; bootstrap?: boolean; join?: string }>();
+
+async function main(): Promise<void> {
+  const storeUrl = opts.store ?? (opts.join ? decodeJoinToken(opts.join).store : '');
+  if (!storeUrl) throw new Error('no store URL: pass --store sqlite:<path> (or a join token that carries one)');
+  const daemon = await startDaemon({
+    name: opts.name,
+    dir: opts.dir,
+    address: opts.address,
+    storeUrl,
+    bootstrap: opts.bootstrap,
+    joinToken: opts.join,
+  });
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    void daemon.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

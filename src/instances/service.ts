@@ -1,0 +1,400 @@
+// Instances on this member: create, start, stop, delete, update, runtime state, and adoption at boot.
+// Every rule that protects the cluster (a member that is not Online takes no new or starting
+// instance; nothing starts while it is being moved) is checked inside the store transaction.
+
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import type { Store, Compare } from '../store/store.js';
+import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
+import type { InstanceDriver, InstanceRuntimeState, InstanceSpec } from './driver.js';
+import type { StorageDriver } from '../storage/driver.js';
+import type { EventBus } from '../operations/events.js';
+import type { Logger } from '../util/log.js';
+import { errors, ApiError } from '../api/errors.js';
+import { checkConfig, configValue } from '../config/keys.js';
+import { mergeConfig, hostArchitecture } from '../cluster/members.js';
+import { KeyedMutex } from '../util/mutex.js';
+import { checkDevices, expandDevices, attachedVolumes } from './devices.js';
+
+/** Names LXD accepts for instances (a host name label). */
+const instanceNamePattern = /^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+
+/** Refuse a name LXD would refuse (and any path trick). */
+export function checkInstanceName(name: string): void {
+  if (!instanceNamePattern.test(name) || /^\d+$/.test(name)) {
+    throw errors.badRequest(`Invalid instance name "${name}": must be 1-63 letters, digits or dashes, not all digits, not starting or ending with a dash`);
+  }
+}
+
+/** What a new instance needs. */
+export interface CreateInstance {
+  name: string;
+  project: string;
+  type: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  profiles: string[];
+  description: string;
+  ephemeral: boolean;
+}
+
+/** Options for start. */
+export interface StartOptions {
+  /** The member's own restore may start instances while the member is Restoring. */
+  allowRestoring?: boolean;
+  /** The move (by journal id) whose final step this start is: its journal entry may still exist. */
+  moveId?: string;
+}
+
+/** Options for stop. */
+export interface StopInstanceOptions {
+  force?: boolean;
+  /** Seconds for a clean stop; default `boot.host_shutdown_timeout`. */
+  timeoutSeconds?: number;
+  /** Keep `volatile.last_state.power` as is (evacuation stops keep RUNNING so restore starts them). */
+  keepLastState?: boolean;
+}
+
+/** Services an instance needs from its member. */
+export interface InstanceServiceDeps {
+  store: Store;
+  member: string;
+  memberDir: string;
+  pool: StorageDriver;
+  drivers: Map<string, InstanceDriver>;
+  events: EventBus;
+  log: Logger;
+}
+
+/** An instance record with the store revision it was read at. */
+export interface LoadedInstance {
+  record: InstanceRecord;
+  modRevision: number;
+}
+
+/** Instances held by this member. */
+export class InstanceService {
+  /** Serialises lifecycle changes of one instance on this member. */
+  readonly locks = new KeyedMutex();
+
+  constructor(private readonly deps: InstanceServiceDeps) {}
+
+  /** The driver for an instance type; 400 for an unknown type. */
+  driver(type: string): InstanceDriver {
+    const d = this.deps.drivers.get(type);
+    if (!d) throw errors.badRequest(`Unknown instance type "${type}"`);
+    return d;
+  }
+
+  /** Read one instance; 404 if absent. */
+  async load(project: string, name: string): Promise<LoadedInstance> {
+    const kv = await this.deps.store.get(keys.instance(project, name));
+    if (!kv) throw errors.instanceNotFound();
+    return { record: JSON.parse(kv.value) as InstanceRecord, modRevision: kv.modRevision };
+  }
+
+  /** Everything a driver needs to run `record` on this member. */
+  spec(record: InstanceRecord): InstanceSpec {
+    const devices = expandDevices(record.devices);
+    return {
+      name: record.name,
+      project: record.project,
+      type: record.type,
+      config: record.config,
+      devices,
+      rootPath: this.deps.pool.volumePath({ type: 'container', project: record.project, name: record.name }),
+      runtimeDir: this.runtimeDir(record.project, record.name),
+      mounts: attachedVolumes(devices).map((v) => ({
+        device: v.device,
+        source: this.deps.pool.volumePath({ type: 'custom', project: record.project, name: v.volume }),
+        path: v.path,
+      })),
+    };
+  }
+
+  /** Where driver state (pid file, logs) of an instance lives on this member. */
+  runtimeDir(project: string, name: string): string {
+    return join(this.deps.memberDir, 'instances', `${project}_${name}`);
+  }
+
+  /** Validate a create request (everything but placement); throws ApiError 400. */
+  async validateCreate(req: CreateInstance): Promise<void> {
+    checkInstanceName(req.name);
+    this.driver(req.type);
+    const problem = checkConfig('instance', req.config);
+    if (problem) throw errors.badRequest(problem);
+    checkDevices(req.devices);
+    for (const p of req.profiles) if (p !== 'default') throw errors.profileNotFound();
+    for (const v of attachedVolumes(expandDevices(req.devices))) {
+      const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
+      if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
+    }
+  }
+
+  /** Create an instance on this member (root volume first, then the record, guarded by the member's state). */
+  async create(req: CreateInstance): Promise<InstanceRecord> {
+    await this.validateCreate(req);
+    const { store, member, pool } = this.deps;
+    for (const v of attachedVolumes(expandDevices(req.devices))) {
+      const kv = await store.get(keys.volume(req.project, 'default', v.volume));
+      const vol = kv ? (JSON.parse(kv.value) as VolumeRecord) : null;
+      if (vol && vol.location !== member) {
+        throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}"; create the instance there`);
+      }
+    }
+    const now = new Date().toISOString();
+    const record: InstanceRecord = {
+      name: req.name,
+      project: req.project,
+      type: req.type,
+      location: member,
+      architecture: hostArchitecture(),
+      description: req.description,
+      ephemeral: req.ephemeral,
+      profiles: req.profiles,
+      config: mergeConfig({}, req.config),
+      devices: req.devices,
+      createdAt: now,
+      lastUsedAt: '1970-01-01T00:00:00Z',
+    };
+    return this.locks.run(`${req.project}/${req.name}`, async () => {
+      const ref = { type: 'container' as const, project: req.project, name: req.name };
+      if (await store.get(keys.instance(req.project, req.name))) throw errors.instanceExists(req.name);
+      await pool.createVolume(ref);
+      const guard = await this.memberGuard(false);
+      const r = await store.txn([...guard, { key: keys.instance(req.project, req.name), modRevision: 0 }], [
+        { type: 'put', key: keys.instance(req.project, req.name), value: JSON.stringify(record) },
+      ]);
+      if (!r.succeeded) {
+        const exists = await store.get(keys.instance(req.project, req.name));
+        if (!exists) await pool.deleteVolume(ref);
+        if (exists) throw errors.instanceExists(req.name);
+        throw errors.memberEvacuated();
+      }
+      await this.driver(record.type).create(this.spec(record));
+      this.deps.events.lifecycle('instance-created', `/1.0/instances/${record.name}`, { location: member, type: record.type }, record.project);
+      return record;
+    });
+  }
+
+  /**
+   * Compares that hold only while this member is Online (or Restoring, for its own restore):
+   * the member record must be unchanged since it was read in that state.
+   */
+  async memberGuard(allowRestoring: boolean): Promise<Compare[]> {
+    const kv = await this.deps.store.get(keys.member(this.deps.member));
+    if (!kv) throw errors.memberNotFound(this.deps.member);
+    const m = JSON.parse(kv.value) as MemberRecord;
+    if (!(m.state === 'Online' || (allowRestoring && m.state === 'Restoring'))) throw errors.memberEvacuated();
+    return [{ key: kv.key, modRevision: kv.modRevision }];
+  }
+
+  /** Runtime state from the driver (re-adopting an instance left running by an earlier daemon). */
+  async state(record: InstanceRecord): Promise<InstanceRuntimeState> {
+    return this.driver(record.type).state(this.spec(record));
+  }
+
+  /** Start an instance held here; records `volatile.last_state.power=RUNNING` first, guarded by the member's state. */
+  async start(project: string, name: string, options: StartOptions = {}): Promise<void> {
+    await this.locks.run(`${project}/${name}`, async () => {
+      const { record, modRevision } = await this.load(project, name);
+      this.assertLocal(record);
+      const driver = this.driver(record.type);
+      const spec = this.spec(record);
+      const current = await driver.state(spec);
+      const guard = await this.memberGuard(options.allowRestoring === true);
+      const moveKv = await this.deps.store.get(keys.move(project, name));
+      if (moveKv && (JSON.parse(moveKv.value) as { id: string }).id !== options.moveId) throw errors.instanceBusy(name);
+      const next: InstanceRecord = {
+        ...record,
+        config: { ...record.config, 'volatile.last_state.power': 'RUNNING' },
+        lastUsedAt: current.status === 'Running' ? record.lastUsedAt : new Date().toISOString(),
+      };
+      const r = await this.deps.store.txn(
+        [...guard, { key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: moveKv?.modRevision ?? 0 }],
+        [{ type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
+      );
+      if (!r.succeeded) {
+        if (await this.deps.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
+        throw errors.conflict(`Instance "${name}" changed while starting; try again`);
+      }
+      if (current.status === 'Running') return;
+      await mkdir(spec.runtimeDir, { recursive: true });
+      await driver.start(this.spec(next));
+      this.deps.events.lifecycle('instance-started', `/1.0/instances/${name}`, {}, project);
+    });
+  }
+
+  /** Stop an instance held here; records `volatile.last_state.power=STOPPED` unless asked to keep it. */
+  async stop(project: string, name: string, options: StopInstanceOptions = {}): Promise<void> {
+    await this.locks.run(`${project}/${name}`, () => this.stopUnlocked(project, name, options));
+  }
+
+  /** Stop without taking the instance lock (the caller holds it). */
+  async stopUnlocked(project: string, name: string, options: StopInstanceOptions = {}): Promise<void> {
+    const { record } = await this.load(project, name);
+    this.assertLocal(record);
+    const driver = this.driver(record.type);
+    const spec = this.spec(record);
+    const current = await driver.state(spec);
+    const timeout = options.timeoutSeconds ?? Number(configValue('instance', record.config, 'boot.host_shutdown_timeout'));
+    if (current.status === 'Running') {
+      if (!options.force) this.deps.events.lifecycle('instance-shutdown', `/1.0/instances/${name}`, {}, project);
+      await driver.stop(spec, { force: options.force === true, timeoutSeconds: options.force ? 0 : timeout });
+      this.deps.events.lifecycle('instance-stopped', `/1.0/instances/${name}`, {}, project);
+    }
+    if (!options.keepLastState) await this.setConfig(project, name, { 'volatile.last_state.power': 'STOPPED' });
+  }
+
+  /** Set config keys of an instance directly (internal; values are trusted). */
+  async setConfig(project: string, name: string, change: Record<string, string>): Promise<InstanceRecord> {
+    for (;;) {
+      const { record, modRevision } = await this.load(project, name);
+      const next = { ...record, config: mergeConfig(record.config, change) };
+      const r = await this.deps.store.txn([{ key: keys.instance(project, name), modRevision }], [
+        { type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) },
+      ]);
+      if (r.succeeded) return next;
+    }
+  }
+
+  /** Update config/devices/description from a user (PUT replaces, PATCH merges); If-Match etag optional. */
+  async update(
+    project: string,
+    name: string,
+    change: { config?: Record<string, unknown>; devices?: Record<string, Record<string, string>>; description?: string; profiles?: string[] },
+    replace: boolean,
+    etag?: string,
+  ): Promise<InstanceRecord> {
+    if (change.config) {
+      const problem = checkConfig('instance', change.config);
+      if (problem) throw errors.badRequest(problem);
+    }
+    if (change.devices) checkDevices(change.devices);
+    for (const p of change.profiles ?? []) if (p !== 'default') throw errors.profileNotFound();
+    for (;;) {
+      const { record, modRevision } = await this.load(project, name);
+      if (etag !== undefined && etag !== instanceEtag(record)) throw errors.preconditionFailed();
+      const next: InstanceRecord = { ...record };
+      if (change.config) {
+        const volatile = Object.fromEntries(Object.entries(record.config).filter(([k]) => k.startsWith('volatile.')));
+        next.config = replace
+          ? mergeConfig(volatile, change.config as Record<string, string>)
+          : mergeConfig(record.config, change.config as Record<string, string>);
+      }
+      if (change.devices) next.devices = replace ? change.devices : dropEmpty({ ...record.devices, ...change.devices });
+      if (change.description !== undefined) next.description = change.description;
+      if (change.profiles) next.profiles = change.profiles;
+      for (const v of attachedVolumes(expandDevices(next.devices))) {
+        const kv = await this.deps.store.get(keys.volume(project, 'default', v.volume));
+        if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
+        const vol = JSON.parse(kv.value) as VolumeRecord;
+        if (vol.location !== record.location) {
+          throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}", the instance on "${record.location}"`);
+        }
+      }
+      const r = await this.deps.store.txn(
+        [{ key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: 0 }],
+        [{ type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
+      );
+      if (r.succeeded) {
+        this.deps.events.lifecycle('instance-updated', `/1.0/instances/${name}`, {}, project);
+        return next;
+      }
+      if (await this.deps.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
+    }
+  }
+
+  /** Delete a stopped instance held here (its volume, driver state, then the record). */
+  async delete(project: string, name: string): Promise<void> {
+    await this.locks.run(`${project}/${name}`, async () => {
+      const { record, modRevision } = await this.load(project, name);
+      this.assertLocal(record);
+      const spec = this.spec(record);
+      const driver = this.driver(record.type);
+      if ((await driver.state(spec)).status === 'Running') throw errors.badRequest('The instance is currently running, stop it first');
+      const r = await this.deps.store.txn(
+        [{ key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: 0 }],
+        [{ type: 'delete', key: keys.instance(project, name) }],
+      );
+      if (!r.succeeded) throw errors.instanceBusy(name);
+      await driver.delete(spec);
+      await this.deps.pool.deleteVolume({ type: 'container', project, name });
+      await rm(spec.runtimeDir, { recursive: true, force: true });
+      this.deps.events.lifecycle('instance-deleted', `/1.0/instances/${name}`, {}, project);
+    });
+  }
+
+  /** Every instance record whose location is this member. */
+  async localRecords(): Promise<InstanceRecord[]> {
+    const { kvs } = await this.deps.store.range(keys.instances());
+    return kvs.map((kv) => JSON.parse(kv.value) as InstanceRecord).filter((r) => r.location === this.deps.member);
+  }
+
+  /** Runtime state of every local instance, keyed `project/name`. */
+  async localStates(): Promise<Map<string, InstanceRuntimeState>> {
+    const out = new Map<string, InstanceRuntimeState>();
+    for (const r of await this.localRecords()) {
+      try {
+        out.set(`${r.project}/${r.name}`, await this.state(r));
+      } catch (err) {
+        this.deps.log.warn({ err, instance: r.name }, 'could not read instance state');
+      }
+    }
+    return out;
+  }
+
+  /**
+   * At daemon start: re-adopt what still runs; on an Online member, start what should be running
+   * (`volatile.last_state.power=RUNNING`) and is not. An Evacuated member starts nothing.
+   */
+  async adoptAtBoot(memberState: string): Promise<void> {
+    for (const r of await this.localRecords()) {
+      if (await this.deps.store.get(keys.move(r.project, r.name))) continue; // move recovery decides
+      try {
+        const st = await this.state(r);
+        if (st.status !== 'Running' && memberState === 'Online' && r.config['volatile.last_state.power'] === 'RUNNING') {
+          await this.start(r.project, r.name);
+        }
+      } catch (err) {
+        this.deps.log.warn({ err, instance: r.name }, 'could not restart instance at boot');
+      }
+    }
+  }
+
+  /** Log files of an instance (names), from its runtime directory. */
+  async logFiles(record: InstanceRecord): Promise<string[]> {
+    try {
+      return (await readdir(this.runtimeDir(record.project, record.name))).filter((f) => f.endsWith('.log'));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Contents of one log file; 404 if absent. */
+  async readLog(record: InstanceRecord, file: string): Promise<string> {
+    if (!/^[A-Za-z0-9._-]+\.log$/.test(file)) throw errors.notFound();
+    try {
+      return await readFile(join(this.runtimeDir(record.project, record.name), file), 'utf8');
+    } catch {
+      throw errors.notFound();
+    }
+  }
+
+  private assertLocal(record: InstanceRecord): void {
+    if (record.location !== this.deps.member) {
+      throw new ApiError(409, `Instance "${record.name}" is on member "${record.location}", not "${this.deps.member}"`);
+    }
+  }
+}
+
+/** The ETag of an instance's user-editable fields (LXD compares it on PUT with If-Match). */
+export function instanceEtag(record: InstanceRecord): string {
+  const editable = [record.config, record.devices, record.description, record.profiles, record.ephemeral];
+  return createHash('sha256').update(JSON.stringify(editable)).digest('hex');
+}
+
+function dropEmpty(devices: Record<string, Record<string, string>>): Record<string, Record<string, string>> {
+  return Object.fromEntries(Object.entries(devices).filter(([, d]) => Object.keys(d).length > 0));
+}

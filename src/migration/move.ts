@@ -1,0 +1,460 @@
+// Moving instances between members: the primitive that user moves, evacuation and restore all use.
+//
+// Run by the member that holds the instance (the source):
+//   1. journal the intent under each instance's move key (one transaction, guarded by revisions);
+//   2. stop the instances cleanly (their `volatile.last_state.power` is kept);
+//   3. stream every volume (root and attached custom volumes) as tar over member-to-member HTTPS into
+//      a staging directory on the target, both sides hashing the stream; compare the digests;
+//   4. the target fsyncs and renames the staging directories into place;
+//   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
+//   6. start on the target what was running, delete the source copies, clear the journal.
+// A crash anywhere is repaired by `recover()`: before the commit the move is rolled back (the target's
+// copies are garbage), after it the move is finished. The source copy is never deleted before step 5.
+
+import { createHash, randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar';
+import type { Store, Op, Compare } from '../store/store.js';
+import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
+import type { StorageDriver, VolumeRef } from '../storage/driver.js';
+import type { InstanceService } from '../instances/service.js';
+import { attachedVolumes, expandDevices } from '../instances/devices.js';
+import type { PeerClient } from '../cluster/peers.js';
+import type { ClusterService } from '../cluster/members.js';
+import type { EventBus } from '../operations/events.js';
+import type { Logger } from '../util/log.js';
+import { ApiError, errors } from '../api/errors.js';
+
+/** What to move and how. */
+export interface MoveRequest {
+  /** Instances that move together (they share a custom volume); usually one. */
+  instances: { project: string; name: string }[];
+  target: string;
+  /** Set `volatile.evacuate.origin` to this on commit, unless already set (evacuation). */
+  origin?: string | null;
+  /** Remove `volatile.evacuate.origin` on commit (restore). */
+  clearOrigin?: boolean;
+  /** The target may be Restoring (a member's own restore pulling instances home). */
+  allowRestoringTarget?: boolean;
+  /** Start on the target what had `volatile.last_state.power=RUNNING`, not only what runs now (evacuation, restore). */
+  honourLastState?: boolean;
+  /** Kill instead of a clean stop. */
+  forceStop?: boolean;
+  /** The evacuation/restore run this belongs to. */
+  evacuation?: string | null;
+  /** Cancels the move if it has not committed yet. */
+  signal?: AbortSignal;
+  /** Bytes sent so far out of the total, as the copy goes. */
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /** Called when each phase begins (for progress texts). */
+  onPhase?: (phase: 'stopping' | 'copying' | 'starting') => void;
+}
+
+/** The move was refused or undone; nothing changed (the instance is whole at its source). */
+export class MoveAbortedError extends ApiError {
+  constructor(
+    message: string,
+    readonly targetUnavailable = false,
+  ) {
+    super(targetUnavailable ? 503 : 400, message);
+    this.name = 'MoveAbortedError';
+  }
+}
+
+/** Services the migrator uses. */
+export interface MigratorDeps {
+  store: Store;
+  member: string;
+  pool: StorageDriver;
+  instances: InstanceService;
+  peers: PeerClient;
+  cluster: ClusterService;
+  events: EventBus;
+  log: Logger;
+}
+
+/** Digest and length of one streamed volume. */
+interface StreamDigest {
+  sha256: string;
+  bytes: number;
+}
+
+/** Hashes and counts what flows through it. */
+class Digester extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+  constructor(private readonly onBytes?: (n: number) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.onBytes?.(chunk.length);
+    cb(null, chunk);
+  }
+  digest(): StreamDigest {
+    return { sha256: this.hash.digest('hex'), bytes: this.bytes };
+  }
+}
+
+/** Runs moves (as source) and receives them (as target). */
+export class Migrator {
+  /** Target side: staging directories per move id. */
+  private readonly staging = new Map<string, Map<string, { ref: VolumeRef; path: string }>>();
+  private recoveryTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly deps: MigratorDeps) {}
+
+  /** Move instances (held by this member) to `target`. Resolves once they are there (and started if they ran). */
+  async move(req: MoveRequest): Promise<void> {
+    const { instances: svc } = this.deps;
+    const lockKeys = req.instances.map((i) => `${i.project}/${i.name}`).sort();
+    const runLocked = (i: number): Promise<void> =>
+      i === lockKeys.length ? this.moveLocked(req) : svc.locks.run(lockKeys[i] as string, () => runLocked(i + 1));
+    await runLocked(0);
+  }
+
+  private async moveLocked(req: MoveRequest): Promise<void> {
+    const { store, member, pool, instances: svc, log } = this.deps;
+    if (req.target === member) throw errors.badRequest('The instance is already on that member');
+    const target = await this.targetMember(req.target, req.allowRestoringTarget === true);
+
+    // Read the instances and their volumes.
+    const loaded: { record: InstanceRecord; modRevision: number; running: boolean }[] = [];
+    const volumeNames = new Set<string>();
+    for (const ref of req.instances) {
+      const { record, modRevision } = await svc.load(ref.project, ref.name);
+      if (record.location !== member) throw errors.badRequest(`Instance "${ref.name}" is not on member "${member}"`);
+      const running = (await svc.state(record)).status === 'Running';
+      loaded.push({ record, modRevision, running });
+      for (const v of attachedVolumes(expandDevices(record.devices))) volumeNames.add(v.volume);
+    }
+    const project = loaded[0]?.record.project ?? 'default';
+    await this.checkVolumeSharing(project, [...volumeNames], req.instances.map((i) => i.name));
+    const volumeKvs = await Promise.all([...volumeNames].map((v) => store.get(keys.volume(project, 'default', v))));
+    const refs: VolumeRef[] = [
+      ...loaded.map((l) => ({ type: 'container' as const, project: l.record.project, name: l.record.name })),
+      ...[...volumeNames].map((name) => ({ type: 'custom' as const, project, name })),
+    ];
+
+    // 1. Journal.
+    const id = randomUUID();
+    const journals = new Map<string, MoveJournal>();
+    for (const l of loaded) {
+      journals.set(`${l.record.project}/${l.record.name}`, {
+        id,
+        project: l.record.project,
+        instance: l.record.name,
+        source: member,
+        target: req.target,
+        phase: 'started',
+        wasRunning: l.running || (req.honourLastState === true && l.record.config['volatile.last_state.power'] === 'RUNNING'),
+        volumes: [...volumeNames],
+        origin: req.origin ?? null,
+        clearOrigin: req.clearOrigin === true,
+        evacuation: req.evacuation ?? null,
+        startedAt: new Date().toISOString(),
+      });
+    }
+    const journalOps = (phase: MoveJournal['phase']): Op[] =>
+      [...journals.values()].map((j) => ({ type: 'put' as const, key: keys.move(j.project, j.instance), value: JSON.stringify({ ...j, phase }) }));
+    const started = await store.txn(
+      [
+        ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision })),
+        ...loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: 0 })),
+      ],
+      journalOps('started'),
+    );
+    if (!started.succeeded) throw errors.conflict(`Instance "${req.instances[0]?.name ?? ''}" changed or is already being moved; try again`);
+
+    let committed = false;
+    try {
+      // 2. Stop.
+      req.onPhase?.('stopping');
+      await Promise.all(
+        loaded
+          .filter((l) => l.running)
+          .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
+      );
+      await store.txn([], journalOps('stopped'));
+      this.throwIfAborted(req.signal);
+
+      // 3. Stream.
+      req.onPhase?.('copying');
+      const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
+      const total = sizes.reduce((a, b) => a + b, 0);
+      let done = 0;
+      req.onProgress?.(0, total);
+      await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
+      for (const ref of refs) {
+        this.throwIfAborted(req.signal);
+        const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
+        const digester = new Digester((n) => {
+          done += n;
+          req.onProgress?.(done, Math.max(total, done));
+        });
+        const body = Readable.from(pack).pipe(digester);
+        const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+        const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
+          body,
+          signal: req.signal,
+          timeoutMs: 600_000,
+        })) as StreamDigest;
+        const local = digester.digest();
+        if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
+          throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
+        }
+      }
+
+      // 4. Target makes the copies durable.
+      this.throwIfAborted(req.signal);
+      await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
+      await store.txn([], journalOps('copied'));
+      this.throwIfAborted(req.signal);
+
+      // 5. Commit the new location, only while the target still takes instances.
+      const guard = await this.targetGuard(req.target, req.allowRestoringTarget === true);
+      const ops: Op[] = [...journalOps('committed')];
+      for (const l of loaded) {
+        const config = { ...l.record.config };
+        if (req.clearOrigin) delete config['volatile.evacuate.origin'];
+        else if (req.origin && !config['volatile.evacuate.origin']) config['volatile.evacuate.origin'] = req.origin;
+        const next: InstanceRecord = { ...l.record, location: req.target, config };
+        ops.push({ type: 'put', key: keys.instance(l.record.project, l.record.name), value: JSON.stringify(next) });
+      }
+      volumeKvs.forEach((kv) => {
+        if (!kv) return;
+        const vol = JSON.parse(kv.value) as VolumeRecord;
+        ops.push({ type: 'put', key: kv.key, value: JSON.stringify({ ...vol, location: req.target }) });
+      });
+      const commit = await store.txn(
+        [...guard, ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision }))],
+        ops,
+      );
+      if (!commit.succeeded) throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
+      committed = true;
+    } catch (err) {
+      await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) =>
+        log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry'),
+      );
+      if (err instanceof ApiError) throw err;
+      if (req.signal?.aborted) throw err;
+      throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
+    }
+    if (committed) await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
+  }
+
+  /** After the commit: start on the target, delete the source copies, clear the journal. */
+  private async finish(journals: MoveJournal[], targetAddress: string, allowRestoring: boolean, onPhase?: MoveRequest['onPhase']): Promise<void> {
+    const { store, pool, instances: svc, events } = this.deps;
+    onPhase?.('starting');
+    for (const j of journals) {
+      if (!j.wasRunning) continue;
+      try {
+        await this.deps.peers.call(targetAddress, 'POST', '/internal/instances/start', {
+          json: { project: j.project, name: j.instance, allowRestoring, moveId: j.id },
+        });
+      } catch (err) {
+        // The instance is safe on the target; it is recorded RUNNING, so the target starts it at its next boot.
+        this.deps.log.warn({ err, instance: j.instance }, 'moved instance did not start on its new member');
+      }
+    }
+    const first = journals[0];
+    if (!first) return;
+    const refs: VolumeRef[] = [
+      ...journals.map((j) => ({ type: 'container' as const, project: j.project, name: j.instance })),
+      ...first.volumes.map((name) => ({ type: 'custom' as const, project: first.project, name })),
+    ];
+    for (const j of journals) await rm(svc.runtimeDir(j.project, j.instance), { recursive: true, force: true });
+    for (const ref of refs) await pool.deleteVolume(ref);
+    await store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
+    for (const j of journals) {
+      events.lifecycle('instance-migrated', `/1.0/instances/${j.instance}`, { source: j.source, target: j.target }, j.project);
+    }
+  }
+
+  /** Before the commit: drop the target's copies, clear the journal, restart locally what ran (user moves). */
+  private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean): Promise<void> {
+    const first = journals[0];
+    if (!first) return;
+    await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/discard`, {
+      json: { project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes },
+    });
+    await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
+    if (restart) {
+      for (const j of journals) {
+        if (j.wasRunning) await this.deps.instances.start(j.project, j.instance).catch(() => undefined);
+      }
+    }
+  }
+
+  /** The target member, if it may receive instances now. */
+  private async targetMember(name: string, allowRestoring: boolean): Promise<MemberRecord> {
+    const view = await this.deps.cluster.member(name);
+    if (view.status === 'Offline') throw new MoveAbortedError(`Cluster member "${name}" is offline`, true);
+    if (!(view.status === 'Online' || (allowRestoring && view.status === 'Restoring'))) throw errors.memberEvacuated();
+    return view.record;
+  }
+
+  /** Compares that hold while the target member still takes instances. */
+  private async targetGuard(name: string, allowRestoring: boolean): Promise<Compare[]> {
+    const kv = await this.deps.store.get(keys.member(name));
+    const heartbeat = await this.deps.store.get(keys.heartbeat(name));
+    if (!kv || !heartbeat) throw new MoveAbortedError(`member "${name}" went offline during the move`, true);
+    const m = JSON.parse(kv.value) as MemberRecord;
+    if (!(m.state === 'Online' || (allowRestoring && m.state === 'Restoring'))) {
+      throw new MoveAbortedError(`member "${name}" stopped taking instances during the move`, true);
+    }
+    return [{ key: kv.key, modRevision: kv.modRevision }, { key: heartbeat.key, modRevision: heartbeat.modRevision }];
+  }
+
+  /** A custom volume shared with an instance that is not moving along would be torn away from it. */
+  private async checkVolumeSharing(project: string, volumes: string[], moving: string[]): Promise<void> {
+    if (volumes.length === 0) return;
+    const { kvs } = await this.deps.store.range(keys.instances(project));
+    for (const kv of kvs) {
+      const other = JSON.parse(kv.value) as InstanceRecord;
+      if (moving.includes(other.name)) continue;
+      const shared = attachedVolumes(expandDevices(other.devices)).find((v) => volumes.includes(v.volume));
+      if (shared) {
+        throw errors.badRequest(`Storage volume "${shared.volume}" is also attached to instance "${other.name}"; move them together`);
+      }
+    }
+  }
+
+  private throwIfAborted(signal?: AbortSignal): void {
+    if (signal?.aborted) throw new MoveAbortedError('move cancelled');
+  }
+
+  // ---- target side ----
+
+  /** Target: a move is about to send `refs`; clear stale copies no record points here. */
+  async prepareIncoming(id: string, refs: VolumeRef[]): Promise<void> {
+    await this.assertIncoming(id);
+    const { pool } = this.deps;
+    for (const ref of refs) {
+      if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
+    }
+    this.staging.set(id, new Map());
+  }
+
+  /** Target: receive one volume's tar stream into staging; returns what arrived. */
+  async receiveVolume(id: string, ref: VolumeRef, body: Readable): Promise<StreamDigest> {
+    await this.assertIncoming(id);
+    const slots = this.staging.get(id);
+    if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
+    const path = await this.deps.pool.createStaging(ref, id);
+    slots.set(`${ref.type}/${ref.project}/${ref.name}`, { ref, path });
+    const digester = new Digester();
+    await pipeline(body, digester, tar.x({ cwd: path, preserveOwner: process.getuid?.() === 0 }));
+    return digester.digest();
+  }
+
+  /** Target: make every staged volume of a move durable and put it in place. */
+  async commitIncoming(id: string): Promise<void> {
+    await this.assertIncoming(id);
+    const slots = this.staging.get(id);
+    if (!slots) throw errors.badRequest(`move ${id} has nothing staged here`);
+    for (const { ref, path } of slots.values()) await this.deps.pool.commitStaging(ref, path);
+    this.staging.delete(id);
+  }
+
+  /** Target: drop everything a move left here, unless the store says the data now belongs here. */
+  async discardIncoming(id: string, project: string, instances: string[], volumes: string[]): Promise<void> {
+    const { pool } = this.deps;
+    for (const s of await pool.listStaging()) if (s.moveId === id) await pool.discardStaging(s.path);
+    this.staging.delete(id);
+    const refs: VolumeRef[] = [
+      ...instances.map((name) => ({ type: 'container' as const, project, name })),
+      ...volumes.map((name) => ({ type: 'custom' as const, project, name })),
+    ];
+    for (const ref of refs) if (!(await this.ownedHere(ref))) await pool.deleteVolume(ref);
+  }
+
+  private async assertIncoming(id: string): Promise<void> {
+    const { kvs } = await this.deps.store.range(keys.moves());
+    const j = kvs.map((kv) => JSON.parse(kv.value) as MoveJournal).find((x) => x.id === id);
+    if (!j || j.target !== this.deps.member) throw errors.badRequest(`no move ${id} is headed to member "${this.deps.member}"`);
+  }
+
+  /** True if the store says this volume's data lives on this member. */
+  private async ownedHere(ref: VolumeRef): Promise<boolean> {
+    const kv = await this.deps.store.get(ref.type === 'container' ? keys.instance(ref.project, ref.name) : keys.volume(ref.project, 'default', ref.name));
+    if (!kv) return false;
+    return (JSON.parse(kv.value) as { location: string }).location === this.deps.member;
+  }
+
+  // ---- crash recovery ----
+
+  /**
+   * Finish or undo moves this member left half done, clean staging left by moves headed here, and
+   * delete volume copies no record points to. Peers that cannot be reached are retried later.
+   */
+  async recover(): Promise<void> {
+    const { store, member, pool, log } = this.deps;
+    const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
+    const journals = kvs.filter((kv) => kv.key.startsWith(keys.moves())).map((kv) => JSON.parse(kv.value) as MoveJournal);
+    const records = new Map<string, InstanceRecord>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.instances())) {
+        const r = JSON.parse(kv.value) as InstanceRecord;
+        records.set(`${r.project}/${r.name}`, r);
+      }
+    }
+    const byId = new Map<string, MoveJournal[]>();
+    for (const j of journals) if (j.source === member) byId.set(j.id, [...(byId.get(j.id) ?? []), j]);
+    let pending = false;
+    for (const [id, group] of byId) {
+      const first = group[0] as MoveJournal;
+      const committed = group.every((j) => records.get(`${j.project}/${j.instance}`)?.location === j.target);
+      try {
+        const view = await this.deps.cluster.member(first.target);
+        if (committed) {
+          log.info({ move: id, target: first.target }, 'finishing a move committed before a restart');
+          await this.finish(group, view.record.address, true);
+        } else {
+          log.info({ move: id, target: first.target }, 'rolling back a move interrupted before its commit');
+          await this.rollback(id, view.record.address, group, false);
+        }
+      } catch (err) {
+        pending = true;
+        log.warn({ err, move: id }, 'move recovery must wait for its target');
+      }
+    }
+    // Staging dirs of moves no longer journaled here are garbage.
+    const liveIds = new Set(journals.map((j) => j.id));
+    for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
+    // Volume copies that no record places here, and no journal is bringing here or taking away.
+    const inFlight = new Set<string>();
+    for (const j of journals) {
+      inFlight.add(`container/${j.project}/${j.instance}`);
+      for (const v of j.volumes) inFlight.add(`custom/${j.project}/${v}`);
+    }
+    for (const ref of await pool.listVolumes()) {
+      if (inFlight.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
+      if (!(await this.ownedHere(ref))) {
+        log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
+        await pool.deleteVolume(ref);
+      }
+    }
+    if (pending && !this.recoveryTimer) {
+      this.recoveryTimer = setTimeout(() => {
+        this.recoveryTimer = null;
+        void this.recover().catch((err: unknown) => log.warn({ err }, 'move recovery failed'));
+      }, 2000);
+      this.recoveryTimer.unref();
+    }
+  }
+
+  /** Stop the recovery retry timer. */
+  stop(): void {
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+  }
+}
+
+function isUnreachable(err: unknown): boolean {
+  return err instanceof Error && err.name === 'PeerUnreachableError';
+}
+

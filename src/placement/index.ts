@@ -1,0 +1,22 @@
+// Placement as one import for the API, the planner and the CLI.
+
+export type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot, VolumeSnapshot } from './snapshot.js';
+export {
+  LoadLedger,
+  buildLedger,
+  compareText,
+  cpuLimit,
+  describeDemand,
+  indexVolumes,
+  instanceDemand,
+  listNames,
+  localVolumes,
+  memberLoadShare,
+  memoryLimit,
+  pickTarget,
+  placeNewInstance,
+  placementGroup,
+  placementRequest,
+  volumeRefs,
+} from './placement.js';
+export type { Demand, MemberLoad, PickResult, PlacementRequest, VolumeIndex, VolumeRef } from './placement.js';

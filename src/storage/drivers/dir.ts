@@ -1,0 +1,286 @@
+// The `dir` storage driver: a pool is a directory on the member's file system, each volume a directory in it.
+// Layout under the pool root:
+//   containers/<project>_<name>/              root volumes
+//   custom/<project>_<name>/                  custom volumes
+//   .staging/<moveId>/<type>_<project>_<name>/  incoming copies, renamed into place when complete
+//   .deleting/<random>/                       volumes being removed (renamed out of sight first)
+
+import { randomUUID } from 'node:crypto';
+import type { Dirent, Stats } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { PoolUsage, StorageDriver, VolumeRef, VolumeType } from '../driver.js';
+
+const volumeDirs: Record<VolumeType, string> = { container: 'containers', custom: 'custom' };
+const volumeTypes = Object.keys(volumeDirs) as VolumeType[];
+const stagingDir = '.staging';
+const deletingDir = '.deleting';
+/** How many files are fsynced at once when committing; enough to keep the disk queue busy. */
+const syncParallelism = 16;
+
+/** A local directory pool; moving a volume to another member copies its bytes through staging. */
+export class DirPool implements StorageDriver {
+  readonly driver = 'dir';
+  private readonly root: string;
+
+  constructor(
+    readonly poolName: string,
+    root: string,
+  ) {
+    this.root = path.resolve(root);
+  }
+
+  async init(): Promise<void> {
+    for (const dir of [...Object.values(volumeDirs), stagingDir, deletingDir]) {
+      await fsp.mkdir(path.join(this.root, dir), { recursive: true });
+    }
+    // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
+    await this.emptyDir(path.join(this.root, deletingDir));
+  }
+
+  volumePath(ref: VolumeRef): string {
+    checkRef(ref);
+    return path.join(this.root, volumeDirs[ref.type], `${ref.project}_${ref.name}`);
+  }
+
+  async createVolume(ref: VolumeRef): Promise<void> {
+    const target = this.volumePath(ref);
+    await fsp.mkdir(path.dirname(target), { recursive: true });
+    try {
+      await fsp.mkdir(target);
+    } catch (err) {
+      if (errorCode(err) === 'EEXIST') throw this.existsError(ref);
+      throw err;
+    }
+  }
+
+  async volumeExists(ref: VolumeRef): Promise<boolean> {
+    return (await lstatOrNull(this.volumePath(ref)))?.isDirectory() ?? false;
+  }
+
+  async deleteVolume(ref: VolumeRef): Promise<void> {
+    const target = this.volumePath(ref);
+    const trash = path.join(this.root, deletingDir, randomUUID());
+    await fsp.mkdir(path.dirname(trash), { recursive: true });
+    // Renaming first makes the volume vanish at once, so a crash halfway through removing a large tree never
+    // leaves a partial volume that listVolumes would report as present.
+    try {
+      await fsp.rename(target, trash);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    await fsp.rm(trash, { recursive: true, force: true });
+  }
+
+  async volumeUsage(ref: VolumeRef): Promise<number> {
+    const target = this.volumePath(ref);
+    if (!(await this.volumeExists(ref))) {
+      throw new Error(`Storage volume "${ref.name}" (${ref.type}, project "${ref.project}") not found in pool "${this.poolName}"`);
+    }
+    return treeBytes(target);
+  }
+
+  async poolUsage(): Promise<PoolUsage> {
+    const s = await fsp.statfs(this.root);
+    const totalBytes = s.blocks * s.bsize;
+    // bavail, not bfree: blocks reserved for root are not space volumes can use.
+    const freeBytes = s.bavail * s.bsize;
+    const usedBytes = (s.blocks - s.bfree) * s.bsize;
+    return { totalBytes, usedBytes, freeBytes };
+  }
+
+  async createStaging(ref: VolumeRef, moveId: string): Promise<string> {
+    checkRef(ref);
+    checkSegment('move id', moveId);
+    const dir = path.join(this.root, stagingDir, moveId, stagingEntry(ref));
+    // A retried move reuses its id; whatever an earlier attempt left is incomplete, so start empty.
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async commitStaging(ref: VolumeRef, stagingPath: string): Promise<void> {
+    const target = this.volumePath(ref);
+    const source = this.checkStagingPath(stagingPath);
+    if (path.basename(source) !== stagingEntry(ref)) {
+      throw new Error(`Staging directory ${source} does not belong to volume "${ref.name}" (${ref.type}, project "${ref.project}")`);
+    }
+    if (!(await lstatOrNull(source))?.isDirectory()) {
+      throw new Error(`Staging directory ${source} does not exist in pool "${this.poolName}"`);
+    }
+    if (await lstatOrNull(target)) throw this.existsError(ref);
+
+    await syncTree(source);
+    const parent = path.dirname(target);
+    await fsp.mkdir(parent, { recursive: true });
+    // rename(2) would silently replace an *empty* directory; the check above covers that except for a
+    // concurrent create of the same volume, which the daemon's per-volume operations already exclude.
+    try {
+      await fsp.rename(source, target);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'EEXIST' || code === 'ENOTEMPTY' || code === 'ENOTDIR') throw this.existsError(ref);
+      throw err;
+    }
+    // The rename is durable only once the directory entries that changed are on disk.
+    await syncPath(parent);
+    await syncPath(path.dirname(source));
+    await removeIfEmpty(path.dirname(source));
+  }
+
+  async discardStaging(stagingPath: string): Promise<void> {
+    const dir = this.checkStagingPath(stagingPath);
+    await fsp.rm(dir, { recursive: true, force: true });
+    await removeIfEmpty(path.dirname(dir));
+  }
+
+  async listStaging(): Promise<{ path: string; moveId: string }[]> {
+    const out: { path: string; moveId: string }[] = [];
+    for (const move of await readDirOrEmpty(path.join(this.root, stagingDir))) {
+      if (!move.isDirectory()) continue;
+      const moveDir = path.join(this.root, stagingDir, move.name);
+      for (const entry of await readDirOrEmpty(moveDir)) {
+        if (entry.isDirectory()) out.push({ path: path.join(moveDir, entry.name), moveId: move.name });
+      }
+    }
+    return out.sort((a, b) => a.path.localeCompare(b.path));
+  }
+
+  async listVolumes(): Promise<VolumeRef[]> {
+    const out: VolumeRef[] = [];
+    for (const type of volumeTypes) {
+      for (const entry of await readDirOrEmpty(path.join(this.root, volumeDirs[type]))) {
+        const cut = entry.name.indexOf('_');
+        if (!entry.isDirectory() || cut <= 0 || cut === entry.name.length - 1) continue;
+        out.push({ type, project: entry.name.slice(0, cut), name: entry.name.slice(cut + 1) });
+      }
+    }
+    return out;
+  }
+
+  /** Staging paths come back from callers (and from listStaging after a restart), so they must be checked
+   * to lie exactly two levels under this pool's staging directory before anything is renamed or removed. */
+  private checkStagingPath(stagingPath: string): string {
+    const resolved = path.resolve(stagingPath);
+    const rel = path.relative(path.join(this.root, stagingDir), resolved);
+    const parts = rel.split(path.sep);
+    if (path.isAbsolute(rel) || parts.length !== 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
+      throw new Error(`${stagingPath} is not a staging directory of pool "${this.poolName}"`);
+    }
+    return resolved;
+  }
+
+  private existsError(ref: VolumeRef): Error {
+    return new Error(`Storage volume "${ref.name}" (${ref.type}, project "${ref.project}") already exists in pool "${this.poolName}"`);
+  }
+
+  private async emptyDir(dir: string): Promise<void> {
+    for (const entry of await readDirOrEmpty(dir)) {
+      await fsp.rm(path.join(dir, entry.name), { recursive: true, force: true });
+    }
+  }
+}
+
+/** A staging directory's name encodes its volume so that leftovers can be told apart after a crash. */
+function stagingEntry(ref: VolumeRef): string {
+  return `${ref.type}_${ref.project}_${ref.name}`;
+}
+
+function checkRef(ref: VolumeRef): void {
+  if (!volumeTypes.includes(ref.type)) throw new Error(`Unknown volume type "${String(ref.type)}"`);
+  checkSegment('project name', ref.project);
+  // The directory name is `<project>_<name>`; as in LXD, project names have no underscore, so it splits back.
+  if (ref.project.includes('_')) throw new Error(`Invalid project name "${ref.project}": may not contain underscores`);
+  checkSegment('volume name', ref.name);
+}
+
+function checkSegment(what: string, value: string): void {
+  if (typeof value !== 'string' || value === '' || value === '.' || value === '..') {
+    throw new Error(`Invalid ${what} "${String(value)}"`);
+  }
+  if (value.includes('/') || value.includes('\0')) {
+    throw new Error(`Invalid ${what} "${value}": may not contain slashes or NUL`);
+  }
+}
+
+function errorCode(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await fsp.lstat(p);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return null;
+    throw err;
+  }
+}
+
+async function readDirOrEmpty(dir: string): Promise<Dirent[]> {
+  try {
+    return await fsp.readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+async function removeIfEmpty(dir: string): Promise<void> {
+  try {
+    await fsp.rmdir(dir);
+  } catch (err) {
+    const code = errorCode(err);
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOENT') throw err;
+  }
+}
+
+/** Sums the sizes of everything but directories, without following symlinks (a link counts as itself). */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await readDirOrEmpty(dir);
+  const sizes = await Promise.all(
+    entries.map(async (entry) => {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) return treeBytes(p);
+      // A file removed while we walk simply no longer counts.
+      return (await lstatOrNull(p))?.size ?? 0;
+    }),
+  );
+  for (const size of sizes) total += size;
+  return total;
+}
+
+/** Every regular file and directory under (and including) `root`: what must reach the disk before the rename. */
+async function syncTargets(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await fsp.readdir(root, { withFileTypes: true })) {
+    const p = path.join(root, entry.name);
+    if (entry.isDirectory()) out.push(...(await syncTargets(p)));
+    // Symlinks cannot be opened without following them; their directory's fsync makes them durable.
+    else if (entry.isFile()) out.push(p);
+  }
+  out.push(root);
+  return out;
+}
+
+async function syncTree(root: string): Promise<void> {
+  const targets = await syncTargets(root);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < targets.length) {
+      const target = targets[next++];
+      if (target !== undefined) await syncPath(target);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(syncParallelism, targets.length) }, worker));
+}
+
+async function syncPath(p: string): Promise<void> {
+  const handle = await fsp.open(p, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
