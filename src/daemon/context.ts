@@ -41,4 +41,6 @@ export interface EvacuationRunner {
   request(body: unknown): Promise<{ sync: unknown } | { operation: import('../store/schema.js').OperationRecord }>;
   /** The `roost_evacuation` progress object of the running or last run, if any. */
   progress(): Promise<unknown>;
+  /** Stop timers (daemon shutdown). */
+  stop(): Promise<void>;
 }

@@ -23,6 +23,7 @@ import { buildApi } from '../api/server.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
+import { EvacuationService } from '../evacuation/service.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -88,7 +89,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 
     await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
     await instances.adoptAtBoot(record.state);
-    await operations.failStale(new Set(), 'The member restarted while the operation ran');
+    const evacuations = new EvacuationService(member);
+    member.evacuations = evacuations;
+    const resumed = await evacuations.resume().catch((err: unknown) => {
+      log.error({ err }, 'could not resume an unfinished evacuation or restore');
+      return null;
+    });
+    await operations.failStale(new Set(resumed ? [resumed] : []), 'The member restarted while the operation ran');
 
     return {
       member,
@@ -101,6 +108,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 }
 
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
+  await member.evacuations?.stop();
   member.migrator.stop();
   member.operations.stop();
   await member.cluster.stopHeartbeat(true);

@@ -119,6 +119,8 @@ export interface EvacuationRecord {
   /** The member that owns the run (for resume after restart). */
   owner: string;
   progress: EvacuationProgress | null;
+  /** Moves this run planned and has not finished: placement of other runs counts them as load. */
+  reservations: { project: string; name: string; target: string }[];
 }
 
 /** Structured progress (`roost_evacuation` in the API). */

@@ -25,6 +25,24 @@ export function registerInternalRoutes(r: Router): void {
     return sync(reply, {});
   });
 
+  // A restore asks the holder of an instance to move it home; the holder runs the move.
+  r.on('POST', '/internal/moves/run', async (req, reply) => {
+    const body = parseBody(req, z.object({
+      instances: z.array(z.object({ project: z.string(), name: z.string() })).min(1),
+      target: z.string(),
+      clearOrigin: z.boolean().optional(),
+      allowRestoringTarget: z.boolean().optional(),
+      honourLastState: z.boolean().optional(),
+      evacuation: z.string().nullable().optional(),
+    }));
+    const abort = new AbortController();
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+    await m.migrator.move({ ...body, signal: abort.signal });
+    return sync(reply, {});
+  });
+
   r.on('POST', '/internal/moves/:id/prepare', async (req, reply) => {
     const body = parseBody(req, z.object({ refs: z.array(refSchema) }));
     await m.migrator.prepareIncoming(param(req, 'id'), body.refs);
