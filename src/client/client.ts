@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { type CliEnv, resolveSocketPath } from './config.js';
 import { type JsonObject, asObject, bool, isObject, num, str } from './json.js';
 
+/** Member resolution and the CLI config, re-exported so callers need one import. */
 export { type CliConfig, type CliEnv, cliConfigPath, readCliConfig, resolveSocketPath, writeCliConfig } from './config.js';
 
 /** An LXD error envelope (or failed operation) as an exception, so callers print `Error: <message>`. */
@@ -150,23 +151,14 @@ class OperationFollower {
   private listener: OperationListener | null = null;
   private onClose: (() => void) | null = null;
   private closed = false;
+  private ws: WebSocket | null = null;
 
-  constructor(
-    private readonly client: RoostClient,
-    private readonly ws: WebSocket,
-  ) {
-    ws.on('message', (data) => {
-      const event = parseEvent(data);
-      if (event?.type !== 'operation') return;
-      let op: Operation;
-      try {
-        op = parseOperation(event.metadata);
-      } catch {
-        return;
-      }
-      if (this.listener) this.listener(op);
-      else this.buffered.push(op);
-    });
+  constructor(private readonly client: RoostClient) {}
+
+  /** Attach to the socket once open (its messages already flow to `receive`). */
+  attach(ws: WebSocket): void {
+    this.ws = ws;
+    this.closed = ws.readyState === WebSocket.CLOSING || ws.readyState === WebSocket.CLOSED;
     ws.on('close', () => {
       this.closed = true;
       this.onClose?.();
@@ -174,6 +166,20 @@ class OperationFollower {
     ws.on('error', () => {
       // A broken socket also emits 'close'; the follower reacts there.
     });
+  }
+
+  /** Handle one raw events message (called from the moment the socket exists). */
+  receive(data: WebSocket.RawData): void {
+    const event = parseEvent(data);
+    if (event?.type !== 'operation') return;
+    let op: Operation;
+    try {
+      op = parseOperation(event.metadata);
+    } catch {
+      return;
+    }
+    if (this.listener) this.listener(op);
+    else this.buffered.push(op);
   }
 
   follow(id: string, onUpdate?: OperationListener): Promise<Operation> {
@@ -217,6 +223,7 @@ class OperationFollower {
 
   close(): void {
     this.onClose = null;
+    if (!this.ws) return;
     this.ws.removeAllListeners('message');
     this.ws.on('error', () => undefined);
     this.ws.close();
@@ -335,20 +342,18 @@ export class RoostClient {
 
   /** Subscribe to `/1.0/events` (all types when `types` is empty), resolving once the socket is open. */
   async events(types: string[], onEvent: (event: RoostEvent) => void): Promise<EventSubscription> {
-    const ws = await this.openEvents(types);
+    const ws = await this.openEvents(types, (data) => {
+      const event = parseEvent(data);
+      if (event) onEvent(event);
+    });
     let closedByUs = false;
     const done = new Promise<void>((resolve, reject) => {
-      ws.on('close', () => {
-        if (closedByUs) resolve();
-        else reject(new Error(`The events connection to ${this.socketPath} was closed by the server`));
-      });
+      const lost = (): void => reject(new Error(`The events connection to ${this.socketPath} was closed by the server`));
+      if (ws.readyState === WebSocket.CLOSING || ws.readyState === WebSocket.CLOSED) lost();
+      ws.on('close', () => (closedByUs ? resolve() : lost()));
     });
     ws.on('error', () => {
       // Followed by 'close', which settles `done`.
-    });
-    ws.on('message', (data) => {
-      const event = parseEvent(data);
-      if (event) onEvent(event);
     });
     return {
       close: () => {
@@ -365,12 +370,16 @@ export class RoostClient {
   }
 
   private async openFollower(): Promise<OperationFollower> {
-    return new OperationFollower(this, await this.openEvents(['operation']));
+    const follower = new OperationFollower(this);
+    follower.attach(await this.openEvents(['operation'], (data) => follower.receive(data)));
+    return follower;
   }
 
-  private openEvents(types: string[]): Promise<WebSocket> {
+  /** Open the events socket; `onMessage` is attached at once, as frames may follow the handshake directly. */
+  private openEvents(types: string[], onMessage: (data: WebSocket.RawData) => void): Promise<WebSocket> {
     const query = types.length > 0 ? `?type=${types.map(encodeURIComponent).join(',')}` : '';
     const ws = new WebSocket(`ws+unix://${this.socketPath}:/1.0/events${query}`);
+    ws.on('message', onMessage);
     return new Promise<WebSocket>((resolve, reject) => {
       const onError = (err: Error): void => {
         ws.removeListener('open', onOpen);

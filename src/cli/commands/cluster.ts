@@ -1,0 +1,221 @@
+// `roost cluster ...`: members (list, show, get/set/unset) and evacuate/restore.
+
+import type { Command } from 'commander';
+import { ApiClientError, type Operation } from '../../client/client.js';
+import { type JsonObject, asArray, asObject, isObject, str, stringList, stringMap } from '../../client/json.js';
+import { formatBytes } from '../../util/units.js';
+import type { CliContext } from '../context.js';
+import {
+  type MemberAction,
+  PlainProgressLog,
+  failureLines,
+  parseEvacuationProgress,
+  summaryLine,
+} from '../evacuation-progress.js';
+import { parseFormat, renderList, renderTable, renderYaml, upperState } from '../format.js';
+import { LiveProgressView } from '../live-progress.js';
+import { askBool } from '../prompt.js';
+import { evacuateRequestBody, parsePositiveInt, seg } from '../requests.js';
+
+/** The API extension that tells a server understands `dry_run` (an older one would really evacuate). */
+export const planExtension = 'roost_evacuation_plan';
+
+/** The rows of `roost cluster list`: LXD's columns plus each member's instance count. */
+export function memberRows(members: unknown[], instances: unknown[]): string[][] {
+  const counts = new Map<string, number>();
+  for (const inst of instances) {
+    const location = str(inst, 'location');
+    counts.set(location, (counts.get(location) ?? 0) + 1);
+  }
+  return members.map((m) => {
+    const name = str(m, 'server_name');
+    return [
+      name,
+      str(m, 'url'),
+      stringList(asObject(m).roles).join('\n'),
+      str(m, 'architecture'),
+      str(m, 'failure_domain'),
+      str(m, 'description'),
+      upperState(str(m, 'status')),
+      str(m, 'message'),
+      String(counts.get(name) ?? 0),
+    ];
+  });
+}
+
+/** Header of `roost cluster list`. */
+export const memberHeader = ['NAME', 'URL', 'ROLES', 'ARCHITECTURE', 'FAILURE DOMAIN', 'DESCRIPTION', 'STATE', 'MESSAGE', 'INSTANCES'];
+
+function planName(entry: unknown): string {
+  const name = str(entry, 'name') || str(entry, 'instance');
+  const project = str(entry, 'project');
+  return project && project !== 'default' ? `${project}/${name}` : name;
+}
+
+/** The dry-run plan as text: a table of the moves, then the refusals a real run would meet. */
+export function renderPlan(metadata: unknown): string {
+  const plan = asObject(metadata);
+  const rows = asArray(plan.instances).map((entry) => {
+    const bytes = asObject(entry).bytes;
+    return [
+      planName(entry),
+      str(entry, 'action'),
+      str(entry, 'target'),
+      typeof bytes === 'number' && bytes > 0 ? formatBytes(bytes) : '',
+      str(entry, 'reason'),
+    ];
+  });
+  let out = renderTable(['INSTANCE', 'ACTION', 'TARGET', 'SIZE', 'REASON'], rows);
+  const refusals = asArray(plan.refusals);
+  if (refusals.length > 0) {
+    out += '\nRefusals:\n';
+    for (const r of refusals) {
+      out += typeof r === 'string' ? `- ${r}\n` : `- ${planName(r)}: ${str(r, 'reason') || str(r, 'error')}\n`;
+    }
+  }
+  return out;
+}
+
+async function requireExtension(ctx: CliContext, extension: string, feature: string): Promise<void> {
+  const server = await ctx.client().get('/1.0');
+  if (!stringList(asObject(server).api_extensions).includes(extension)) {
+    throw new Error(`The server does not support ${feature} (missing API extension "${extension}")`);
+  }
+}
+
+interface MemberStateFlags {
+  force?: boolean;
+  action?: string;
+  dryRun?: boolean;
+  parallel?: string;
+}
+
+async function changeMemberState(ctx: CliContext, action: MemberAction, member: string, flags: MemberStateFlags): Promise<void> {
+  const body = evacuateRequestBody({
+    action,
+    mode: flags.action,
+    dryRun: flags.dryRun,
+    parallel: flags.parallel === undefined ? undefined : parsePositiveInt(flags.parallel, '--parallel'),
+  });
+  const path = `/1.0/cluster/members/${seg(member)}/state`;
+  const client = ctx.client();
+
+  if (flags.dryRun) {
+    await requireExtension(ctx, planExtension, '--dry-run');
+    const res = await client.request('POST', path, body);
+    if (res.type !== 'sync') throw new Error('The server started an operation instead of returning a plan');
+    ctx.write(renderPlan(res.metadata));
+    return;
+  }
+
+  if (!flags.force) {
+    const question = `Are you sure you want to ${action} cluster member "${member}"? (yes/no) [default=no]: `;
+    if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
+  }
+
+  const title = action === 'evacuate' ? 'Evacuating cluster member' : 'Restoring cluster member';
+  const live = ctx.isTerminal ? new LiveProgressView(ctx.io.stdout, title) : null;
+  const plain = new PlainProgressLog();
+  let last: Operation | null = null;
+  const onUpdate = (op: Operation): void => {
+    last = op;
+    if (live) live.update(op);
+    else for (const line of plain.lines(op)) ctx.print(line);
+  };
+  try {
+    const result = await client.runAsync('POST', path, body, onUpdate);
+    live?.stop();
+    const final = result.operation ?? last;
+    ctx.print(summaryLine(action, member, 'Success', final ? parseEvacuationProgress(final.metadata) : null));
+  } catch (err) {
+    live?.stop();
+    if (err instanceof ApiClientError && err.operation) {
+      const progress = parseEvacuationProgress(err.operation.metadata);
+      ctx.print(summaryLine(action, member, err.operation.status, progress));
+      for (const line of failureLines(progress)) ctx.print(line);
+    }
+    throw err;
+  }
+}
+
+/** `roost cluster show`: the member, plus its evacuation progress when the server reports one. */
+async function showMember(ctx: CliContext, member: string): Promise<void> {
+  const client = ctx.client();
+  const info = asObject(await client.get(`/1.0/cluster/members/${seg(member)}`));
+  let evacuation: unknown;
+  try {
+    evacuation = asObject(await client.get(`/1.0/cluster/members/${seg(member)}/state`)).roost_evacuation;
+  } catch (err) {
+    if (!(err instanceof ApiClientError)) throw err;
+  }
+  const out: JsonObject = { ...info };
+  if (isObject(evacuation)) out.roost_evacuation = evacuation;
+  ctx.write(renderYaml(out));
+}
+
+/** Register `roost cluster`. */
+export function registerClusterCommands(program: Command, ctx: CliContext): void {
+  const cluster = program.command('cluster').description('Manage cluster members');
+
+  cluster
+    .command('list')
+    .alias('ls')
+    .description('List cluster members')
+    .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
+    .action(async (opts: { format: string }) => {
+      const format = parseFormat(opts.format);
+      const client = ctx.client();
+      const members = asArray(await client.get('/1.0/cluster/members?recursion=1'));
+      const instances = asArray(await client.get('/1.0/instances?recursion=1'));
+      ctx.write(renderList(format, { header: memberHeader, rows: memberRows(members, instances), data: members }));
+    });
+
+  cluster
+    .command('show')
+    .description('Show a cluster member, with its running or last evacuation')
+    .argument('<member>')
+    .action((member: string) => showMember(ctx, member));
+
+  cluster
+    .command('get')
+    .description('Get a cluster member configuration key')
+    .argument('<member>')
+    .argument('<key>')
+    .action(async (member: string, key: string) => {
+      const info = await ctx.client().get(`/1.0/cluster/members/${seg(member)}`);
+      ctx.print(stringMap(asObject(info).config)[key] ?? '');
+    });
+
+  cluster
+    .command('set')
+    .description('Set a cluster member configuration key')
+    .argument('<member>')
+    .argument('<key>')
+    .argument('<value>')
+    .action(async (member: string, key: string, value: string) => {
+      await ctx.client().runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: value } });
+    });
+
+  cluster
+    .command('unset')
+    .description('Unset a cluster member configuration key')
+    .argument('<member>')
+    .argument('<key>')
+    .action(async (member: string, key: string) => {
+      await ctx.client().runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: '' } });
+    });
+
+  const stateCommand = (name: MemberAction, description: string, modeHelp: string): Command =>
+    cluster
+      .command(name)
+      .description(description)
+      .argument('<member>')
+      .option('--force', 'Do not ask for confirmation')
+      .option('--action <mode>', modeHelp)
+      .option('--dry-run', 'Print the plan without changing anything')
+      .option('--parallel <n>', 'Copy at most N instances at a time')
+      .action((member: string, flags: MemberStateFlags) => changeMemberState(ctx, name, member, flags));
+
+  stateCommand('evacuate', 'Evacuate a cluster member', 'Force an action for every instance (auto, migrate, live-migrate, stop, force-stop)').alias('evac');
+  stateCommand('restore', 'Restore an evacuated cluster member', 'Restore mode (skip: set the member online without moving anything)');
+}

@@ -1,0 +1,51 @@
+// The `roost` command line: builds the command tree for one run and turns every failure into
+// `Error: <message>` on stderr and exit code 1 (never a stack trace).
+
+import { Command, CommanderError } from 'commander';
+import { registerClusterCommands } from './commands/cluster.js';
+import { registerConfigCommands } from './commands/config.js';
+import { registerInstanceCommands } from './commands/instances.js';
+import { registerLocalClusterCommands } from './commands/local.js';
+import { registerMonitorCommand } from './commands/monitor.js';
+import { registerOperationCommands } from './commands/operations.js';
+import { registerStorageCommands } from './commands/storage.js';
+import { CliContext, type CliIO } from './context.js';
+
+/** What `runCli` takes, re-exported for callers of this module. */
+export type { CliIO } from './context.js';
+
+/** The command tree, built afresh per run because commander keeps parsed state on it. */
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command('roost')
+    .description('Manage a Roost cluster (LXD-compatible)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => ctx.io.stdout.write(text),
+      writeErr: (text) => ctx.io.stderr.write(text),
+      outputError: (text, write) => write(text.replace(/^error: /, 'Error: ')),
+    });
+  registerLocalClusterCommands(program, ctx);
+  registerClusterCommands(program, ctx);
+  registerInstanceCommands(program, ctx);
+  registerConfigCommands(program, ctx);
+  registerStorageCommands(program, ctx);
+  registerOperationCommands(program, ctx);
+  registerMonitorCommand(program, ctx);
+  return program;
+}
+
+/** Run `roost <argv...>` and return its exit code; used by main.ts and by tests. */
+export async function runCli(argv: string[], io: CliIO): Promise<number> {
+  const ctx = new CliContext(io);
+  try {
+    await buildProgram(ctx).parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    const message = err instanceof Error ? err.message : String(err);
+    io.stderr.write(`Error: ${message}\n`);
+    return 1;
+  } finally {
+    await ctx.close().catch(() => undefined);
+  }
+}
