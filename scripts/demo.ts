@@ -25,7 +25,7 @@ function roost(args: string[], options: { capture?: boolean; allowFail?: boolean
   if (!options.capture) process.stdout.write(`$ roost ${args.join(' ')}\n`);
   const r = spawnSync(process.execPath, [join(root, 'bin', 'roost.js'), ...args], {
     env,
-    stdio: options.capture ? ['ignore', 'pipe', 'inherit'] : 'inherit',
+    stdio: options.capture ? ['ignore', 'pipe', options.allowFail ? 'ignore' : 'inherit'] : 'inherit',
     encoding: 'utf8',
   });
   if (r.status !== 0 && !options.allowFail) {
@@ -97,7 +97,7 @@ roost(['cluster', 'restore', 'm01', '--force'], { capture: true, allowFail: true
 // 2. Instances on m01.
 step('Launch 12 process instances on m01, each writing to files in its volume');
 const workload =
-  'head -c 2097152 /dev/urandom > blob.bin; trap "echo stopping >> data.txt; sleep 0.5; exit 0" TERM; ' +
+  '[ -f blob.bin ] || head -c 2097152 /dev/urandom > blob.bin; trap "echo stopping >> data.txt; sleep 0.5; exit 0" TERM; ' +
   'n=0; while true; do n=$((n+1)); echo "$n $(date +%T.%N)" >> data.txt; [ -d shared ] && echo "$n" >> shared/log.txt; sleep 0.2; done';
 roost(['storage', 'volume', 'create', 'default', 'demo-vol', '--target', 'm01']);
 for (let n = 1; n <= 12; n++) {
