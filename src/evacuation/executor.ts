@@ -1,16 +1,14 @@
-// Runs an evacuation plan. Only data copies hold one of the `parallel` slots; clean shutdowns (which
-// only wait) run ahead of the copies, as far ahead as the copies are expected to catch up within one
-// shutdown, so no instance sits stopped long before its copy begins. Stop-only instances are stopped
-// all at once. One instance failing never stops the others; a target that stops taking instances is
+// Runs an evacuation plan: stop-only instances are stopped all at once; moves go through the shared
+// stop-ahead pipeline (pipeline.ts), where only data copies hold one of the `parallel` slots. One instance failing never stops the others; a target that stops taking instances is
 // replaced by a fresh placement. The executor is the only writer of an evacuation's effects.
 
-import PQueue from 'p-queue';
 import type { Member } from '../daemon/context.js';
 import type { EvacuationPlan, PlannedInstance } from './planner.js';
 import { planEvacuation } from './planner.js';
 import { MoveAbortedError } from '../migration/move.js';
 import type { ProgressTracker } from './progress.js';
 import { readPlanningSnapshot } from './snapshot.js';
+import { runPipeline } from './pipeline.js';
 
 /** How an evacuation runs. */
 export interface ExecuteOptions {
@@ -55,70 +53,29 @@ async function stopInstance(m: Member, p: PlannedInstance, force: boolean, progr
   }
 }
 
-/** The adaptive pipeline of moves. */
+/** The moves, through the shared stop-ahead pipeline. */
 async function runMoves(m: Member, plan: EvacuationPlan, units: PlannedInstance[][], options: ExecuteOptions): Promise<void> {
-  const { progress, signal, parallel } = options;
-  const copies = new PQueue({ concurrency: parallel });
-  let copiesStarted = 0;
-  let stopMs = 3000; // until measured: a typical clean shutdown
-  let stopSamples = 0;
-  let copyMs = 0;
-  let copySamples = 0;
-  const waiters: (() => void)[] = [];
-  const notify = (): void => {
-    for (const w of waiters.splice(0)) w();
-  };
-  signal.addEventListener('abort', notify);
-
-  const expectedCopyMs = (unit: PlannedInstance[]): number => {
-    if (copySamples > 0) return copyMs / copySamples;
-    const bytes = unit.reduce((s, p) => s + p.bytes, 0);
-    return 300 + bytes / 100_000; // ~100 MB/s plus commit and start, until measured
-  };
-  const window = (unit: PlannedInstance[]): number => parallel * Math.max(1, Math.ceil(stopMs / Math.max(50, expectedCopyMs(unit))));
-  const gate = async (i: number, unit: PlannedInstance[]): Promise<void> => {
-    while (!signal.aborted && i >= copiesStarted + window(unit)) await new Promise<void>((r) => waiters.push(r));
-  };
-
-  await Promise.all(
-    units.map(async (unit, i) => {
-      await gate(i, unit);
-      if (signal.aborted) return;
-      const keys = unit.map((p) => instanceKey(p.project, p.name));
-      // Clean shutdown ahead of the copy: holds no slot.
-      const t0 = Date.now();
+  const { progress, signal } = options;
+  const keysOf = (unit: PlannedInstance[]): string[] => unit.map((p) => instanceKey(p.project, p.name));
+  const work = units.map((unit) => ({ unit, bytes: unit.reduce((s, p) => s + p.bytes, 0), running: unit.some((p) => p.running) }));
+  await runPipeline(work, options.parallel, signal, {
+    stop: async ({ unit }) => {
       const running = unit.filter((p) => p.running);
-      if (running.length > 0) {
-        for (const p of running) progress.set(instanceKey(p.project, p.name), 'stopping', `Stopping "${p.name}" in project "${p.project}"`);
-        try {
-          await Promise.all(running.map((p) => m.instances.stop(p.project, p.name, { keepLastState: true })));
-          stopMs = (stopMs * stopSamples + (Date.now() - t0)) / (stopSamples + 1);
-          stopSamples++;
-        } catch (err) {
-          for (const k of keys) progress.set(k, 'failed', undefined, errorText(err));
-          notify();
-          return;
-        }
-      }
-      for (const k of keys) progress.set(k, 'waiting');
-      await copies.add(async () => {
-        copiesStarted++;
-        notify();
-        if (signal.aborted) return;
-        const c0 = Date.now();
-        try {
-          await moveUnit(m, plan, unit, options);
-          copyMs += Date.now() - c0;
-          copySamples++;
-          for (const k of keys) progress.set(k, 'done');
-        } catch (err) {
-          for (const k of keys) progress.set(k, 'failed', undefined, signal.aborted ? 'cancelled before its move committed' : errorText(err));
-        }
-        notify();
-      });
-    }),
-  );
-  signal.removeEventListener('abort', notify);
+      for (const p of running) progress.set(instanceKey(p.project, p.name), 'stopping', `Stopping "${p.name}" in project "${p.project}"`);
+      await Promise.all(running.map((p) => m.instances.stop(p.project, p.name, { keepLastState: true })));
+    },
+    waiting: ({ unit }) => {
+      for (const k of keysOf(unit)) progress.set(k, 'waiting');
+    },
+    copy: async ({ unit }) => {
+      await moveUnit(m, plan, unit, options);
+      for (const k of keysOf(unit)) progress.set(k, 'done');
+    },
+    failed: ({ unit }, stage, err) => {
+      const text = stage === 'copy' && signal.aborted ? 'cancelled before its move committed' : errorText(err);
+      for (const k of keysOf(unit)) progress.set(k, 'failed', undefined, text);
+    },
+  });
 }
 
 /** Move one unit, placing it again (at most twice) if its target stops taking instances. */

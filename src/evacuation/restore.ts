@@ -1,11 +1,12 @@
-// Runs a restore plan on the member being restored: start what evacuation stopped here, then pull
-// home, in parallel, every instance whose origin is this member (each move is run by its holder).
+// Runs a restore plan on the member being restored: start what evacuation stopped here, then bring
+// home every instance whose origin is this member, through the shared stop-ahead pipeline (each
+// instance is stopped and moved by the member that holds it).
 
-import PQueue from 'p-queue';
 import type { Member } from '../daemon/context.js';
 import type { RestorePlan } from './planner.js';
 import type { ProgressTracker } from './progress.js';
 import { errorText, instanceKey } from './executor.js';
+import { runPipeline } from './pipeline.js';
 
 /** How a restore runs. */
 export interface RestoreOptions {
@@ -14,6 +15,8 @@ export interface RestoreOptions {
   signal: AbortSignal;
   progress: ProgressTracker;
 }
+
+type Move = RestorePlan['moves'][number];
 
 /** Run `plan`. Resolves when every instance is done, failed or skipped by a cancel. */
 export async function executeRestore(m: Member, plan: RestorePlan, options: RestoreOptions): Promise<void> {
@@ -34,37 +37,48 @@ export async function executeRestore(m: Member, plan: RestorePlan, options: Rest
     }),
   );
 
-  const units = new Map<string, RestorePlan['moves']>();
-  for (const mv of plan.moves) units.set(mv.unit, [...(units.get(mv.unit) ?? []), mv]);
-  const queue = new PQueue({ concurrency: options.parallel });
+  const byUnit = new Map<string, Move[]>();
+  for (const mv of plan.moves) byUnit.set(mv.unit, [...(byUnit.get(mv.unit) ?? []), mv]);
   const views = await m.cluster.members();
-  for (const unit of units.values()) {
-    void queue.add(async () => {
-      if (signal.aborted) return;
+  const holderAddress = (name: string): string => {
+    const holder = views.find((v) => v.record.name === name);
+    if (!holder || holder.status === 'Offline') throw new Error(`member "${name}" holding it is offline`);
+    return holder.record.address;
+  };
+  const keysOf = (unit: Move[]): string[] => unit.map((u) => instanceKey(u.project, u.name));
+  const work = [...byUnit.values()].map((unit) => ({ unit, bytes: unit.reduce((s, u) => s + u.bytes, 0), running: unit.some((u) => u.running) }));
+
+  await runPipeline(work, options.parallel, signal, {
+    stop: async ({ unit }) => {
+      for (const u of unit.filter((x) => x.running)) {
+        progress.set(instanceKey(u.project, u.name), 'stopping', `Stopping "${u.name}" in project "${u.project}"`);
+        await m.peers.call(holderAddress(u.from), 'POST', '/internal/instances/stop', { json: { project: u.project, name: u.name }, timeoutMs: 600_000 });
+      }
+    },
+    waiting: ({ unit }) => {
+      for (const k of keysOf(unit)) progress.set(k, 'waiting');
+    },
+    copy: async ({ unit }) => {
       const first = unit[0];
       if (!first) return;
-      const keys = unit.map((u) => instanceKey(u.project, u.name));
       for (const u of unit) progress.set(instanceKey(u.project, u.name), 'copying', `Migrating "${u.name}" in project "${u.project}" from "${u.from}"`);
-      try {
-        const holder = views.find((v) => v.record.name === first.from);
-        if (!holder || holder.status === 'Offline') throw new Error(`member "${first.from}" holding it is offline`);
-        await m.peers.call(holder.record.address, 'POST', '/internal/moves/run', {
-          json: {
-            instances: unit.map((u) => ({ project: u.project, name: u.name })),
-            target: m.name,
-            clearOrigin: true,
-            allowRestoringTarget: true,
-            honourLastState: true,
-            evacuation: options.evacuationId,
-          },
-          signal,
-          timeoutMs: 3_600_000,
-        });
-        for (const k of keys) progress.set(k, 'done');
-      } catch (err) {
-        for (const k of keys) progress.set(k, 'failed', undefined, signal.aborted ? 'cancelled before its move committed' : errorText(err));
-      }
-    });
-  }
-  await queue.onIdle();
+      await m.peers.call(holderAddress(first.from), 'POST', '/internal/moves/run', {
+        json: {
+          instances: unit.map((u) => ({ project: u.project, name: u.name })),
+          target: m.name,
+          clearOrigin: true,
+          allowRestoringTarget: true,
+          honourLastState: true,
+          evacuation: options.evacuationId,
+        },
+        signal,
+        timeoutMs: 3_600_000,
+      });
+      for (const k of keysOf(unit)) progress.set(k, 'done');
+    },
+    failed: ({ unit }, stage, err) => {
+      const text = stage === 'copy' && signal.aborted ? 'cancelled before its move committed' : errorText(err);
+      for (const k of keysOf(unit)) progress.set(k, 'failed', undefined, text);
+    },
+  });
 }

@@ -25,6 +25,13 @@ export function registerInternalRoutes(r: Router): void {
     return sync(reply, {});
   });
 
+  // A restore stops an instance on its holder ahead of its copy; the power state stays RUNNING.
+  r.on('POST', '/internal/instances/stop', async (req, reply) => {
+    const body = parseBody(req, z.object({ project: z.string(), name: z.string() }));
+    await m.instances.stop(body.project, body.name, { keepLastState: true });
+    return sync(reply, {});
+  });
+
   // A restore asks the holder of an instance to move it home; the holder runs the move.
   r.on('POST', '/internal/moves/run', async (req, reply) => {
     const body = parseBody(req, z.object({
