@@ -113,7 +113,7 @@ describe('roost commands against a fake member', () => {
     }
   });
 
-  test('a failed evacuation prints the summary, each failed instance, then the error, and exits 1', async () => {
+  test('a failed evacuation prints each instance as it ends, the summary, then the error once, and exits 1', async () => {
     fake.operation('POST', '/1.0/cluster/members/m1/state', [{
       status: 'Failure',
       err: 'Failed to evacuate 1 instance:\nc5: target m3 went offline',
@@ -128,7 +128,7 @@ describe('roost commands against a fake member', () => {
     }]);
     const r = await roost(['cluster', 'evacuate', 'm1', '--force']);
     assert.equal(r.code, 1);
-    assert.equal(r.out, 'c1: migrated to m2\nc5: failed: target m3 went offline\nEvacuation of "m1" failed: 1 moved, 0 stopped, 1 failed\n  c5: target m3 went offline\n');
+    assert.equal(r.out, 'c1: migrated to m2\nc5: failed: target m3 went offline\nEvacuation of "m1" failed: 1 moved, 0 stopped, 1 failed\n');
     assert.equal(r.err, 'Error: Failed to evacuate 1 instance:\nc5: target m3 went offline\n');
   });
 

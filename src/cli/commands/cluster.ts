@@ -8,7 +8,6 @@ import type { CliContext } from '../context.js';
 import {
   type MemberAction,
   PlainProgressLog,
-  failureLines,
   parseEvacuationProgress,
   summaryLine,
 } from '../evacuation-progress.js';
@@ -131,8 +130,8 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
     live?.stop();
     if (err instanceof ApiClientError && err.operation) {
       const progress = parseEvacuationProgress(err.operation.metadata);
+      // The server's error (printed by the caller) already has one line per failed instance.
       ctx.print(summaryLine(action, member, err.operation.status, progress));
-      for (const line of failureLines(progress)) ctx.print(line);
     }
     throw err;
   }
