@@ -14,6 +14,7 @@ import { registerStorageRoutes } from './routes/storage.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerInternalRoutes } from './routes/internal.js';
+import { registerImageRoutes } from './routes/images.js';
 
 /** Where a request came from. */
 export type Origin = 'unix' | 'peer';
@@ -94,6 +95,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerClusterRoutes(router);
   registerInstanceRoutes(router);
   registerStorageRoutes(router);
+  registerImageRoutes(router);
   registerOperationRoutes(router);
   registerEventRoutes(router);
   if (origin === 'peer') registerInternalRoutes(router);

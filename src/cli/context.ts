@@ -22,6 +22,8 @@ export interface CliIO {
 /** Shared by every command of one run: output helpers and one client, closed when the run ends. */
 export class CliContext {
   private owned: RoostClient | null = null;
+  /** The exit code a command asks for without failing (`roost exec` passes on its command's). */
+  exitCode = 0;
 
   constructor(readonly io: CliIO) {}
 

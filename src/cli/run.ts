@@ -9,6 +9,8 @@ import { registerLocalClusterCommands } from './commands/local.js';
 import { registerMonitorCommand } from './commands/monitor.js';
 import { registerOperationCommands } from './commands/operations.js';
 import { registerStorageCommands } from './commands/storage.js';
+import { registerImageCommands } from './commands/images.js';
+import { registerExecCommand } from './commands/exec.js';
 import { CliContext, type CliIO } from './context.js';
 
 /** What `runCli` takes, re-exported for callers of this module. */
@@ -29,6 +31,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerInstanceCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerStorageCommands(program, ctx);
+  registerImageCommands(program, ctx);
+  registerExecCommand(program, ctx);
   registerOperationCommands(program, ctx);
   registerMonitorCommand(program, ctx);
   return program;
@@ -39,7 +43,7 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
   const ctx = new CliContext(io);
   try {
     await buildProgram(ctx).parseAsync(argv, { from: 'user' });
-    return 0;
+    return ctx.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
     const message = err instanceof Error ? err.message : String(err);

@@ -2,6 +2,7 @@
 // way the real `lxc` client does: the events websocket is opened before the request that creates the
 // operation, one GET catches up, then operation events carry it to the end (never `/wait`).
 
+import { createReadStream } from 'node:fs';
 import { Client, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import { type CliEnv, resolveSocketPath } from './config.js';
@@ -302,6 +303,38 @@ export class RoostClient {
     }
     if (type === 'sync') return { type, status: raw.status, metadata, etag: raw.etag };
     throw new Error(`${method} ${path} answered an unknown envelope type "${type}"`);
+  }
+
+  /**
+   * Upload a file as the raw request body (`lxc image import` does this for unified tarballs) and follow
+   * the operation it creates, if any, to its end.
+   */
+  async upload(path: string, filePath: string, headers: Record<string, string> = {}): Promise<AsyncResult> {
+    const follower = await this.openFollower();
+    try {
+      let res;
+      try {
+        res = await this.http.request({
+          method: 'POST',
+          path,
+          headers: { 'content-type': 'application/octet-stream', ...headers },
+          body: createReadStream(filePath),
+        });
+      } catch (err) {
+        throw this.connectionError(err);
+      }
+      const text = await res.body.text();
+      if (res.statusCode >= 400) throw errorFromBody(text, res.statusCode, 'POST', path);
+      const parsed = JSON.parse(text) as unknown;
+      const type = str(parsed, 'type');
+      const metadata = asObject(parsed).metadata;
+      if (type !== 'async') return { response: { type: 'sync', status: res.statusCode, metadata, etag: undefined }, operation: null };
+      const operationUrl = str(parsed, 'operation');
+      const operation = await follower.follow(operationId(operationUrl));
+      return { response: { type: 'async', status: res.statusCode, operation: operationUrl, metadata, etag: undefined }, operation };
+    } finally {
+      follower.close();
+    }
   }
 
   /** GET a resource and return its metadata (the common read). */

@@ -95,6 +95,27 @@ export class PeerClient {
     return res.body;
   }
 
+  /** GET a body as a stream (image and volume copies); a non-2xx answer throws with the peer's error. */
+  async stream(address: string, path: string, signal?: AbortSignal): Promise<Readable> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`https://${address}${path}`, { method: 'GET', dispatcher: this.agent, signal, bodyTimeout: 0 });
+    } catch (err) {
+      throw new PeerUnreachableError(address, err);
+    }
+    if (res.statusCode >= 300) {
+      const text = await res.body.text();
+      let message = `HTTP ${res.statusCode} from ${address}`;
+      try {
+        message = errorText(JSON.parse(text) as unknown) ?? message;
+      } catch {
+        // not JSON: keep the status line
+      }
+      throw new PeerError(res.statusCode, message);
+    }
+    return res.body;
+  }
+
   /** Release connections. */
   async close(): Promise<void> {
     await this.agent.close();

@@ -11,6 +11,7 @@ import type { InstanceService } from '../instances/service.js';
 import type { VolumeService } from '../storage/volumes.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { Migrator } from '../migration/move.js';
+import type { ImageService } from '../images/service.js';
 
 /** One running member. */
 export interface Member {
@@ -31,6 +32,7 @@ export interface Member {
   volumes: VolumeService;
   pool: StorageDriver;
   migrator: Migrator;
+  images: ImageService;
   /** Evacuation and restore runs (added by the evacuation engine). */
   evacuations?: EvacuationRunner;
 }

@@ -17,6 +17,7 @@ import { InstanceService } from '../instances/service.js';
 import { VolumeService } from '../storage/volumes.js';
 import { DirPool } from '../storage/drivers/dir.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
+import { LxcDriver } from '../instances/drivers/lxc.js';
 import type { InstanceDriver } from '../instances/driver.js';
 import { Migrator } from '../migration/move.js';
 import { buildApi } from '../api/server.js';
@@ -24,6 +25,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
 import { EvacuationService } from '../evacuation/service.js';
+import { ImageService } from '../images/service.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -56,7 +58,10 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const cert = await ensureClusterCertificate(store);
     const pool = new DirPool('default', join(dir, 'storage-pools', 'default'));
     await pool.init();
-    const drivers = new Map<string, InstanceDriver>([['process', new ProcessDriver()]]);
+    const drivers = new Map<string, InstanceDriver>([
+      ['process', new ProcessDriver()],
+      ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
+    ]);
     const events = new EventBus(store, options.name);
     await events.start();
     const operations = new Operations(store, events, options.name, log);
@@ -69,6 +74,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const member: Member = {
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, cluster,
       events, operations, instances, volumes, pool, migrator,
+      images: new ImageService(store, options.name, dir, peers, cluster, events),
     };
 
     // Servers: HTTPS for members, the unix socket for local clients.

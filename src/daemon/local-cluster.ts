@@ -1,7 +1,7 @@
 // A local cluster on this host: N roostd processes sharing one embedded SQLite store, each with its
 // own data directory, on free loopback ports. `roost up`/`roost down` and the tests drive it.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -201,8 +201,18 @@ export class LocalCluster {
     return stopped;
   }
 
-  /** Stop the instance processes a member holds, whether or not its daemon runs. */
+  /** Stop the instances a member holds (processes and LXC containers), whether or not its daemon runs. */
   private async stopInstances(m: LocalMember): Promise<void> {
+    const lxcPath = join(m.dir, 'lxc');
+    const containers = await readdir(lxcPath).catch(() => [] as string[]);
+    await Promise.all(
+      containers.map(
+        (name) =>
+          new Promise<void>((done) => {
+            execFile('lxc-stop', ['-P', lxcPath, '-n', name, '-t', '10'], { timeout: 20_000 }, () => done());
+          }),
+      ),
+    );
     const driver = new ProcessDriver();
     let entries: string[] = [];
     try {

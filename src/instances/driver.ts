@@ -49,6 +49,23 @@ export interface StopOptions {
   force: boolean;
 }
 
+/** What a command run inside an instance produced. */
+export interface ExecResult {
+  code: number;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** Options of a command run inside an instance. */
+export interface ExecOptions {
+  /** Extra environment variables. */
+  environment?: Record<string, string>;
+  /** Working directory inside the instance (default: its root / home). */
+  cwd?: string;
+  /** Kill the command after this many seconds (default 600). */
+  timeoutSeconds?: number;
+}
+
 /** An instance driver. Instances must outlive the daemon: start detaches them, state re-adopts them. */
 export interface InstanceDriver {
   readonly type: string;
@@ -63,6 +80,8 @@ export interface InstanceDriver {
   state(spec: InstanceSpec): Promise<InstanceRuntimeState>;
   /** Remove driver state (the instance is stopped; volumes are removed by storage). */
   delete(spec: InstanceSpec): Promise<void>;
+  /** Run a command inside the running instance and collect its output (LXD's record-output exec). */
+  exec?(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecResult>;
 }
 
 /** Thrown by drivers with a message meant for the user. */

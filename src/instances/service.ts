@@ -2,12 +2,12 @@
 // Every rule that protects the cluster (a member that is not Online takes no new or starting
 // instance; nothing starts while it is being moved) is checked inside the store transaction.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { Store, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
-import type { InstanceDriver, InstanceRuntimeState, InstanceSpec } from './driver.js';
+import type { ExecOptions, InstanceDriver, InstanceRuntimeState, InstanceSpec } from './driver.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
@@ -16,6 +16,9 @@ import { checkConfig, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';
 import { checkDevices, expandDevices, attachedVolumes } from './devices.js';
+
+/** Files served under `/1.0/instances/<n>/logs/`: the workload's logs and recorded exec output. */
+const logFilePattern = /^(?:[A-Za-z0-9._-]+\.log|exec_[A-Za-z0-9-]+\.(?:stdout|stderr))$/;
 
 /** Names LXD accepts for instances (a host name label). */
 const instanceNamePattern = /^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
@@ -37,6 +40,8 @@ export interface CreateInstance {
   profiles: string[];
   description: string;
   ephemeral: boolean;
+  /** Fill the new root volume (e.g. unpack an image's rootfs) before the instance is recorded. */
+  prepareRoot?: (rootPath: string) => Promise<void>;
 }
 
 /** Options for start. */
@@ -132,17 +137,22 @@ export class InstanceService {
     }
   }
 
-  /** Create an instance on this member (root volume first, then the record, guarded by the member's state). */
-  async create(req: CreateInstance): Promise<InstanceRecord> {
-    await this.validateCreate(req);
-    const { store, member, pool } = this.deps;
+  /** Refuse (400) a new instance on `member` whose attached custom volumes live on another member. */
+  async checkVolumesOn(req: CreateInstance, member: string): Promise<void> {
     for (const v of attachedVolumes(expandDevices(req.devices))) {
-      const kv = await store.get(keys.volume(req.project, 'default', v.volume));
+      const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
       const vol = kv ? (JSON.parse(kv.value) as VolumeRecord) : null;
       if (vol && vol.location !== member) {
         throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}"; create the instance there`);
       }
     }
+  }
+
+  /** Create an instance on this member (root volume first, then the record, guarded by the member's state). */
+  async create(req: CreateInstance): Promise<InstanceRecord> {
+    await this.validateCreate(req);
+    const { store, member, pool } = this.deps;
+    await this.checkVolumesOn(req, member);
     const now = new Date().toISOString();
     const record: InstanceRecord = {
       name: req.name,
@@ -162,6 +172,12 @@ export class InstanceService {
       const ref = { type: 'container' as const, project: req.project, name: req.name };
       if (await store.get(keys.instance(req.project, req.name))) throw errors.instanceExists(req.name);
       await pool.createVolume(ref);
+      try {
+        await req.prepareRoot?.(pool.volumePath(ref));
+      } catch (err) {
+        await pool.deleteVolume(ref);
+        throw err;
+      }
       const guard = await this.memberGuard(false);
       const r = await store.txn([...guard, { key: keys.instance(req.project, req.name), modRevision: 0 }], [
         { type: 'put', key: keys.instance(req.project, req.name), value: JSON.stringify(record) },
@@ -197,33 +213,36 @@ export class InstanceService {
 
   /** Start an instance held here; records `volatile.last_state.power=RUNNING` first, guarded by the member's state. */
   async start(project: string, name: string, options: StartOptions = {}): Promise<void> {
-    await this.locks.run(`${project}/${name}`, async () => {
-      const { record, modRevision } = await this.load(project, name);
-      this.assertLocal(record);
-      const driver = this.driver(record.type);
-      const spec = this.spec(record);
-      const current = await driver.state(spec);
-      const guard = await this.memberGuard(options.allowRestoring === true);
-      const moveKv = await this.deps.store.get(keys.move(project, name));
-      if (moveKv && (JSON.parse(moveKv.value) as { id: string }).id !== options.moveId) throw errors.instanceBusy(name);
-      const next: InstanceRecord = {
-        ...record,
-        config: { ...record.config, 'volatile.last_state.power': 'RUNNING' },
-        lastUsedAt: current.status === 'Running' ? record.lastUsedAt : new Date().toISOString(),
-      };
-      const r = await this.deps.store.txn(
-        [...guard, { key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: moveKv?.modRevision ?? 0 }],
-        [{ type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
-      );
-      if (!r.succeeded) {
-        if (await this.deps.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
-        throw errors.conflict(`Instance "${name}" changed while starting; try again`);
-      }
-      if (current.status === 'Running') return;
-      await mkdir(spec.runtimeDir, { recursive: true });
-      await driver.start(this.spec(next));
-      this.deps.events.lifecycle('instance-started', `/1.0/instances/${name}`, {}, project);
-    });
+    await this.locks.run(`${project}/${name}`, () => this.startUnlocked(project, name, options));
+  }
+
+  /** Start without taking the instance lock (the caller holds it, as a move rolling back does). */
+  async startUnlocked(project: string, name: string, options: StartOptions = {}): Promise<void> {
+    const { record, modRevision } = await this.load(project, name);
+    this.assertLocal(record);
+    const driver = this.driver(record.type);
+    const spec = this.spec(record);
+    const current = await driver.state(spec);
+    const guard = await this.memberGuard(options.allowRestoring === true);
+    const moveKv = await this.deps.store.get(keys.move(project, name));
+    if (moveKv && (JSON.parse(moveKv.value) as { id: string }).id !== options.moveId) throw errors.instanceBusy(name);
+    const next: InstanceRecord = {
+      ...record,
+      config: { ...record.config, 'volatile.last_state.power': 'RUNNING' },
+      lastUsedAt: current.status === 'Running' ? record.lastUsedAt : new Date().toISOString(),
+    };
+    const r = await this.deps.store.txn(
+      [...guard, { key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: moveKv?.modRevision ?? 0 }],
+      [{ type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
+    );
+    if (!r.succeeded) {
+      if (await this.deps.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
+      throw errors.conflict(`Instance "${name}" changed while starting; try again`);
+    }
+    if (current.status === 'Running') return;
+    await mkdir(spec.runtimeDir, { recursive: true });
+    await driver.start(this.spec(next));
+    this.deps.events.lifecycle('instance-started', `/1.0/instances/${name}`, {}, project);
   }
 
   /** Stop an instance held here; records `volatile.last_state.power=STOPPED` unless asked to keep it. */
@@ -363,23 +382,44 @@ export class InstanceService {
     }
   }
 
-  /** Log files of an instance (names), from its runtime directory. */
+  /** Log files of an instance (names), from its runtime directory: its output and recorded exec output. */
   async logFiles(record: InstanceRecord): Promise<string[]> {
     try {
-      return (await readdir(this.runtimeDir(record.project, record.name))).filter((f) => f.endsWith('.log'));
+      return (await readdir(this.runtimeDir(record.project, record.name))).filter((f) => logFilePattern.test(f));
     } catch {
       return [];
     }
   }
 
   /** Contents of one log file; 404 if absent. */
-  async readLog(record: InstanceRecord, file: string): Promise<string> {
-    if (!/^[A-Za-z0-9._-]+\.log$/.test(file)) throw errors.notFound();
+  async readLog(record: InstanceRecord, file: string): Promise<Buffer> {
+    if (!logFilePattern.test(file)) throw errors.notFound();
     try {
-      return await readFile(join(this.runtimeDir(record.project, record.name), file), 'utf8');
+      return await readFile(join(this.runtimeDir(record.project, record.name), file));
     } catch {
       throw errors.notFound();
     }
+  }
+
+  /** Delete a recorded exec output file (LXD lets clients remove them after reading). */
+  async deleteLog(record: InstanceRecord, file: string): Promise<void> {
+    if (!/^exec_[A-Za-z0-9-]+\.(stdout|stderr)$/.test(file)) throw errors.badRequest('Only exec output files can be deleted');
+    await rm(join(this.runtimeDir(record.project, record.name), file), { force: true });
+  }
+
+  /** Run a command in a running instance held here; its output is recorded as two log files. */
+  async exec(project: string, name: string, command: string[], options: ExecOptions): Promise<{ code: number; stdout: string; stderr: string }> {
+    const { record } = await this.load(project, name);
+    this.assertLocal(record);
+    const driver = this.driver(record.type);
+    if (!driver.exec) throw errors.badRequest(`Instance type "${record.type}" does not support exec`);
+    const result = await driver.exec(this.spec(record), command, options);
+    const id = randomUUID();
+    const dir = this.runtimeDir(project, name);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, `exec_${id}.stdout`), result.stdout);
+    await writeFile(join(dir, `exec_${id}.stderr`), result.stderr);
+    return { code: result.code, stdout: `exec_${id}.stdout`, stderr: `exec_${id}.stderr` };
   }
 
   private assertLocal(record: InstanceRecord): void {

@@ -4,6 +4,11 @@
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
 
+  /** True while work for `key` runs or waits. */
+  has(key: string): boolean {
+    return this.tails.has(key);
+  }
+
   /** Run `fn` after every earlier `run` with the same key has settled. */
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();

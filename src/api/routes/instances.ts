@@ -45,6 +45,15 @@ const stateBody = z.object({
   stateful: z.boolean().optional(),
 }).passthrough();
 
+const execBody = z.object({
+  command: z.array(z.string()).min(1),
+  environment: z.record(z.string(), z.string()).optional(),
+  cwd: z.string().optional(),
+  'wait-for-websocket': z.boolean().optional(),
+  'record-output': z.boolean().optional(),
+  interactive: z.boolean().optional(),
+}).passthrough();
+
 const postBody = z.object({
   name: z.string().optional(),
   migration: z.boolean().optional(),
@@ -137,12 +146,18 @@ export function registerInstanceRoutes(r: Router): void {
     const project = projectOf(req);
     const body = parseBody(req, createBody);
     const sourceType = body.source?.type ?? 'none';
-    if (sourceType !== 'none') throw errors.badRequest(`Unsupported instance source "${sourceType}" (only "none" for now)`);
+    if (sourceType !== 'none' && sourceType !== 'image') throw errors.badRequest(`Unsupported instance source "${sourceType}" (use "none" or "image")`);
+    const image = sourceType === 'image'
+      ? await m.images.resolve({ alias: body.source?.alias, fingerprint: typeof body.source?.fingerprint === 'string' ? body.source.fingerprint : undefined })
+      : null;
+    const imageConfig: Record<string, string> = image
+      ? { ...Object.fromEntries(Object.entries(image.properties).map(([k, v]) => [`image.${k}`, v])), 'volatile.base_image': image.fingerprint }
+      : {};
     const create: CreateInstance = {
       name: body.name,
       project,
-      type: body.type && body.type !== '' ? body.type : 'process',
-      config: (body.config ?? {}) as Record<string, string>,
+      type: body.type && body.type !== '' ? body.type : image ? 'container' : 'process',
+      config: { ...imageConfig, ...((body.config ?? {}) as Record<string, string>) },
       devices: body.devices ?? {},
       profiles: body.profiles ?? ['default'],
       description: body.description ?? '',
@@ -154,6 +169,7 @@ export function registerInstanceRoutes(r: Router): void {
     const view = await m.cluster.member(target);
     if (view.status === 'Offline') throw errors.memberOffline(target);
     if (view.status !== 'Online') throw errors.memberEvacuated();
+    await m.instances.checkVolumesOn(create, target); // 400 before any operation, as for other bad input
     const q = new URLSearchParams(req.query as Record<string, string>);
     q.set('target', target);
     if (await forwardTo(r, req, reply, target, `/1.0/instances?${q.toString()}`)) return;
@@ -162,7 +178,7 @@ export function registerInstanceRoutes(r: Router): void {
       resources: { instances: [`/1.0/instances/${create.name}`] },
       project,
       run: async () => {
-        await m.instances.create(create);
+        await m.instances.create({ ...create, prepareRoot: image ? (root) => m.images.unpackRootfs(image, root) : undefined });
       },
     });
     return asyncReply(reply, op);
@@ -287,7 +303,38 @@ export function registerInstanceRoutes(r: Router): void {
   r.on('GET', '/1.0/instances/:name/logs/:file', async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
     if (await forwardTo(r, req, reply, record.location)) return;
-    return reply.type('text/plain').send(await m.instances.readLog(record, param(req, 'file')));
+    return reply.type('application/octet-stream').send(await m.instances.readLog(record, param(req, 'file')));
+  });
+
+  r.on('DELETE', '/1.0/instances/:name/logs/:file', async (req, reply) => {
+    const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
+    if (await forwardTo(r, req, reply, record.location)) return;
+    await m.instances.deleteLog(record, param(req, 'file'));
+    return sync(reply, {});
+  });
+
+  // LXD's exec in its non-interactive shape: the command runs, its output is recorded as two log
+  // files, and the operation's metadata gives the exit code and where the output is.
+  r.on('POST', '/1.0/instances/:name/exec', async (req, reply) => {
+    const project = projectOf(req);
+    const name = param(req, 'name');
+    const body = parseBody(req, execBody);
+    if (body['wait-for-websocket'] === true) {
+      throw errors.badRequest('Interactive exec over websockets is not supported yet; send "record-output": true (as `roost exec` does)');
+    }
+    const { record } = await m.instances.load(project, name);
+    if (await forwardTo(r, req, reply, record.location)) return;
+    if ((await m.instances.state(record)).status !== 'Running') throw errors.badRequest('Instance is not running');
+    const op = await m.operations.begin({
+      description: 'Executing command',
+      resources: { instances: [`/1.0/instances/${name}`] },
+      project,
+      run: async () => {
+        const out = await m.instances.exec(project, name, body.command, { environment: body.environment, cwd: body.cwd });
+        return { return: out.code, output: { '1': `/1.0/instances/${name}/logs/${out.stdout}`, '2': `/1.0/instances/${name}/logs/${out.stderr}` } };
+      },
+    });
+    return asyncReply(reply, op);
   });
 }
 

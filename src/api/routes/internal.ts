@@ -17,6 +17,7 @@ export function registerInternalRoutes(r: Router): void {
   const m = r.member;
 
   r.on('GET', '/internal/instances/state', async (_req, reply) => sync(reply, Object.fromEntries(await m.instances.localStates())));
+  r.on('GET', '/internal/images/:fp', async (req, reply) => reply.type('application/octet-stream').send(await m.images.open(param(req, 'fp'))));
   r.on('GET', '/internal/capacity', async (_req, reply) => sync(reply, await localCapacity(m)));
 
   r.on('POST', '/internal/instances/start', async (req, reply) => {

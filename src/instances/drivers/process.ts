@@ -5,14 +5,15 @@
 // whatever else is left in the session is killed (as the kernel does to a container when its init dies).
 // A workload that calls setsid itself escapes that session; cgroups (later) close that gap.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { DriverError } from '../driver.js';
-import type { DriverCapabilities, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
+import { KeyedMutex } from '../../util/mutex.js';
+import type { DriverCapabilities, ExecOptions, ExecResult, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
 
 const basePath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const pageSize = 4096;
@@ -54,7 +55,7 @@ export class ProcessDriver implements InstanceDriver {
   private readonly pollMs: number;
   private readonly killWaitMs: number;
   /** Per-instance queue, so that concurrent start/stop/delete of one instance cannot spawn it twice. */
-  private readonly busy = new Map<string, Promise<void>>();
+  private readonly busy = new KeyedMutex();
   /** A /proc scan in progress, shared by concurrent state calls (listing many instances scans once). */
   private scanInFlight: Promise<ProcStat[]> | null = null;
 
@@ -119,6 +120,30 @@ export class ProcessDriver implements InstanceDriver {
       startedAt,
       memoryBytes: members.reduce((sum, p) => sum + p.rssPages * pageSize, 0),
     };
+  }
+
+  /** Run a command beside the instance's workload: same working directory (its root volume) and environment. */
+  async exec(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecResult> {
+    const [file, ...args] = command;
+    if (!file) throw new DriverError('exec needs a command');
+    if ((await this.state(spec)).status !== 'Running') throw new DriverError('Instance is not running');
+    const cwd = options.cwd ? path.resolve(spec.rootPath, `.${path.resolve('/', options.cwd)}`) : spec.rootPath;
+    return new Promise((resolve, reject) => {
+      execFile(file, args, {
+        cwd,
+        env: { ...instanceEnvironment(spec), ...(options.environment ?? {}) },
+        encoding: 'buffer',
+        maxBuffer: 64 * 1024 * 1024,
+        timeout: (options.timeoutSeconds ?? 600) * 1000,
+      }, (err, stdout, stderr) => {
+        const code = err && typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : err ? -1 : 0;
+        if (err && code === -1 && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+          reject(new DriverError(`Command not found: ${file}`));
+          return;
+        }
+        resolve({ code, stdout, stderr });
+      });
+    });
   }
 
   async delete(spec: InstanceSpec): Promise<void> {
@@ -239,20 +264,9 @@ export class ProcessDriver implements InstanceDriver {
   }
 
   private async serialize(spec: InstanceSpec, fn: () => Promise<void>): Promise<void> {
-    const key = instanceKey(spec);
-    const previous = this.busy.get(key) ?? Promise.resolve();
-    const run = previous.then(fn);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.busy.set(key, settled);
-    try {
-      await run;
-    } finally {
-      if (this.busy.get(key) === settled) this.busy.delete(key);
-    }
+    await this.busy.run(instanceKey(spec), fn);
   }
+
 }
 
 function instanceKey(spec: InstanceSpec): string {
