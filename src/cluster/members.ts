@@ -88,8 +88,11 @@ export class ClusterService {
     try {
       const ttl = await this.offlineThreshold();
       const at = new Date().toISOString();
+      // On a threshold change the old lease is revoked only after the heartbeat moved to the new one:
+      // revoking first would delete the heartbeat and show this member Offline for a moment.
+      let replaced: string | null = null;
       if (!this.lease || ttl !== this.leaseTtl || !(await this.store.keepAlive(this.lease))) {
-        if (this.lease && ttl !== this.leaseTtl) await this.store.revokeLease(this.lease).catch(() => undefined);
+        if (this.lease && ttl !== this.leaseTtl) replaced = this.lease;
         this.lease = await this.store.grantLease(ttl);
         this.leaseTtl = ttl;
       }
@@ -98,6 +101,7 @@ export class ClusterService {
         { type: 'put', key: keys.heartbeat(this.memberName), value: JSON.stringify(beat), lease: this.lease },
         { type: 'put', key: lastSeenKey(this.memberName), value: JSON.stringify(beat) },
       ]);
+      if (replaced) await this.store.revokeLease(replaced).catch(() => undefined);
     } catch (err) {
       this.log.warn({ err }, 'heartbeat failed');
     }

@@ -76,6 +76,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       events, operations, instances, volumes, pool, migrator,
       images: new ImageService(store, options.name, dir, peers, cluster, events),
     };
+    // Image copies deleted while this member was down go now; later deletions as their events arrive.
+    await member.images.prune();
+    member.images.watch();
 
     // Servers: HTTPS for members, the unix socket for local clients.
     const [host, portText] = splitAddress(options.address);
@@ -116,6 +119,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
   await member.evacuations?.stop();
   member.migrator.stop();
+  member.images.unwatch();
   member.operations.stop();
   await member.cluster.stopHeartbeat(true);
   await Promise.all(apps.map((a) => a.close().catch(() => undefined)));

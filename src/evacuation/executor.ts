@@ -1,6 +1,7 @@
 // Runs an evacuation plan: stop-only instances are stopped all at once; moves go through the shared
 // stop-ahead pipeline (pipeline.ts), where only data copies hold one of the `parallel` slots. One instance failing never stops the others; a target that stops taking instances is
-// replaced by a fresh placement. The executor is the only writer of an evacuation's effects.
+// replaced by a fresh placement. The executor is the only writer of an evacuation's effects. `live-migrate`
+// units whose drivers can pre-copy skip the stop ahead: their move copies while they run, then stops them.
 
 import type { Member } from '../daemon/context.js';
 import type { EvacuationPlan, PlannedInstance } from './planner.js';
@@ -57,7 +58,14 @@ async function stopInstance(m: Member, p: PlannedInstance, force: boolean, progr
 async function runMoves(m: Member, plan: EvacuationPlan, units: PlannedInstance[][], options: ExecuteOptions): Promise<void> {
   const { progress, signal } = options;
   const keysOf = (unit: PlannedInstance[]): string[] => unit.map((p) => instanceKey(p.project, p.name));
-  const work = units.map((unit) => ({ unit, bytes: unit.reduce((s, p) => s + p.bytes, 0), running: unit.some((p) => p.running) }));
+  // Pre-copy units are not stopped ahead: their move copies while they run, then stops them itself.
+  const precopy = await precopyUnits(m, units);
+  const work = units.map((unit) => ({
+    unit,
+    bytes: unit.reduce((s, p) => s + p.bytes, 0),
+    running: unit.some((p) => p.running) && !precopy.has(unit),
+    precopy: precopy.has(unit),
+  }));
   await runPipeline(work, options.parallel, signal, {
     stop: async ({ unit }) => {
       const running = unit.filter((p) => p.running);
@@ -67,8 +75,8 @@ async function runMoves(m: Member, plan: EvacuationPlan, units: PlannedInstance[
     waiting: ({ unit }) => {
       for (const k of keysOf(unit)) progress.set(k, 'waiting');
     },
-    copy: async ({ unit }) => {
-      await moveUnit(m, plan, unit, options);
+    copy: async ({ unit, precopy }) => {
+      await moveUnit(m, plan, unit, options, precopy);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {
@@ -79,7 +87,7 @@ async function runMoves(m: Member, plan: EvacuationPlan, units: PlannedInstance[
 }
 
 /** Move one unit, placing it again (at most twice) if its target stops taking instances. */
-async function moveUnit(m: Member, plan: EvacuationPlan, unit: PlannedInstance[], options: ExecuteOptions): Promise<void> {
+async function moveUnit(m: Member, plan: EvacuationPlan, unit: PlannedInstance[], options: ExecuteOptions, precopy: boolean): Promise<void> {
   const { progress, signal } = options;
   const first = unit[0];
   if (!first) return;
@@ -94,6 +102,7 @@ async function moveUnit(m: Member, plan: EvacuationPlan, unit: PlannedInstance[]
         target: to,
         origin: m.name,
         honourLastState: true,
+        precopy,
         evacuation: options.evacuationId,
         signal,
         onProgress: (done, total) => progress.bytes(instanceKey(first.project, first.name), done, total),
@@ -114,6 +123,22 @@ async function moveUnit(m: Member, plan: EvacuationPlan, unit: PlannedInstance[]
       m.log.info({ instance: first.name, from: to, to: target }, 'target stopped taking instances; placed again');
     }
   }
+}
+
+/** The `live-migrate` units whose every instance's driver can pre-copy (one range read of the records). */
+async function precopyUnits(m: Member, units: PlannedInstance[][]): Promise<Set<PlannedInstance[]>> {
+  const live = units.filter((unit) => unit.every((p) => p.action === 'live-migrate'));
+  if (live.length === 0) return new Set();
+  const types = new Map((await m.instances.localRecords()).map((r) => [instanceKey(r.project, r.name), r.type]));
+  const canPrecopy = (p: PlannedInstance): boolean => {
+    const type = types.get(instanceKey(p.project, p.name));
+    try {
+      return type !== undefined && m.instances.driver(type).capabilities.precopy;
+    } catch {
+      return false; // an unknown type moves cold, and the move reports what is wrong with it
+    }
+  };
+  return new Set(live.filter((unit) => unit.every(canPrecopy)));
 }
 
 /** A new target for an instance from a fresh snapshot, avoiding members that already failed it. */

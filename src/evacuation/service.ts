@@ -10,7 +10,7 @@ import { errors } from '../api/errors.js';
 import { configValue } from '../config/keys.js';
 import { OperationCancelled, type RunContext } from '../operations/operations.js';
 import { isEvacuateMode, planEvacuation, planHasWork, planRestore, type EvacuationPlan } from './planner.js';
-import { executeEvacuation } from './executor.js';
+import { executeEvacuation, instanceKey } from './executor.js';
 import { executeRestore } from './restore.js';
 import { ProgressTracker, type EvacuationProgressView } from './progress.js';
 import { readPlanningSnapshot } from './snapshot.js';
@@ -183,7 +183,26 @@ export class EvacuationService implements EvacuationRunner {
                 .filter((x) => x.target && (x.action === 'migrate' || x.action === 'live-migrate'))
                 .map((x) => ({ project: x.project, name: x.name, target: x.target as string }));
             }
-            await executeEvacuation(m, p, { evacuationId: record.id, mode: record.mode, parallel: record.parallel, signal: ctx.signal, progress: tracker });
+            const options = { evacuationId: record.id, mode: record.mode, parallel: record.parallel, signal: ctx.signal, progress: tracker };
+            await executeEvacuation(m, p, options);
+            // A move of another evacuation may have committed here after `plan` was read and before
+            // this member stopped taking instances; once Evacuating nothing more can land, so one
+            // look from a fresh snapshot finds every such instance, and it moves on too.
+            if (plan && !ctx.signal.aborted) {
+              const planned = new Set(p.instances.map((x) => instanceKey(x.project, x.name)));
+              const again = planEvacuation(await readPlanningSnapshot(m), m.name, { mode: record.mode });
+              const late = again.instances.filter((x) => !planned.has(instanceKey(x.project, x.name)) && x.action !== 'none');
+              if (late.length > 0) {
+                m.log.info({ instances: late.map((x) => x.name) }, 'instances arrived while the evacuation was planned; moving them too');
+                // The move that brought them may still be finishing (its journal entry blocks a new move).
+                for (const deadline = Date.now() + 30_000; Date.now() < deadline && !ctx.signal.aborted; ) {
+                  const journaled = await Promise.all(late.map((x) => m.store.get(keys.move(x.project, x.name))));
+                  if (journaled.every((kv) => kv === null)) break;
+                  await new Promise((resolve) => setTimeout(resolve, 100));
+                }
+                await executeEvacuation(m, { ...again, instances: late }, options);
+              }
+            }
           } else if (record.mode !== 'skip') {
             const p = planRestore(await readSnapshot(m), m.name);
             await executeRestore(m, p, { evacuationId: record.id, parallel: record.parallel, signal: ctx.signal, progress: tracker });

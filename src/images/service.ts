@@ -4,7 +4,7 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,7 +14,9 @@ import type { Store } from '../store/store.js';
 import type { PeerClient } from '../cluster/peers.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
-import { errors } from '../api/errors.js';
+import { ApiError, errors } from '../api/errors.js';
+import { KeyedMutex } from '../util/mutex.js';
+import { exactTree } from '../util/exact-tree.js';
 
 /** An image as the store keeps it. */
 export interface ImageRecord {
@@ -42,6 +44,10 @@ const aliasKey = (name: string): string => `image-aliases/${name}`;
 
 /** The images of the cluster, seen from one member. */
 export class ImageService {
+  /** Per fingerprint: putting a copy in place and recording it, or dropping a copy, one at a time. */
+  private readonly copies = new KeyedMutex();
+  private unsubscribe: (() => void) | null = null;
+
   constructor(
     private readonly store: Store,
     private readonly member: string,
@@ -106,7 +112,6 @@ export class ImageService {
       await pipeline(body, counter, createWriteStream(tmp));
       const fingerprint = hash.digest('hex');
       const metadata = await readMetadata(tmp);
-      await rename(tmp, this.path(fingerprint));
       const now = new Date().toISOString();
       const record: ImageRecord = {
         fingerprint,
@@ -119,18 +124,20 @@ export class ImageService {
         uploadedAt: now,
         locations: [this.member],
       };
-      for (;;) {
-        const kv = await this.store.get(imageKey(fingerprint));
-        const next = kv ? { ...(JSON.parse(kv.value) as ImageRecord) } : record;
-        if (!next.locations.includes(this.member)) next.locations.push(this.member);
-        const r = await this.store.txn([{ key: imageKey(fingerprint), modRevision: kv?.modRevision ?? 0 }], [
-          { type: 'put', key: imageKey(fingerprint), value: JSON.stringify(next) },
-        ]);
-        if (r.succeeded) {
-          this.events.lifecycle('image-created', `/1.0/images/${fingerprint}`);
-          return next;
+      const stored = await this.copies.run(fingerprint, async () => {
+        await rename(tmp, this.path(fingerprint));
+        for (;;) {
+          const kv = await this.store.get(imageKey(fingerprint));
+          const next = kv ? { ...(JSON.parse(kv.value) as ImageRecord) } : record;
+          if (!next.locations.includes(this.member)) next.locations.push(this.member);
+          const r = await this.store.txn([{ key: imageKey(fingerprint), modRevision: kv?.modRevision ?? 0 }], [
+            { type: 'put', key: imageKey(fingerprint), value: JSON.stringify(next) },
+          ]);
+          if (r.succeeded) return next;
         }
-      }
+      });
+      this.events.lifecycle('image-created', `/1.0/images/${fingerprint}`);
+      return stored;
     } finally {
       await rm(tmp, { force: true });
     }
@@ -152,13 +159,53 @@ export class ImageService {
     await this.store.delete(aliasKey(name));
   }
 
-  /** Delete an image and its aliases; members drop their copies (now or at their next start). */
+  /**
+   * Delete an image and its aliases; members drop their copies: this one now, the others when the
+   * `image-deleted` event reaches them (`watch`), or at their next start if they are down (`prune`).
+   */
   async delete(fp: string): Promise<void> {
     const image = await this.get(fp);
     const aliases = (await this.aliases()).filter((a) => a.target === image.fingerprint);
     await this.store.txn([], [{ type: 'delete', key: imageKey(image.fingerprint) }, ...aliases.map((a) => ({ type: 'delete' as const, key: aliasKey(a.name) }))]);
-    await rm(this.path(image.fingerprint), { force: true });
+    await this.dropIfUnrecorded(image.fingerprint);
     this.events.lifecycle('image-deleted', `/1.0/images/${image.fingerprint}`);
+  }
+
+  /** Drop this member's copy of an image when another member deletes it (events reach every member). */
+  watch(): void {
+    this.unsubscribe ??= this.events.subscribe((event) => {
+      const meta = event.metadata as { action?: unknown; source?: unknown } | null;
+      if (event.type !== 'lifecycle' || meta?.action !== 'image-deleted' || typeof meta.source !== 'string') return;
+      const fp = meta.source.slice(meta.source.lastIndexOf('/') + 1);
+      if (/^[0-9a-f]{64}$/.test(fp)) void this.dropIfUnrecorded(fp).catch(() => undefined);
+    });
+  }
+
+  /** Stop watching for deletions. */
+  unwatch(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+  }
+
+  /**
+   * At start (before the API serves anything): remove image files no record gives this member (deleted
+   * while it was down) and the partial files of uploads and copies an earlier run did not finish.
+   */
+  async prune(): Promise<void> {
+    const files = await readdir(join(this.dir, 'images')).catch(() => [] as string[]);
+    for (const f of files) {
+      if (/^[0-9a-f]{64}$/.test(f)) await this.dropIfUnrecorded(f);
+      else if (f.startsWith('.upload-') || /^[0-9a-f]{64}\.part-/.test(f)) await rm(join(this.dir, 'images', f), { force: true });
+    }
+  }
+
+  /** Remove this member's copy of an image unless the store records it here. */
+  private async dropIfUnrecorded(fp: string): Promise<void> {
+    await this.copies.run(fp, async () => {
+      const kv = await this.store.get(imageKey(fp));
+      if (kv && (JSON.parse(kv.value) as ImageRecord).locations.includes(this.member)) return;
+      await rm(this.path(fp), { force: true });
+    });
   }
 
   /** A readable stream of a local image file (for peers copying it). */
@@ -179,9 +226,9 @@ export class ImageService {
     for (const holder of image.locations) {
       const view = views.find((v) => v.record.name === holder);
       if (!view || view.status === 'Offline' || holder === this.member) continue;
+      const tmp = `${path}.part-${randomUUID()}`;
       try {
         await mkdir(join(this.dir, 'images'), { recursive: true });
-        const tmp = `${path}.part-${randomUUID()}`;
         const body = await this.peers.stream(view.record.address, `/internal/images/${image.fingerprint}`);
         const hash = createHash('sha256');
         await pipeline(body, new Transform({
@@ -191,21 +238,29 @@ export class ImageService {
           },
         }), createWriteStream(tmp));
         if (hash.digest('hex') !== image.fingerprint) {
-          await rm(tmp, { force: true });
           throw new Error(`copy of image ${image.fingerprint.slice(0, 12)} from ${holder} is damaged`);
         }
-        await rename(tmp, path);
-        for (;;) {
-          const kv = await this.store.get(imageKey(image.fingerprint));
-          if (!kv) break;
-          const rec = JSON.parse(kv.value) as ImageRecord;
-          if (rec.locations.includes(this.member)) break;
-          rec.locations.push(this.member);
-          if ((await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify(rec) }])).succeeded) break;
-        }
+        // Put in place and recorded here as one step against a deletion dropping copies meanwhile.
+        await this.copies.run(image.fingerprint, async () => {
+          await rename(tmp, path);
+          for (;;) {
+            const kv = await this.store.get(imageKey(image.fingerprint));
+            if (!kv) {
+              await rm(path, { force: true });
+              throw errors.notFound('Image not found (deleted while it was being copied)');
+            }
+            const rec = JSON.parse(kv.value) as ImageRecord;
+            if (rec.locations.includes(this.member)) break;
+            rec.locations.push(this.member);
+            if ((await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify(rec) }])).succeeded) break;
+          }
+        });
         return path;
       } catch (err) {
+        if (err instanceof ApiError) throw err;
         lastError = err;
+      } finally {
+        await rm(tmp, { force: true });
       }
     }
     throw errors.unavailable(`Image ${image.fingerprint.slice(0, 12)} could not be copied here: ${lastError instanceof Error ? lastError.message : String(lastError)}`);
@@ -214,13 +269,16 @@ export class ImageService {
   /** Unpack the image's `rootfs/` into `dest` (a container's root volume is its rootfs). */
   async unpackRootfs(image: ImageRecord, dest: string): Promise<void> {
     const file = await this.ensureLocal(image);
+    const exact = exactTree(dest); // the image's modes and absolute symlinks exactly (node-tar changes both)
     await tar.x({
       file,
       cwd: dest,
       strip: 1,
       preserveOwner: process.getuid?.() === 0,
       filter: (p) => p === 'rootfs' || p.startsWith('rootfs/') || p.startsWith('./rootfs/'),
+      onReadEntry: exact.record,
     });
+    await exact.apply();
   }
 }
 

@@ -8,6 +8,8 @@
 //   4. the target fsyncs and renames the staging directories into place;
 //   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
 //   6. start on the target what was running, delete the source copies, clear the journal.
+// With `precopy` (precopy.ts) the volumes are copied while the instances still run before step 2, and step
+// 3 sends only what changed, then checks the whole copy; the journal and the rest are the same.
 // A crash anywhere is repaired by `recover()`: before the commit the move is rolled back (the target's
 // copies are garbage), after it the move is finished. The source copy is never deleted before step 5.
 
@@ -21,11 +23,13 @@ import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type Me
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
 import { attachedVolumes, expandDevices } from '../instances/devices.js';
-import type { PeerClient } from '../cluster/peers.js';
+import { PeerUnreachableError, type PeerClient } from '../cluster/peers.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
 import { ApiError, errors } from '../api/errors.js';
+import { Precopy, precopyFits } from './precopy.js';
+import { exactTree } from '../util/exact-tree.js';
 
 /** What to move and how. */
 export interface MoveRequest {
@@ -42,6 +46,8 @@ export interface MoveRequest {
   honourLastState?: boolean;
   /** Kill instead of a clean stop. */
   forceStop?: boolean;
+  /** Copy while running first, then stop and send what changed (precopy.ts), if every driver can and one runs. */
+  precopy?: boolean;
   /** The evacuation/restore run this belongs to. */
   evacuation?: string | null;
   /** Cancels the move if it has not committed yet. */
@@ -171,6 +177,15 @@ export class Migrator {
 
     let committed = false;
     try {
+      // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
+      const warm = req.precopy === true && precopyFits(svc, loaded)
+        ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: target.address, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+        : null;
+      if (warm) {
+        req.onPhase?.('copying');
+        await warm.copyWhileRunning();
+      }
+
       // 2. Stop.
       req.onPhase?.('stopping');
       await Promise.all(
@@ -181,30 +196,34 @@ export class Migrator {
       await store.txn([], journalOps('stopped'));
       this.throwIfAborted(req.signal);
 
-      // 3. Stream.
+      // 3. Stream (after a pre-copy, only what changed since its last pass).
       req.onPhase?.('copying');
-      const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
-      const total = sizes.reduce((a, b) => a + b, 0);
-      let done = 0;
-      req.onProgress?.(0, total);
-      await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
-      for (const ref of refs) {
-        this.throwIfAborted(req.signal);
-        const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
-        const digester = new Digester((n) => {
-          done += n;
-          req.onProgress?.(done, Math.max(total, done));
-        });
-        const body = Readable.from(pack).pipe(digester);
-        const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
-        const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
-          body,
-          signal: req.signal,
-          timeoutMs: 600_000,
-        })) as StreamDigest;
-        const local = digester.digest();
-        if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
-          throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
+      if (warm) {
+        await warm.finish(); // the last changes, then a check that the target's copy equals the source
+      } else {
+        const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
+        const total = sizes.reduce((a, b) => a + b, 0);
+        let done = 0;
+        req.onProgress?.(0, total);
+        await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
+        for (const ref of refs) {
+          this.throwIfAborted(req.signal);
+          const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
+          const digester = new Digester((n) => {
+            done += n;
+            req.onProgress?.(done, Math.max(total, done));
+          });
+          const body = Readable.from(pack).pipe(digester);
+          const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+          const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
+            body,
+            signal: req.signal,
+            timeoutMs: 600_000,
+          })) as StreamDigest;
+          const local = digester.digest();
+          if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
+            throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
+          }
         }
       }
 
@@ -267,7 +286,18 @@ export class Migrator {
       ...journals.map((j) => ({ type: 'container' as const, project: j.project, name: j.instance })),
       ...first.volumes.map((name) => ({ type: 'custom' as const, project: first.project, name })),
     ];
-    for (const j of journals) await rm(svc.runtimeDir(j.project, j.instance), { recursive: true, force: true });
+    for (const j of journals) {
+      // The driver's state here goes too (an LXC container's config directory, which `lxc-ls` lists);
+      // the record already names the target, but the spec's paths are this member's.
+      const kv = await store.get(keys.instance(j.project, j.instance));
+      if (kv) {
+        const record = JSON.parse(kv.value) as InstanceRecord;
+        await svc.driver(record.type).delete(svc.spec(record)).catch((err: unknown) =>
+          this.deps.log.warn({ err, instance: j.instance }, 'could not remove the driver state of a moved instance'),
+        );
+      }
+      await rm(svc.runtimeDir(j.project, j.instance), { recursive: true, force: true });
+    }
     for (const ref of refs) await pool.deleteVolume(ref);
     await store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
     for (const j of journals) {
@@ -275,17 +305,26 @@ export class Migrator {
     }
   }
 
-  /** Before the commit: drop the target's copies, clear the journal, restart locally what ran (user moves). */
+  /**
+   * Before the commit: drop the target's copies, clear the journal, restart locally what ran (user moves;
+   * the caller holds the instance locks). A target that cannot be reached does not keep the instance
+   * hostage: nothing was committed there, so its copies are garbage its own recovery removes at boot.
+   */
   private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean): Promise<void> {
     const first = journals[0];
     if (!first) return;
-    await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/discard`, {
-      json: { project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes },
-    });
+    try {
+      await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/discard`, {
+        json: { project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes },
+      });
+    } catch (err) {
+      if (!(err instanceof PeerUnreachableError)) throw err;
+      this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');
+    }
     await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
     if (restart) {
       for (const j of journals) {
-        if (j.wasRunning) await this.deps.instances.start(j.project, j.instance).catch(() => undefined);
+        if (j.wasRunning) await this.deps.instances.startUnlocked(j.project, j.instance).catch(() => undefined);
       }
     }
   }
@@ -294,7 +333,11 @@ export class Migrator {
   private async targetMember(name: string, allowRestoring: boolean): Promise<MemberRecord> {
     const view = await this.deps.cluster.member(name);
     if (view.status === 'Offline') throw new MoveAbortedError(`Cluster member "${name}" is offline`, true);
-    if (!(view.status === 'Online' || (allowRestoring && view.status === 'Restoring'))) throw errors.memberEvacuated();
+    // Flagged as the target being unavailable, not as a refusal: a member planned as a target may have
+    // begun its own evacuation since, and an evacuation then places the instance again.
+    if (!(view.status === 'Online' || (allowRestoring && view.status === 'Restoring'))) {
+      throw new MoveAbortedError(errors.memberEvacuated().message, true);
+    }
     return view.record;
   }
 
@@ -308,6 +351,16 @@ export class Migrator {
       throw new MoveAbortedError(`member "${name}" stopped taking instances during the move`, true);
     }
     return [{ key: kv.key, modRevision: kv.modRevision }, { key: heartbeat.key, modRevision: heartbeat.modRevision }];
+  }
+
+  /** Refuse (400) moving these instances alone if a custom volume ties them to an instance left behind. */
+  async checkMovable(project: string, names: string[]): Promise<void> {
+    const volumes = new Set<string>();
+    for (const name of names) {
+      const { record } = await this.deps.instances.load(project, name);
+      for (const v of attachedVolumes(expandDevices(record.devices))) volumes.add(v.volume);
+    }
+    await this.checkVolumeSharing(project, [...volumes], names);
   }
 
   /** A custom volume shared with an instance that is not moving along would be torn away from it. */
@@ -348,8 +401,22 @@ export class Migrator {
     const path = await this.deps.pool.createStaging(ref, id);
     slots.set(`${ref.type}/${ref.project}/${ref.name}`, { ref, path });
     const digester = new Digester();
-    await pipeline(body, digester, tar.x({ cwd: path, preserveOwner: process.getuid?.() === 0 }));
+    const exact = exactTree(path); // modes and absolute symlinks exactly as sent (node-tar changes both)
+    await pipeline(body, digester, tar.x({ cwd: path, preserveOwner: process.getuid?.() === 0, onReadEntry: exact.record }));
+    await exact.apply();
     return digester.digest();
+  }
+
+  /** Target: the staging directory of `ref` in move `id`, made anew with `fresh`; pre-copy passes write into it again and again. */
+  async stagingFor(id: string, ref: VolumeRef, fresh: boolean): Promise<string> {
+    await this.assertIncoming(id);
+    const slots = this.staging.get(id);
+    if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
+    const key = `${ref.type}/${ref.project}/${ref.name}`;
+    if (fresh) slots.set(key, { ref, path: await this.deps.pool.createStaging(ref, id) });
+    const slot = slots.get(key);
+    if (!slot) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
+    return slot.path;
   }
 
   /** Target: make every staged volume of a move durable and put it in place. */
@@ -417,6 +484,11 @@ export class Migrator {
         } else {
           log.info({ move: id, target: first.target }, 'rolling back a move interrupted before its commit');
           await this.rollback(id, view.record.address, group, false);
+          // Boot adoption skipped these while journaled (and a retry runs after it): restart what ran.
+          for (const j of group) {
+            if (!j.wasRunning || j.evacuation) continue;
+            await this.deps.instances.start(j.project, j.instance).catch((err: unknown) => log.warn({ err, instance: j.instance }, 'could not restart an instance after rolling back its move'));
+          }
         }
       } catch (err) {
         pending = true;

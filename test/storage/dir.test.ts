@@ -62,6 +62,18 @@ describe('dir pool', () => {
     await assert.rejects(fx.pool.createVolume({ type: 'custom', project: 'a_b', name: 'c' }), /underscore/);
   });
 
+  it('init removes a move directory that a crash left empty after its copy was renamed into place', async () => {
+    const ref = { type: 'container' as const, project: 'default', name: 'landed' };
+    const staging = await fx.pool.createStaging(ref, 'crashed-move');
+    // What commitStaging leaves if the daemon dies right after its rename.
+    await fsp.rename(staging, fx.pool.volumePath(ref));
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.staging')), ['crashed-move']);
+    const again = await fx.reopen();
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.staging')), [], 'the empty move directory is gone');
+    assert.equal(await again.volumeExists(ref), true, 'the volume itself is left to the store to judge');
+    await again.deleteVolume(ref);
+  });
+
   it('refuses to create a volume that exists', async () => {
     const ref = { type: 'custom' as const, project: 'default', name: 'twice' };
     await fx.pool.createVolume(ref);

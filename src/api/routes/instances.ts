@@ -248,6 +248,7 @@ export function registerInstanceRoutes(r: Router): void {
     if (view.status === 'Offline') throw errors.memberOffline(target);
     if (view.status !== 'Online') throw errors.memberEvacuated();
     if (await forwardTo(r, req, reply, record.location)) return;
+    await m.migrator.checkMovable(project, [name]); // a refusal is synchronous, before any operation
     const op = await m.operations.begin({
       description: 'Migrating instance',
       resources: { instances: [`/1.0/instances/${name}`] },
@@ -256,6 +257,7 @@ export function registerInstanceRoutes(r: Router): void {
         await m.migrator.move({
           instances: [{ project, name }],
           target,
+          precopy: body.live === true, // LXD's live migration; here a pre-copy (copy while running, then the changes)
           signal: ctx.signal,
           onProgress: (done, total) => ctx.update({ migration_progress: `${Math.round((100 * done) / Math.max(1, total))}% (${done}/${total} bytes)` }),
         });

@@ -9,6 +9,7 @@ import { param, parseBody, queryParam } from '../request.js';
 import { errors } from '../errors.js';
 import { localCapacity } from '../../cluster/snapshot.js';
 import type { VolumeRef } from '../../storage/driver.js';
+import { applyPass, deletePaths, digestStaging } from '../../migration/precopy.js';
 
 const refSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string() });
 
@@ -63,6 +64,29 @@ export function registerInternalRoutes(r: Router): void {
     if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a volume stream');
     const digest = await m.migrator.receiveVolume(param(req, 'id'), ref.data as VolumeRef, req.body as Readable);
     return sync(reply, digest);
+  });
+
+  // Pre-copy passes (migration/precopy.ts) write again and again into one staging directory per volume.
+  r.on('PUT', '/internal/moves/:id/delta', async (req, reply) => {
+    const ref = refSchema.safeParse({ type: queryParam(req, 'type'), project: queryParam(req, 'project'), name: queryParam(req, 'name') });
+    if (!ref.success) throw errors.badRequest('bad volume reference');
+    if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a tar stream');
+    const fresh = queryParam(req, 'fresh') === '1';
+    const dir = await m.migrator.stagingFor(param(req, 'id'), ref.data as VolumeRef, fresh);
+    return sync(reply, await applyPass(dir, req.body as Readable, fresh));
+  });
+
+  r.on('POST', '/internal/moves/:id/delete', async (req, reply) => {
+    const body = parseBody(req, z.object({ ref: refSchema, paths: z.array(z.string()) }));
+    await deletePaths(await m.migrator.stagingFor(param(req, 'id'), body.ref as VolumeRef, false), body.paths);
+    return sync(reply, {});
+  });
+
+  // `warm`: digest now (while the instance runs) and answer nothing, so the digest after the stop is quick.
+  r.on('POST', '/internal/moves/:id/digest', async (req, reply) => {
+    const body = parseBody(req, z.object({ ref: refSchema, warm: z.boolean().optional() }));
+    const tree = await digestStaging(await m.migrator.stagingFor(param(req, 'id'), body.ref as VolumeRef, false));
+    return sync(reply, body.warm === true ? {} : tree);
   });
 
   r.on('POST', '/internal/moves/:id/commit', async (req, reply) => {

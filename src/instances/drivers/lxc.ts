@@ -75,7 +75,8 @@ interface ToolResult {
 /** Runs system containers through the LXC command-line tools; needs root and Debian's `lxc` package. */
 export class LxcDriver implements InstanceDriver {
   readonly type = 'container';
-  readonly capabilities: DriverCapabilities = { precopy: false, liveMigrate: false };
+  // The rootfs is a plain directory on the host, readable while the container runs: pre-copy works.
+  readonly capabilities: DriverCapabilities = { precopy: true, liveMigrate: false };
   private readonly lxcPath: string;
   private readonly memberName: string;
   private readonly startTimeoutSeconds: number;

@@ -50,7 +50,8 @@ interface ProcStat {
 /** Runs instances as detached host processes; needs nothing installed and no privileges. */
 export class ProcessDriver implements InstanceDriver {
   readonly type = 'process';
-  readonly capabilities: DriverCapabilities = { precopy: false, liveMigrate: false };
+  /** Pre-copy: the root volume is a plain directory the daemon can read while the process runs. */
+  readonly capabilities: DriverCapabilities = { precopy: true, liveMigrate: false };
   private readonly startCheckMs: number;
   private readonly pollMs: number;
   private readonly killWaitMs: number;

@@ -36,6 +36,11 @@ export class DirPool implements StorageDriver {
     }
     // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
     await this.emptyDir(path.join(this.root, deletingDir));
+    // A crash between commitStaging's rename and the removal of its move directory leaves that directory
+    // empty; listStaging shows only its entries, so no recovery would ever see (and remove) it.
+    for (const move of await readDirOrEmpty(path.join(this.root, stagingDir))) {
+      if (move.isDirectory()) await removeIfEmpty(path.join(this.root, stagingDir, move.name));
+    }
   }
 
   volumePath(ref: VolumeRef): string {
