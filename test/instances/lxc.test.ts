@@ -6,7 +6,6 @@ import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -20,7 +19,7 @@ import { DirPool } from '../../src/storage/drivers/dir.js';
 import { hasCommand, isRoot, requireCommand } from '../helpers/prereq.js';
 import { driverSuite, processGone } from './driver-suite.js';
 import type { DriverFixture } from './driver-suite.js';
-import { waitFor } from './wait.js';
+import { firstLine, waitFor } from './wait.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const buildScript = path.join(repoRoot, 'scripts/build-busybox-image.sh');
@@ -204,29 +203,6 @@ async function cgroupMountPoints(): Promise<string[]> {
     .filter((p) => p !== '');
 }
 
-/** The first line a child prints, with a deadline. */
-async function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
-  let buffered = '';
-  const stdout = child.stdout;
-  if (!stdout) throw new Error('child has no stdout pipe');
-  const line = new Promise<string>((resolve, reject) => {
-    stdout.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('utf8');
-      const end = buffered.indexOf('\n');
-      if (end >= 0) resolve(buffered.slice(0, end));
-    });
-    child.once('exit', (code, sig) => reject(new Error(`child exited (${sig ?? code}) before printing a line`)));
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no line from child within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([line, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 if (lxcReady) {
   driverSuite('lxc', () => lxcFixture());

@@ -5,7 +5,6 @@ import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -18,7 +17,7 @@ import { DirPool } from '../../src/storage/drivers/dir.js';
 import { hasCommand } from '../helpers/prereq.js';
 import { driverSuite, processGone } from './driver-suite.js';
 import type { DriverFixture } from './driver-suite.js';
-import { waitFor } from './wait.js';
+import { firstLine, waitFor } from './wait.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const startAndHang = fileURLToPath(new URL('./fixtures/start-and-hang.ts', import.meta.url));
@@ -91,29 +90,6 @@ async function waitForFile(file: string): Promise<string> {
   return text ?? '';
 }
 
-/** The first line a child prints, with a deadline. */
-async function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
-  let buffered = '';
-  const stdout = child.stdout;
-  if (!stdout) throw new Error('child has no stdout pipe');
-  const line = new Promise<string>((resolve, reject) => {
-    stdout.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('utf8');
-      const end = buffered.indexOf('\n');
-      if (end >= 0) resolve(buffered.slice(0, end));
-    });
-    child.once('exit', (code, sig) => reject(new Error(`child exited (${sig ?? code}) before printing a line`)));
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no line from child within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([line, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 driverSuite('process', processFixture);
 
