@@ -12,7 +12,7 @@ import type { Member } from '../daemon/context.js';
 export interface CapacityReport {
   poolFreeBytes: number;
   poolTotalBytes: number;
-  /** Bytes of every volume held (cached briefly: walking volumes is not free). */
+  /** Bytes of every volume held (walked on every report; see the note in the README's limits). */
   volumeBytes: Record<string, number>;
   /** Which local instances run now, keyed `project/name`. */
   running: Record<string, boolean>;

@@ -369,8 +369,10 @@ export class InstanceService {
    * (`volatile.last_state.power=RUNNING`) and is not. An Evacuated member starts nothing.
    */
   async adoptAtBoot(memberState: string): Promise<void> {
+    const { kvs: moves } = await this.deps.store.range(keys.moves());
+    const moving = new Set(moves.map((kv) => kv.key));
     for (const r of await this.localRecords()) {
-      if (await this.deps.store.get(keys.move(r.project, r.name))) continue; // move recovery decides
+      if (moving.has(keys.move(r.project, r.name))) continue; // move recovery decides
       try {
         const st = await this.state(r);
         if (st.status !== 'Running' && memberState === 'Online' && r.config['volatile.last_state.power'] === 'RUNNING') {
