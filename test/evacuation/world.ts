@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { RoostEvent } from '../../src/client/client.js';
 import { keys, type EvacuationRecord, type MoveJournal } from '../../src/store/schema.js';
 import { processAlive, sha256Tree, waitFor, type InstanceView, type RawResponse, type TestCluster } from '../helpers/cluster.js';
+import type { EvacuationProgressView } from '../../src/evacuation/progress.js';
 
 /** The file every workload appends its counter to, in its root volume. */
 export const dataFile = 'data.log';
@@ -334,19 +335,8 @@ export function operationUpdates(log: EventLog, id: string): Record<string, unkn
     .map((e) => ((e.metadata as { metadata?: Record<string, unknown> | null }).metadata ?? {}));
 }
 
-/** The structured progress of a run (`roost_evacuation`). */
-export interface RunProgress {
-  action: string;
-  member: string;
-  status: string;
-  total: number;
-  done: number;
-  failed: number;
-  bytesTotal: number;
-  bytesDone: number;
-  rate: number;
-  instances: Record<string, { action: string; target: string | null; state: string; error?: string }>;
-}
+/** The structured progress of a run (`roost_evacuation`), as the server defines it. */
+export type RunProgress = EvacuationProgressView;
 
 /** The `roost_evacuation` object of operation metadata (asserting it is one). */
 export function runProgress(metadata: Record<string, unknown> | null): RunProgress {
