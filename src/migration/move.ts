@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import type { Store, Op, Compare } from '../store/store.js';
+import type { Store, Op, Compare, KeyValue } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
@@ -109,7 +109,11 @@ class Digester extends Transform {
 export class Migrator {
   /** Target side: staging directories per move id. */
   private readonly staging = new Map<string, Map<string, { ref: VolumeRef; path: string }>>();
+  /** Target side: streams still being written into a move's staging, which a discard stops first. */
+  private readonly writes = new Map<string, Set<{ body: Readable; done: Promise<void> }>>();
   private recoveryTimer: NodeJS.Timeout | null = null;
+  /** Source side: ids of the moves this process is running; recovery leaves them alone. */
+  private readonly active = new Set<string>();
 
   constructor(private readonly deps: MigratorDeps) {}
 
@@ -123,7 +127,7 @@ export class Migrator {
   }
 
   private async moveLocked(req: MoveRequest): Promise<void> {
-    const { store, member, pool, instances: svc, log } = this.deps;
+    const { store, member, instances: svc } = this.deps;
     if (req.target === member) throw errors.badRequest('The instance is already on that member');
     const target = await this.targetMember(req.target, req.allowRestoringTarget === true);
 
@@ -175,11 +179,31 @@ export class Migrator {
     );
     if (!started.succeeded) throw errors.conflict(`Instance "${req.instances[0]?.name ?? ''}" changed or is already being moved; try again`);
 
+    this.active.add(id);
+    try {
+      await this.runJournaled(req, id, target.address, loaded, refs, volumeKvs, journals, journalOps);
+    } finally {
+      this.active.delete(id);
+    }
+  }
+
+  /** Steps 1b–6 of a journaled move; any failure before the commit rolls it back. */
+  private async runJournaled(
+    req: MoveRequest,
+    id: string,
+    targetAddress: string,
+    loaded: { record: InstanceRecord; modRevision: number; running: boolean }[],
+    refs: VolumeRef[],
+    volumeKvs: (KeyValue | null)[],
+    journals: Map<string, MoveJournal>,
+    journalOps: (phase: MoveJournal['phase']) => Op[],
+  ): Promise<void> {
+    const { store, pool, instances: svc, log } = this.deps;
     let committed = false;
     try {
       // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
       const warm = req.precopy === true && precopyFits(svc, loaded)
-        ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: target.address, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+        ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: targetAddress, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
         : null;
       if (warm) {
         req.onPhase?.('copying');
@@ -205,7 +229,7 @@ export class Migrator {
         const total = sizes.reduce((a, b) => a + b, 0);
         let done = 0;
         req.onProgress?.(0, total);
-        await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
+        await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
         for (const ref of refs) {
           this.throwIfAborted(req.signal);
           const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
@@ -215,7 +239,7 @@ export class Migrator {
           });
           const body = Readable.from(pack).pipe(digester);
           const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
-          const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
+          const remote = (await this.deps.peers.call(targetAddress, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
             body,
             signal: req.signal,
             timeoutMs: 600_000,
@@ -229,7 +253,7 @@ export class Migrator {
 
       // 4. Target makes the copies durable.
       this.throwIfAborted(req.signal);
-      await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
+      await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
       await store.txn([], journalOps('copied'));
       this.throwIfAborted(req.signal);
 
@@ -255,14 +279,15 @@ export class Migrator {
       if (!commit.succeeded) throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
       committed = true;
     } catch (err) {
-      await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) =>
-        log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry'),
-      );
+      await this.rollback(id, targetAddress, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
+        log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry');
+        this.retryRecoverySoon();
+      });
       if (err instanceof ApiError) throw err;
       if (req.signal?.aborted) throw err;
       throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
     }
-    if (committed) await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
+    if (committed) await this.finish([...journals.values()], targetAddress, req.allowRestoringTarget === true, req.onPhase);
   }
 
   /** After the commit: start on the target, delete the source copies, clear the journal. */
@@ -393,8 +418,31 @@ export class Migrator {
     this.staging.set(id, new Map());
   }
 
+  /**
+   * Target: run `work`, which writes `body` into the staging of move `id`. A discard of the move (the
+   * source gave up, e.g. a cancel) ends `body` and waits for `work` before it removes the staging, so
+   * no write races the removal.
+   */
+  async writing<T>(id: string, body: Readable, work: () => Promise<T>): Promise<T> {
+    const running = work();
+    const entry = { body, done: running.then(() => undefined, () => undefined) };
+    let set = this.writes.get(id);
+    if (!set) this.writes.set(id, (set = new Set()));
+    set.add(entry);
+    try {
+      return await running;
+    } finally {
+      set.delete(entry);
+      if (set.size === 0 && this.writes.get(id) === set) this.writes.delete(id);
+    }
+  }
+
   /** Target: receive one volume's tar stream into staging; returns what arrived. */
   async receiveVolume(id: string, ref: VolumeRef, body: Readable): Promise<StreamDigest> {
+    return this.writing(id, body, () => this.receiveVolumeNow(id, ref, body));
+  }
+
+  private async receiveVolumeNow(id: string, ref: VolumeRef, body: Readable): Promise<StreamDigest> {
     await this.assertIncoming(id);
     const slots = this.staging.get(id);
     if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
@@ -431,6 +479,9 @@ export class Migrator {
   /** Target: drop everything a move left here, unless the store says the data now belongs here. */
   async discardIncoming(id: string, project: string, instances: string[], volumes: string[]): Promise<void> {
     const { pool } = this.deps;
+    const writes = [...(this.writes.get(id) ?? [])];
+    for (const w of writes) w.body.destroy(new Error('move discarded'));
+    await Promise.all(writes.map((w) => w.done));
     for (const s of await pool.listStaging()) if (s.moveId === id) await pool.discardStaging(s.path);
     this.staging.delete(id);
     const refs: VolumeRef[] = [
@@ -471,7 +522,7 @@ export class Migrator {
       }
     }
     const byId = new Map<string, MoveJournal[]>();
-    for (const j of journals) if (j.source === member) byId.set(j.id, [...(byId.get(j.id) ?? []), j]);
+    for (const j of journals) if (j.source === member && !this.active.has(j.id)) byId.set(j.id, [...(byId.get(j.id) ?? []), j]);
     let pending = false;
     for (const [id, group] of byId) {
       const first = group[0] as MoveJournal;
@@ -511,13 +562,17 @@ export class Migrator {
         await pool.deleteVolume(ref);
       }
     }
-    if (pending && !this.recoveryTimer) {
-      this.recoveryTimer = setTimeout(() => {
-        this.recoveryTimer = null;
-        void this.recover().catch((err: unknown) => log.warn({ err }, 'move recovery failed'));
-      }, 2000);
-      this.recoveryTimer.unref();
-    }
+    if (pending) this.retryRecoverySoon();
+  }
+
+  /** Run recovery again in 2 s (once, however often asked). */
+  private retryRecoverySoon(): void {
+    if (this.recoveryTimer) return;
+    this.recoveryTimer = setTimeout(() => {
+      this.recoveryTimer = null;
+      void this.recover().catch((err: unknown) => this.deps.log.warn({ err }, 'move recovery failed'));
+    }, 2000);
+    this.recoveryTimer.unref();
   }
 
   /** Stop the recovery retry timer. */

@@ -196,6 +196,37 @@ describe('moving instances between members', () => {
     assert.equal(await (await c.store()).get(keys.move('default', 'bounce')), null, 'no journal left');
   });
 
+  it('a move cancelled while its data streams leaves the instance whole and running at its source, and nothing elsewhere', { timeout: 90_000 }, async () => {
+    await c.launch('halfway', { target: 'm01', command: 'trap "exit 0" TERM; while true; do sleep 0.2; done' });
+    // Many files, so the target is still writing some of them when the cancel arrives.
+    const root = c.instanceDir('m01', 'halfway');
+    for (let d = 0; d < 20; d++) {
+      await mkdir(path.join(root, 'tree', String(d)), { recursive: true });
+      for (let f = 0; f < 50; f++) await writeFile(path.join(root, 'tree', String(d), `${f}.bin`), randomBytes(96 * 1024));
+    }
+    const sum = await sha256Tree(root);
+    for (let round = 1; round <= 3; round++) {
+      const url = asyncOperation(await c.raw('m01', 'POST', '/1.0/instances/halfway?target=m02', { json: { name: 'halfway', migration: true } }));
+      await waitFor(`round ${round}: the copy is under way`, async () => {
+        const op = syncMetadata(await c.raw('m01', 'GET', url)) as { metadata: { migration_progress?: string } | null };
+        const m = /^(\d+)%/.exec(op.metadata?.migration_progress ?? '');
+        return m !== null && Number(m[1]) >= 5;
+      }, 30_000);
+      const cancel = await c.raw('m01', 'DELETE', url);
+      assert.equal(cancel.status, 200, cancel.text);
+      const op = syncMetadata(await c.raw('m01', 'GET', `${url}/wait?timeout=30`)) as { status: string; err: string };
+      assert.ok(op.status === 'Cancelled', `round ${round}: ${op.status} ${op.err}`);
+      // Once the operation has ended, nothing of the move is left anywhere.
+      assert.equal(await (await c.store()).get(keys.move('default', 'halfway')), null, `round ${round}: no journal left`);
+      for (const m of c.names) assert.deepEqual(await readdir(c.stagingDir(m)), [], `round ${round}: no staging left on ${m}`);
+      assert.ok(!existsSync(c.instanceDir('m02', 'halfway')), `round ${round}: no copy on the target`);
+      const inst = await c.instance('halfway');
+      assert.equal(inst.location, 'm01');
+      assert.equal(inst.status, 'Running', `round ${round}: running again at the source`);
+      assert.equal(await sha256Tree(root), sum, `round ${round}: bytes intact`);
+    }
+  });
+
   it('a move answers with an operation on the source that any member can show', async () => {
     await c.launch('quick', { target: 'm02', start: false });
     const url = asyncOperation(await c.raw('m01', 'POST', '/1.0/instances/quick?target=m03', { json: { name: 'quick', migration: true } }));

@@ -253,6 +253,7 @@ export function registerInstanceRoutes(r: Router): void {
       description: 'Migrating instance',
       resources: { instances: [`/1.0/instances/${name}`] },
       project,
+      mayCancel: true, // until the new location commits; after that the move finishes
       run: async (ctx) => {
         await m.migrator.move({
           instances: [{ project, name }],

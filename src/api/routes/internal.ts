@@ -72,8 +72,10 @@ export function registerInternalRoutes(r: Router): void {
     if (!ref.success) throw errors.badRequest('bad volume reference');
     if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a tar stream');
     const fresh = queryParam(req, 'fresh') === '1';
-    const dir = await m.migrator.stagingFor(param(req, 'id'), ref.data as VolumeRef, fresh);
-    return sync(reply, await applyPass(dir, req.body as Readable, fresh));
+    const id = param(req, 'id');
+    const body = req.body as Readable;
+    const applied = await m.migrator.writing(id, body, async () => applyPass(await m.migrator.stagingFor(id, ref.data as VolumeRef, fresh), body, fresh));
+    return sync(reply, applied);
   });
 
   r.on('POST', '/internal/moves/:id/delete', async (req, reply) => {

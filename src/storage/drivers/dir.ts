@@ -64,18 +64,7 @@ export class DirPool implements StorageDriver {
   }
 
   async deleteVolume(ref: VolumeRef): Promise<void> {
-    const target = this.volumePath(ref);
-    const trash = path.join(this.root, deletingDir, randomUUID());
-    await fsp.mkdir(path.dirname(trash), { recursive: true });
-    // Renaming first makes the volume vanish at once, so a crash halfway through removing a large tree never
-    // leaves a partial volume that listVolumes would report as present.
-    try {
-      await fsp.rename(target, trash);
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT') return;
-      throw err;
-    }
-    await fsp.rm(trash, { recursive: true, force: true });
+    await this.removeTree(this.volumePath(ref));
   }
 
   async volumeUsage(ref: VolumeRef): Promise<number> {
@@ -136,7 +125,7 @@ export class DirPool implements StorageDriver {
 
   async discardStaging(stagingPath: string): Promise<void> {
     const dir = this.checkStagingPath(stagingPath);
-    await fsp.rm(dir, { recursive: true, force: true });
+    await this.removeTree(dir);
     await removeIfEmpty(path.dirname(dir));
   }
 
@@ -166,6 +155,24 @@ export class DirPool implements StorageDriver {
 
   /** Staging paths come back from callers (and from listStaging after a restart), so they must be checked
    * to lie exactly two levels under this pool's staging directory before anything is renamed or removed. */
+  /**
+   * Remove a tree by renaming it away first. It vanishes at once, so a crash halfway through removing a large
+   * tree never leaves a partial volume that listVolumes would report as present; and a writer that is still
+   * finishing (a copy being discarded) cannot recreate it: its next file lands in the trash or fails.
+   */
+  private async removeTree(target: string): Promise<void> {
+    const trash = path.join(this.root, deletingDir, randomUUID());
+    await fsp.mkdir(path.dirname(trash), { recursive: true });
+    try {
+      await fsp.rename(target, trash);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY).
+    await fsp.rm(trash, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+  }
+
   private checkStagingPath(stagingPath: string): string {
     const resolved = path.resolve(stagingPath);
     const rel = path.relative(path.join(this.root, stagingDir), resolved);
