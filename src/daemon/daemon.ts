@@ -76,6 +76,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       events, operations, instances, volumes, pool, migrator,
       images: new ImageService(store, options.name, dir, peers, cluster, events),
     };
+    // Leftovers of moves and creations a crash interrupted, before anything can start new ones here.
+    await migrator.sweepAtBoot().catch((err: unknown) => log.error({ err }, 'could not sweep leftover volume copies'));
     // Image copies deleted while this member was down go now; later deletions as their events arrive.
     await member.images.prune();
     member.images.watch();

@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import type { Store, Op, Compare, KeyValue } from '../store/store.js';
+import type { Store, Op, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
@@ -127,7 +127,7 @@ export class Migrator {
   }
 
   private async moveLocked(req: MoveRequest): Promise<void> {
-    const { store, member, instances: svc } = this.deps;
+    const { store, member, pool, instances: svc, log } = this.deps;
     if (req.target === member) throw errors.badRequest('The instance is already on that member');
     const target = await this.targetMember(req.target, req.allowRestoringTarget === true);
 
@@ -179,115 +179,101 @@ export class Migrator {
     );
     if (!started.succeeded) throw errors.conflict(`Instance "${req.instances[0]?.name ?? ''}" changed or is already being moved; try again`);
 
+    // Recovery (which may run meanwhile, retrying an earlier failure) leaves this move alone.
     this.active.add(id);
     try {
-      await this.runJournaled(req, id, target.address, loaded, refs, volumeKvs, journals, journalOps);
+      let committed = false;
+      try {
+        // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
+        const warm = req.precopy === true && precopyFits(svc, loaded)
+          ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: target.address, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+          : null;
+        if (warm) {
+          req.onPhase?.('copying');
+          await warm.copyWhileRunning();
+        }
+
+        // 2. Stop.
+        req.onPhase?.('stopping');
+        await Promise.all(
+          loaded
+            .filter((l) => l.running)
+            .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
+        );
+        await store.txn([], journalOps('stopped'));
+        this.throwIfAborted(req.signal);
+
+        // 3. Stream (after a pre-copy, only what changed since its last pass).
+        req.onPhase?.('copying');
+        if (warm) {
+          await warm.finish(); // the last changes, then a check that the target's copy equals the source
+        } else {
+          const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
+          const total = sizes.reduce((a, b) => a + b, 0);
+          let done = 0;
+          req.onProgress?.(0, total);
+          await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
+          for (const ref of refs) {
+            this.throwIfAborted(req.signal);
+            const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
+            const digester = new Digester((n) => {
+              done += n;
+              req.onProgress?.(done, Math.max(total, done));
+            });
+            const body = Readable.from(pack).pipe(digester);
+            const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+            const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
+              body,
+              signal: req.signal,
+              timeoutMs: 600_000,
+            })) as StreamDigest;
+            const local = digester.digest();
+            if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
+              throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
+            }
+          }
+        }
+
+        // 4. Target makes the copies durable.
+        this.throwIfAborted(req.signal);
+        await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
+        await store.txn([], journalOps('copied'));
+        this.throwIfAborted(req.signal);
+
+        // 5. Commit the new location, only while the target still takes instances.
+        const guard = await this.targetGuard(req.target, req.allowRestoringTarget === true);
+        const ops: Op[] = [...journalOps('committed')];
+        for (const l of loaded) {
+          const config = { ...l.record.config };
+          if (req.clearOrigin) delete config['volatile.evacuate.origin'];
+          else if (req.origin && !config['volatile.evacuate.origin']) config['volatile.evacuate.origin'] = req.origin;
+          const next: InstanceRecord = { ...l.record, location: req.target, config };
+          ops.push({ type: 'put', key: keys.instance(l.record.project, l.record.name), value: JSON.stringify(next) });
+        }
+        volumeKvs.forEach((kv) => {
+          if (!kv) return;
+          const vol = JSON.parse(kv.value) as VolumeRecord;
+          ops.push({ type: 'put', key: kv.key, value: JSON.stringify({ ...vol, location: req.target }) });
+        });
+        const commit = await store.txn(
+          [...guard, ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision }))],
+          ops,
+        );
+        if (!commit.succeeded) throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
+        committed = true;
+      } catch (err) {
+        await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
+          log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry');
+          this.retryRecoverySoon();
+        });
+        if (err instanceof ApiError) throw err;
+        if (req.signal?.aborted) throw err;
+        throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
+      }
+      if (committed) await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
     } finally {
       this.active.delete(id);
     }
-  }
-
-  /** Steps 1b–6 of a journaled move; any failure before the commit rolls it back. */
-  private async runJournaled(
-    req: MoveRequest,
-    id: string,
-    targetAddress: string,
-    loaded: { record: InstanceRecord; modRevision: number; running: boolean }[],
-    refs: VolumeRef[],
-    volumeKvs: (KeyValue | null)[],
-    journals: Map<string, MoveJournal>,
-    journalOps: (phase: MoveJournal['phase']) => Op[],
-  ): Promise<void> {
-    const { store, pool, instances: svc, log } = this.deps;
-    let committed = false;
-    try {
-      // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
-      const warm = req.precopy === true && precopyFits(svc, loaded)
-        ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: targetAddress, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
-        : null;
-      if (warm) {
-        req.onPhase?.('copying');
-        await warm.copyWhileRunning();
-      }
-
-      // 2. Stop.
-      req.onPhase?.('stopping');
-      await Promise.all(
-        loaded
-          .filter((l) => l.running)
-          .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
-      );
-      await store.txn([], journalOps('stopped'));
-      this.throwIfAborted(req.signal);
-
-      // 3. Stream (after a pre-copy, only what changed since its last pass).
-      req.onPhase?.('copying');
-      if (warm) {
-        await warm.finish(); // the last changes, then a check that the target's copy equals the source
-      } else {
-        const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
-        const total = sizes.reduce((a, b) => a + b, 0);
-        let done = 0;
-        req.onProgress?.(0, total);
-        await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
-        for (const ref of refs) {
-          this.throwIfAborted(req.signal);
-          const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
-          const digester = new Digester((n) => {
-            done += n;
-            req.onProgress?.(done, Math.max(total, done));
-          });
-          const body = Readable.from(pack).pipe(digester);
-          const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
-          const remote = (await this.deps.peers.call(targetAddress, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
-            body,
-            signal: req.signal,
-            timeoutMs: 600_000,
-          })) as StreamDigest;
-          const local = digester.digest();
-          if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
-            throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
-          }
-        }
-      }
-
-      // 4. Target makes the copies durable.
-      this.throwIfAborted(req.signal);
-      await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
-      await store.txn([], journalOps('copied'));
-      this.throwIfAborted(req.signal);
-
-      // 5. Commit the new location, only while the target still takes instances.
-      const guard = await this.targetGuard(req.target, req.allowRestoringTarget === true);
-      const ops: Op[] = [...journalOps('committed')];
-      for (const l of loaded) {
-        const config = { ...l.record.config };
-        if (req.clearOrigin) delete config['volatile.evacuate.origin'];
-        else if (req.origin && !config['volatile.evacuate.origin']) config['volatile.evacuate.origin'] = req.origin;
-        const next: InstanceRecord = { ...l.record, location: req.target, config };
-        ops.push({ type: 'put', key: keys.instance(l.record.project, l.record.name), value: JSON.stringify(next) });
-      }
-      volumeKvs.forEach((kv) => {
-        if (!kv) return;
-        const vol = JSON.parse(kv.value) as VolumeRecord;
-        ops.push({ type: 'put', key: kv.key, value: JSON.stringify({ ...vol, location: req.target }) });
-      });
-      const commit = await store.txn(
-        [...guard, ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision }))],
-        ops,
-      );
-      if (!commit.succeeded) throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
-      committed = true;
-    } catch (err) {
-      await this.rollback(id, targetAddress, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
-        log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry');
-        this.retryRecoverySoon();
-      });
-      if (err instanceof ApiError) throw err;
-      if (req.signal?.aborted) throw err;
-      throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
-    }
-    if (committed) await this.finish([...journals.values()], targetAddress, req.allowRestoringTarget === true, req.onPhase);
   }
 
   /** After the commit: start on the target, delete the source copies, clear the journal. */
@@ -507,12 +493,37 @@ export class Migrator {
   // ---- crash recovery ----
 
   /**
-   * Finish or undo moves this member left half done, clean staging left by moves headed here, and
-   * delete volume copies no record points to. Peers that cannot be reached are retried later.
+   * At boot, before this member serves anything (so no create or incoming move can be half way): remove
+   * staging left by moves no longer journaled, and volume copies that no record places here and no journal
+   * is bringing here or taking away.
+   */
+  async sweepAtBoot(): Promise<void> {
+    const { store, pool, log } = this.deps;
+    const { kvs } = await store.range(keys.moves());
+    const journals = kvs.map((kv) => JSON.parse(kv.value) as MoveJournal);
+    const liveIds = new Set(journals.map((j) => j.id));
+    for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
+    const inFlight = new Set<string>();
+    for (const j of journals) {
+      inFlight.add(`container/${j.project}/${j.instance}`);
+      for (const v of j.volumes) inFlight.add(`custom/${j.project}/${v}`);
+    }
+    for (const ref of await pool.listVolumes()) {
+      if (inFlight.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
+      if (!(await this.ownedHere(ref))) {
+        log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
+        await pool.deleteVolume(ref);
+      }
+    }
+  }
+
+  /**
+   * Finish or undo the moves this member (as source) left half done, except those it is running now.
+   * Peers that cannot be reached are retried later.
    */
   async recover(): Promise<void> {
-    const { store, member, pool, log } = this.deps;
-    const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
+    const { store, member, log } = this.deps;
+    const { kvs } = await store.rangeMany([keys.moves(), keys.instances()]);
     const journals = kvs.filter((kv) => kv.key.startsWith(keys.moves())).map((kv) => JSON.parse(kv.value) as MoveJournal);
     const records = new Map<string, InstanceRecord>();
     for (const kv of kvs) {
@@ -544,22 +555,6 @@ export class Migrator {
       } catch (err) {
         pending = true;
         log.warn({ err, move: id }, 'move recovery must wait for its target');
-      }
-    }
-    // Staging dirs of moves no longer journaled here are garbage.
-    const liveIds = new Set(journals.map((j) => j.id));
-    for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
-    // Volume copies that no record places here, and no journal is bringing here or taking away.
-    const inFlight = new Set<string>();
-    for (const j of journals) {
-      inFlight.add(`container/${j.project}/${j.instance}`);
-      for (const v of j.volumes) inFlight.add(`custom/${j.project}/${v}`);
-    }
-    for (const ref of await pool.listVolumes()) {
-      if (inFlight.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
-      if (!(await this.ownedHere(ref))) {
-        log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
-        await pool.deleteVolume(ref);
       }
     }
     if (pending) this.retryRecoverySoon();
