@@ -1,6 +1,7 @@
 // The `roost` command line: builds the command tree for one run and turns every failure into
 // `Error: <message>` on stderr and exit code 1 (never a stack trace).
 
+import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerConfigCommands } from './commands/config.js';
@@ -16,10 +17,14 @@ import { CliContext, type CliIO } from './context.js';
 /** What `runCli` takes, re-exported for callers of this module. */
 export type { CliIO } from './context.js';
 
+/** Roost's version, from package.json (two levels up from both src/cli and dist/cli). */
+const version = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
 /** The command tree, built afresh per run because commander keeps parsed state on it. */
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command('roost')
     .description('Manage a Roost cluster (LXD-compatible)')
+    .version(version, '--version', 'Print the version number')
     .exitOverride()
     .configureOutput({
       writeOut: (text) => ctx.io.stdout.write(text),

@@ -1,7 +1,7 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../../src/cli/run.js';
@@ -286,6 +286,15 @@ describe('roost commands against a fake member', () => {
     const missing = await roost(['move', 'w1']);
     assert.equal(missing.err, 'Error: Nothing to do: give --target <member> (or a new name)\n');
   });
+});
+
+test('roost --version prints the version from package.json and exits 0', async () => {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const code = await runCli(['--version'], { stdout, stderr, env: {} });
+  assert.equal(code, 0, stderr.text);
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  assert.equal(stdout.text, `${pkg.version}\n`);
 });
 
 test('without ROOST_DIR or a CLI config, commands explain how to pick a member', async () => {
