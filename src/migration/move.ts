@@ -498,22 +498,31 @@ export class Migrator {
    * is bringing here or taking away.
    */
   async sweepAtBoot(): Promise<void> {
-    const { store, pool, log } = this.deps;
-    const { kvs } = await store.range(keys.moves());
-    const journals = kvs.map((kv) => JSON.parse(kv.value) as MoveJournal);
+    const { store, pool, member, log } = this.deps;
+    // One read for everything the sweep decides on, rather than a store round trip per volume.
+    const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
+    const journals: MoveJournal[] = [];
+    const keep = new Set<string>(); // `${type}/${project}/${name}` of volumes placed here or in flight
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.moves())) {
+        const j = JSON.parse(kv.value) as MoveJournal;
+        journals.push(j);
+        keep.add(`container/${j.project}/${j.instance}`);
+        for (const v of j.volumes) keep.add(`custom/${j.project}/${v}`);
+      } else {
+        const r = JSON.parse(kv.value) as { project: string; name: string; location: string };
+        const isInstance = kv.key.startsWith(keys.instances());
+        if (r.location === member && (isInstance || kv.key === keys.volume(r.project, 'default', r.name))) {
+          keep.add(`${isInstance ? 'container' : 'custom'}/${r.project}/${r.name}`);
+        }
+      }
+    }
     const liveIds = new Set(journals.map((j) => j.id));
     for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
-    const inFlight = new Set<string>();
-    for (const j of journals) {
-      inFlight.add(`container/${j.project}/${j.instance}`);
-      for (const v of j.volumes) inFlight.add(`custom/${j.project}/${v}`);
-    }
     for (const ref of await pool.listVolumes()) {
-      if (inFlight.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
-      if (!(await this.ownedHere(ref))) {
-        log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
-        await pool.deleteVolume(ref);
-      }
+      if (keep.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
+      log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
+      await pool.deleteVolume(ref);
     }
   }
 
