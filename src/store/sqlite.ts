@@ -401,6 +401,7 @@ class SqliteStore implements Store {
   private holds(c: Compare): boolean {
     const row = this.st.getRaw.get(c.key);
     if ('modRevision' in c) return (row?.mod_revision ?? 0) === c.modRevision;
+    if ('createRevision' in c) return (row?.create_revision ?? 0) === c.createRevision;
     // As in etcd, a value compare on a missing key fails: "absent" is not the empty string.
     return row !== undefined && row.value === c.value;
   }

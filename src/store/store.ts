@@ -17,10 +17,13 @@ export interface KeyValue {
 
 /**
  * A transaction guard: the key's modRevision must equal `modRevision` (0 means "the key does not
- * exist"), or, with `value`, the key's current value must equal `value` exactly.
+ * exist"); or its createRevision must equal `createRevision` (the same key, not deleted and created again
+ * since, however often it was rewritten: a heartbeat still alive on one lease); or, with `value`, the key's
+ * current value must equal `value` exactly.
  */
 export type Compare =
   | { key: string; modRevision: number }
+  | { key: string; createRevision: number }
   | { key: string; value: string };
 
 /** A write inside a transaction. */

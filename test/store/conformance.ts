@@ -237,6 +237,23 @@ export function storeConformance(name: string, open: () => Promise<OpenedStore>)
           assert.equal((await store.get('c'))?.value, 'fresh');
         }));
 
+      it('a createRevision compare holds across rewrites of a key and fails once it was deleted and created again', () =>
+        withStore(async (store) => {
+          const created = await store.put('beat', '1');
+          await store.put('beat', '2');
+          const alive = await store.txn([{ key: 'beat', createRevision: created }], [{ type: 'put', key: 'x', value: 'alive' }]);
+          assert.equal(alive.succeeded, true);
+          await store.delete('beat');
+          const gone = await store.txn([{ key: 'beat', createRevision: created }], [{ type: 'put', key: 'x', value: 'gone' }]);
+          assert.equal(gone.succeeded, false);
+          await store.put('beat', '3');
+          const again = await store.txn([{ key: 'beat', createRevision: created }], [{ type: 'put', key: 'x', value: 'reborn' }]);
+          assert.equal(again.succeeded, false);
+          const absent = await store.txn([{ key: 'nothing', createRevision: 0 }], [{ type: 'put', key: 'x', value: 'absent' }]);
+          assert.equal(absent.succeeded, true);
+          assert.equal((await store.get('x'))?.value, 'absent');
+        }));
+
       it('a value compare succeeds on an equal value and fails on another value or a missing key', () =>
         withStore(async (store) => {
           await store.put('s', 'Online');
