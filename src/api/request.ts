@@ -3,7 +3,7 @@
 
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { errors } from './errors.js';
+import { errors } from '../errors/index.js';
 import type { Router } from './server.js';
 
 /** The request's project; only `default` exists (404 for others, as LXD answers). */

@@ -4,8 +4,9 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Readable } from 'node:stream';
-import { ApiError, errorBody, errors } from './errors.js';
+import { ApiError, errorBody, errors } from '../errors/index.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
+import { StoreError } from '../store/store.js';
 import type { Member } from '../daemon/context.js';
 import { registerServerRoutes } from './routes/server.js';
 import { registerClusterRoutes } from './routes/cluster.js';
@@ -108,6 +109,8 @@ export function describeError(err: unknown): { status: number; message: string }
   if (err instanceof ApiError) return { status: err.status, message: err.message };
   if (err instanceof PeerError) return { status: err.status, message: err.message };
   if (err instanceof PeerUnreachableError) return { status: 503, message: err.message };
+  // The cluster store cannot be reached: nothing was changed, the client may retry.
+  if (err instanceof StoreError) return { status: 503, message: `Cluster database unavailable: ${err.message}` };
   if (err && typeof err === 'object' && 'statusCode' in err && typeof (err as { statusCode: unknown }).statusCode === 'number') {
     const status = (err as { statusCode: number }).statusCode;
     const message = err instanceof Error ? err.message : 'bad request';

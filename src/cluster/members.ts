@@ -5,7 +5,7 @@ import os from 'node:os';
 import type { Store } from '../store/store.js';
 import { keys, type HeartbeatRecord, type MemberRecord, type MemberStatus, type StoredMemberState } from '../store/schema.js';
 import { checkConfig, configValue } from '../config/keys.js';
-import { errors } from '../api/errors.js';
+import { errors } from '../errors/index.js';
 import { formatDuration, parseSeconds } from '../util/units.js';
 import type { Logger } from '../util/log.js';
 

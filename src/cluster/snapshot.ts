@@ -7,16 +7,7 @@ import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../place
 import { parseBytes } from '../util/units.js';
 import { expandDevices } from '../instances/devices.js';
 import type { Member } from '../daemon/context.js';
-
-/** What a member reports about itself for placement. */
-export interface CapacityReport {
-  poolFreeBytes: number;
-  poolTotalBytes: number;
-  /** Bytes of every volume held (walked on every report; see the note in the README's limits). */
-  volumeBytes: Record<string, number>;
-  /** Which local instances run now, keyed `project/name`. */
-  running: Record<string, boolean>;
-}
+import type { CapacityReport } from './internal.js';
 
 /** Capacity of this member (served to peers on `/internal/capacity`). */
 export async function localCapacity(m: Member): Promise<CapacityReport> {
@@ -48,7 +39,7 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
         const report =
           v.record.name === m.name
             ? await localCapacity(m)
-            : ((await m.peers.call(v.record.address, 'GET', '/internal/capacity', { timeoutMs: 10_000 })) as CapacityReport);
+            : await m.internal.capacity(v.record.address);
         reports.set(v.record.name, report);
       } catch {
         // An unreachable member offers nothing; placement will not pick it.

@@ -4,6 +4,7 @@ import type { Store } from '../store/store.js';
 import type { Logger } from '../util/log.js';
 import type { ClusterCertificateRecord } from '../store/schema.js';
 import type { PeerClient } from '../cluster/peers.js';
+import type { InternalClient } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Operations } from '../operations/operations.js';
@@ -25,6 +26,8 @@ export interface Member {
   log: Logger;
   cert: ClusterCertificateRecord;
   peers: PeerClient;
+  /** The typed member-to-member protocol (`/internal/...`). */
+  internal: InternalClient;
   cluster: ClusterService;
   events: EventBus;
   operations: Operations;

@@ -10,6 +10,7 @@ import type { Store } from '../store/store.js';
 import { keys, type JoinTokenRecord, type MemberRecord } from '../store/schema.js';
 import { ensureClusterCertificate } from '../cluster/certificate.js';
 import { PeerClient } from '../cluster/peers.js';
+import { InternalClient } from '../cluster/internal.js';
 import { ClusterService } from '../cluster/members.js';
 import { EventBus } from '../operations/events.js';
 import { Operations } from '../operations/operations.js';
@@ -68,13 +69,14 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     operations.start();
     const cluster = new ClusterService(store, options.name, log);
     const peers = new PeerClient(cert);
+    const internal = new InternalClient(peers);
     const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, events, log });
     const volumes = new VolumeService(store, options.name, pool, events);
-    const migrator = new Migrator({ store, member: options.name, pool, instances, peers, cluster, events, log });
+    const migrator = new Migrator({ store, member: options.name, pool, instances, internal, cluster, events, log });
     const member: Member = {
-      name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, cluster,
+      name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
       events, operations, instances, volumes, pool, migrator,
-      images: new ImageService(store, options.name, dir, peers, cluster, events),
+      images: new ImageService(store, options.name, dir, internal, cluster, events),
     };
     // Leftovers of moves and creations a crash interrupted, before anything can start new ones here.
     await migrator.sweepAtBoot().catch((err: unknown) => log.error({ err }, 'could not sweep leftover volume copies'));

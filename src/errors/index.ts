@@ -1,4 +1,5 @@
-// Every API error declared once with its status code; thrown anywhere, rendered as LXD's error envelope.
+// Every error Roost answers with, declared once with its status code. It sits below every engine and the
+// API: engines throw these, the API renders them as LXD's error envelope.
 
 /** An error the API returns to the client as `{"type":"error","error":...,"error_code":...}`. */
 export class ApiError extends Error {

@@ -52,7 +52,7 @@ export async function executeRestore(m: Member, plan: RestorePlan, options: Rest
     stop: async ({ unit }) => {
       for (const u of unit.filter((x) => x.running)) {
         progress.set(instanceKey(u.project, u.name), 'stopping', `Stopping "${u.name}" in project "${u.project}"`);
-        await m.peers.call(holderAddress(u.from), 'POST', '/internal/instances/stop', { json: { project: u.project, name: u.name }, timeoutMs: 600_000 });
+        await m.internal.stopInstance(holderAddress(u.from), { project: u.project, name: u.name }, signal);
       }
     },
     waiting: ({ unit }) => {
@@ -62,18 +62,14 @@ export async function executeRestore(m: Member, plan: RestorePlan, options: Rest
       const first = unit[0];
       if (!first) return;
       for (const u of unit) progress.set(instanceKey(u.project, u.name), 'copying', `Migrating "${u.name}" in project "${u.project}" from "${u.from}"`);
-      await m.peers.call(holderAddress(first.from), 'POST', '/internal/moves/run', {
-        json: {
-          instances: unit.map((u) => ({ project: u.project, name: u.name })),
-          target: m.name,
-          clearOrigin: true,
-          allowRestoringTarget: true,
-          honourLastState: true,
-          evacuation: options.evacuationId,
-        },
-        signal,
-        timeoutMs: 3_600_000,
-      });
+      await m.internal.runMove(holderAddress(first.from), {
+        instances: unit.map((u) => ({ project: u.project, name: u.name })),
+        target: m.name,
+        clearOrigin: true,
+        allowRestoringTarget: true,
+        honourLastState: true,
+        evacuation: options.evacuationId,
+      }, signal);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { EvacuationRunner, Member } from '../daemon/context.js';
 import { keys, type EvacuationRecord, type MemberRecord, type OperationRecord } from '../store/schema.js';
-import { errors } from '../api/errors.js';
+import { errors } from '../errors/index.js';
 import { configValue } from '../config/keys.js';
 import { OperationCancelled, type RunContext } from '../operations/operations.js';
 import { isEvacuateMode, planEvacuation, planHasWork, planRestore, type EvacuationPlan } from './planner.js';

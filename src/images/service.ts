@@ -11,10 +11,10 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { parse as parseYaml } from 'yaml';
 import type { Store } from '../store/store.js';
-import type { PeerClient } from '../cluster/peers.js';
+import type { InternalClient } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
-import { ApiError, errors } from '../api/errors.js';
+import { ApiError, errors } from '../errors/index.js';
 import { KeyedMutex } from '../util/mutex.js';
 import { exactTree } from '../util/exact-tree.js';
 
@@ -52,7 +52,7 @@ export class ImageService {
     private readonly store: Store,
     private readonly member: string,
     private readonly dir: string,
-    private readonly peers: PeerClient,
+    private readonly internal: InternalClient,
     private readonly cluster: ClusterService,
     private readonly events: EventBus,
   ) {}
@@ -229,7 +229,7 @@ export class ImageService {
       const tmp = `${path}.part-${randomUUID()}`;
       try {
         await mkdir(join(this.dir, 'images'), { recursive: true });
-        const body = await this.peers.stream(view.record.address, `/internal/images/${image.fingerprint}`);
+        const body = await this.internal.image(view.record.address, image.fingerprint);
         const hash = createHash('sha256');
         await pipeline(body, new Transform({
           transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) {

@@ -1,7 +1,7 @@
 // Instance devices: validation, profile expansion (the default profile's root disk), and which
 // devices tie an instance to its host. One definition here serves the API and the drivers.
 
-import { errors } from '../api/errors.js';
+import { errors } from '../errors/index.js';
 
 /** Device types Roost accepts in config. */
 export const deviceTypes = ['disk', 'nic', 'unix-char', 'unix-block', 'usb', 'gpu', 'none', 'proxy'] as const;

@@ -11,7 +11,7 @@ import type { ExecOptions, InstanceDriver, InstanceRuntimeState, InstanceSpec } 
 import type { StorageDriver } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
-import { errors, ApiError } from '../api/errors.js';
+import { errors, ApiError } from '../errors/index.js';
 import { checkConfig, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';

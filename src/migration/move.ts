@@ -23,11 +23,12 @@ import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type Me
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
 import { attachedVolumes, expandDevices } from '../instances/devices.js';
-import { PeerUnreachableError, type PeerClient } from '../cluster/peers.js';
+import { PeerUnreachableError } from '../cluster/peers.js';
+import type { InternalClient, StreamDigest } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
-import { ApiError, errors } from '../api/errors.js';
+import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
 import { exactTree } from '../util/exact-tree.js';
 
@@ -75,16 +76,10 @@ export interface MigratorDeps {
   member: string;
   pool: StorageDriver;
   instances: InstanceService;
-  peers: PeerClient;
+  internal: InternalClient;
   cluster: ClusterService;
   events: EventBus;
   log: Logger;
-}
-
-/** Digest and length of one streamed volume. */
-interface StreamDigest {
-  sha256: string;
-  bytes: number;
 }
 
 /** Hashes and counts what flows through it. */
@@ -181,12 +176,13 @@ export class Migrator {
 
     // Recovery (which may run meanwhile, retrying an earlier failure) leaves this move alone.
     this.active.add(id);
+    const link = this.deps.internal.moveTarget(target.address, id);
     try {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
         const warm = req.precopy === true && precopyFits(svc, loaded)
-          ? new Precopy({ moveId: id, refs, pool, peers: this.deps.peers, targetAddress: target.address, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
           req.onPhase?.('copying');
@@ -212,7 +208,7 @@ export class Migrator {
           const total = sizes.reduce((a, b) => a + b, 0);
           let done = 0;
           req.onProgress?.(0, total);
-          await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/prepare`, { json: { refs }, signal: req.signal });
+          await link.prepare(refs, req.signal);
           for (const ref of refs) {
             this.throwIfAborted(req.signal);
             const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
@@ -221,12 +217,7 @@ export class Migrator {
               req.onProgress?.(done, Math.max(total, done));
             });
             const body = Readable.from(pack).pipe(digester);
-            const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
-            const remote = (await this.deps.peers.call(target.address, 'PUT', `/internal/moves/${id}/volume?${q.toString()}`, {
-              body,
-              signal: req.signal,
-              timeoutMs: 600_000,
-            })) as StreamDigest;
+            const remote = await link.sendVolume(ref, body, req.signal);
             const local = digester.digest();
             if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
               throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
@@ -236,7 +227,7 @@ export class Migrator {
 
         // 4. Target makes the copies durable.
         this.throwIfAborted(req.signal);
-        await this.deps.peers.call(target.address, 'POST', `/internal/moves/${id}/commit`, { json: {}, signal: req.signal });
+        await link.commit(req.signal);
         await store.txn([], journalOps('copied'));
         this.throwIfAborted(req.signal);
 
@@ -283,9 +274,7 @@ export class Migrator {
     for (const j of journals) {
       if (!j.wasRunning) continue;
       try {
-        await this.deps.peers.call(targetAddress, 'POST', '/internal/instances/start', {
-          json: { project: j.project, name: j.instance, allowRestoring, moveId: j.id },
-        });
+        await this.deps.internal.startInstance(targetAddress, { project: j.project, name: j.instance, allowRestoring, moveId: j.id });
       } catch (err) {
         // The instance is safe on the target; it is recorded RUNNING, so the target starts it at its next boot.
         this.deps.log.warn({ err, instance: j.instance }, 'moved instance did not start on its new member');
@@ -325,9 +314,7 @@ export class Migrator {
     const first = journals[0];
     if (!first) return;
     try {
-      await this.deps.peers.call(targetAddress, 'POST', `/internal/moves/${id}/discard`, {
-        json: { project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes },
-      });
+      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes });
     } catch (err) {
       if (!(err instanceof PeerUnreachableError)) throw err;
       this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');

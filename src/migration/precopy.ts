@@ -4,16 +4,16 @@
 // shrinking, only what changed; move.ts then stops the instances, and `finish` sends the last changes and
 // checks that the target's copy equals the source's tree before move.ts commits exactly as for a cold move.
 //
-// Passes, all into the target's staging directory of the move (the receiving side is at the bottom):
-//   pass 1   PUT  /internal/moves/:id/delta?type&project&name&fresh=1   a tar of every entry, into a fresh
-//            staging directory
-//   pass n   POST /internal/moves/:id/delete   paths gone (or whose kind changed) since the last pass, then
-//            PUT  /internal/moves/:id/delta?…  a tar of the entries that are new or whose stat changed
-//   warm     POST /internal/moves/:id/digest {warm}: the target digests its copy while the instances run
-//   final    the same as pass n after the stop, then POST /internal/moves/:id/digest: the target answers
-//            the digest of its staging tree (reading again only what changed since the warm digest), the
-//            source reads and hashes its whole tree (while the final pass travels); differences are sent
-//            again, at most twice, else the move aborts and rolls back.
+// Passes, all into the target's staging directory of the move (through `MoveTarget`, cluster/internal.ts;
+// the receiving side is at the bottom):
+//   pass 1   sendDelta(fresh): a tar of every entry, into a fresh staging directory
+//   pass n   deletePaths: paths gone (or whose kind changed) since the last pass, then sendDelta: a tar of
+//            the entries that are new or whose stat changed
+//   warm     warmDigest: the target digests its copy while the instances run
+//   final    the same as pass n after the stop, then digest: the target answers the digest of its staging
+//            tree (reading again only what changed since the warm digest), the source reads and hashes its
+//            whole tree (while the final pass travels); differences are sent again, at most twice, else the
+//            move aborts and rolls back.
 // Each pass's stream is hashed on both sides, as cold copies are; the target gives every entry exactly its
 // mode (and owner, as root) and fsyncs it, so the commit after the stop finds the copy already on disk.
 // The source remembers what it sent as a manifest (relative path → kind, size, mtime, ctime, inode, mode).
@@ -30,8 +30,8 @@ import path from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import { errors } from '../api/errors.js';
-import type { PeerClient } from '../cluster/peers.js';
+import { errors } from '../errors/index.js';
+import type { MoveTarget, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { InstanceService } from '../instances/service.js';
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceRecord } from '../store/schema.js';
@@ -82,33 +82,13 @@ interface Changes {
   bytes: number;
 }
 
-/** Digest and length of one streamed pass. */
-interface StreamDigest {
-  sha256: string;
-  bytes: number;
-}
-
-/** One entry of a tree as the final check compares it. */
-export interface TreeEntry {
-  path: string;
-  kind: Kind;
-  /** Permission bits. */
-  mode: number;
-  /** `uid:gid`, only when the daemon runs as root (otherwise copies cannot keep owners, cold or not). */
-  owner?: string;
-  /** File size (0 for directories and links). */
-  size: number;
-  /** sha256 of a file, the target of a link, empty for a directory. */
-  content: string;
-}
-
 /** What a pre-copy needs from the move that runs it. */
 export interface PrecopyRequest {
   moveId: string;
   refs: VolumeRef[];
   pool: StorageDriver;
-  peers: PeerClient;
-  targetAddress: string;
+  /** The receiving end of the move. */
+  link: MoveTarget;
   /** The target member's name (for messages). */
   target: string;
   /** The moving instances' names (for logs). */
@@ -135,8 +115,8 @@ export class Precopy {
 
   /** Pass 1 (everything), then passes of what changed while those keep shrinking and are not yet small. */
   async copyWhileRunning(): Promise<void> {
-    const { peers, targetAddress, moveId, refs, signal } = this.req;
-    await peers.call(targetAddress, 'POST', `/internal/moves/${moveId}/prepare`, { json: { refs }, signal });
+    const { link, refs, signal } = this.req;
+    await link.prepare(refs, signal);
     const first = await this.scanAll(true);
     this.bytesTotal = first.reduce((s, x) => s + x.changes.bytes, 0);
     this.req.onProgress?.(0, this.bytesTotal);
@@ -152,20 +132,19 @@ export class Precopy {
       last = bytes;
     }
     // The target digests its copy now, while the instances run; after the stop it reads only the last pass.
-    for (const ref of refs) await peers.call(targetAddress, 'POST', `/internal/moves/${moveId}/digest`, { json: { ref, warm: true }, signal, timeoutMs: 600_000 });
+    for (const ref of refs) await link.warmDigest(ref, signal);
   }
 
   /** After the stop: send the last changes, then make sure the target's copy equals the source's tree. */
   async finish(): Promise<void> {
-    const { refs, pool, peers, targetAddress, moveId, signal, log } = this.req;
+    const { refs, pool, link, moveId, signal, log } = this.req;
     // The source's own digest needs only the stopped tree, so it is computed while the last pass travels.
     const t0 = Date.now();
     const timed = <T>(p: Promise<T>): Promise<{ value: T; ms: number }> => p.then((value) => ({ value, ms: Date.now() - t0 }));
     const local = timed(Promise.all(refs.map((ref) => digestVolume(pool.volumePath(ref)))));
     local.catch(() => undefined); // awaited below; a failure before that must not go unhandled
     await this.sendPass(await this.scanAll(false), false, false);
-    const askDigest = async (ref: VolumeRef): Promise<TreeEntry[]> =>
-      (await peers.call(targetAddress, 'POST', `/internal/moves/${moveId}/digest`, { json: { ref }, signal, timeoutMs: 600_000 })) as TreeEntry[];
+    const askDigest = (ref: VolumeRef): Promise<TreeEntry[]> => link.digest(ref, signal);
     const [{ value: mine, ms: sourceMs }, { value: theirs, ms: targetMs }] = await Promise.all([local, timed(Promise.all(refs.map(askDigest)))]);
     for (const [i, ref] of refs.entries()) {
       const source = mine[i] ?? [];
@@ -226,10 +205,9 @@ export class Precopy {
 
   /** Deletions, then a tar of `send`, for one volume; returns the bytes streamed. */
   private async send(ref: VolumeRef, changes: Changes, fresh: boolean): Promise<number> {
-    const { peers, targetAddress, moveId, signal } = this.req;
+    const { link, signal } = this.req;
     for (let i = 0; i < changes.deleted.length; i += deleteBatch) {
-      const paths = changes.deleted.slice(i, i + deleteBatch);
-      await peers.call(targetAddress, 'POST', `/internal/moves/${moveId}/delete`, { json: { ref, paths }, signal });
+      await link.deletePaths(ref, changes.deleted.slice(i, i + deleteBatch), signal);
     }
     if (changes.send.length === 0 && !fresh) return 0;
     const hash = createHash('sha256');
@@ -242,9 +220,7 @@ export class Precopy {
       }),
       { objectMode: false },
     );
-    const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
-    if (fresh) q.set('fresh', '1');
-    const remote = (await peers.call(targetAddress, 'PUT', `/internal/moves/${moveId}/delta?${q.toString()}`, { body, signal, timeoutMs: 600_000 })) as StreamDigest;
+    const remote = await link.sendDelta(ref, body, fresh, signal);
     if (remote.sha256 !== hash.digest('hex') || remote.bytes !== tally.bytes) {
       throw new Error(`pre-copy pass of volume "${ref.name}" arrived damaged on "${this.req.target}" (checksum mismatch)`);
     }

@@ -3,7 +3,7 @@
 import type { Store } from '../store/store.js';
 import { keys, type InstanceRecord, type VolumeRecord } from '../store/schema.js';
 import type { StorageDriver } from './driver.js';
-import { errors } from '../api/errors.js';
+import { errors } from '../errors/index.js';
 import { checkConfig } from '../config/keys.js';
 import { attachedVolumes, checkVolumeName, expandDevices } from '../instances/devices.js';
 import type { EventBus } from '../operations/events.js';

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar';
-import { ApiError } from '../../src/api/errors.js';
+import { ApiError } from '../../src/errors/index.js';
 import { applyPass, deletePaths, digestStaging } from '../../src/migration/precopy.js';
 
 /** One entry of a hand-made tar stream. */

@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
 import { forwardTo, param, parseBody, recursion } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
 import { keys, type JoinTokenRecord } from '../../store/schema.js';
 import type { Member } from '../../daemon/context.js';

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
 import { param, parseBody, recursion } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import type { AliasRecord, ImageRecord } from '../../images/service.js';
 
 /** An image as LXD's API shows it. */

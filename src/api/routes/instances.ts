@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
 import { forwardTo, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import type { InstanceRecord } from '../../store/schema.js';
 import { keys } from '../../store/schema.js';
 import type { InstanceRuntimeState } from '../../instances/driver.js';
@@ -117,7 +117,7 @@ async function clusterStates(m: Member, records: InstanceRecord[]): Promise<Map<
         if (loc === m.name) {
           for (const [k, v] of await m.instances.localStates()) out.set(k, v);
         } else if (view && view.status !== 'Offline') {
-          const states = (await m.peers.call(view.record.address, 'GET', '/internal/instances/state', { timeoutMs: 15_000 })) as Record<string, InstanceRuntimeState>;
+          const states = await m.internal.instanceStates(view.record.address);
           for (const [k, v] of Object.entries(states)) out.set(k, v);
         }
       } catch {

@@ -1,49 +1,55 @@
-// `/internal/...`: member-to-member calls (HTTPS with the cluster certificate only): instance states,
-// capacity, and the receiving side of moves.
+// `/internal/...`: member-to-member calls (HTTPS with the cluster certificate only). The protocol (paths,
+// bodies, answers) is owned by `cluster/internal.ts`; this file only wires each route to the member's services.
 
-import { z } from 'zod';
 import type { Readable } from 'node:stream';
 import type { Router } from '../server.js';
 import { sync } from '../envelope.js';
 import { param, parseBody, queryParam } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import { localCapacity } from '../../cluster/snapshot.js';
-import type { VolumeRef } from '../../storage/driver.js';
+import {
+  deletePathsBody,
+  digestBody,
+  discardBody,
+  internalRoutes as routes,
+  prepareBody,
+  runMoveBody,
+  startInstanceBody,
+  stopInstanceBody,
+  streamRef,
+} from '../../cluster/internal.js';
 import { applyPass, deletePaths, digestStaging } from '../../migration/precopy.js';
 
-const refSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string() });
+/** The body of a stream request, or 400. */
+function streamBody(req: { body: unknown }): Readable {
+  const body = req.body as Readable | undefined;
+  if (!body || typeof body.pipe !== 'function') throw errors.badRequest('expected a tar stream');
+  return body;
+}
 
 /** Register the internal routes (peer origin only). */
 export function registerInternalRoutes(r: Router): void {
   const m = r.member;
 
-  r.on('GET', '/internal/instances/state', async (_req, reply) => sync(reply, Object.fromEntries(await m.instances.localStates())));
-  r.on('GET', '/internal/images/:fp', async (req, reply) => reply.type('application/octet-stream').send(await m.images.open(param(req, 'fp'))));
-  r.on('GET', '/internal/capacity', async (_req, reply) => sync(reply, await localCapacity(m)));
+  r.on('GET', routes.instanceStates, async (_req, reply) => sync(reply, Object.fromEntries(await m.instances.localStates())));
+  r.on('GET', routes.image, async (req, reply) => reply.type('application/octet-stream').send(await m.images.open(param(req, 'fp'))));
+  r.on('GET', routes.capacity, async (_req, reply) => sync(reply, await localCapacity(m)));
 
-  r.on('POST', '/internal/instances/start', async (req, reply) => {
-    const body = parseBody(req, z.object({ project: z.string(), name: z.string(), allowRestoring: z.boolean().optional(), moveId: z.string().optional() }));
+  r.on('POST', routes.startInstance, async (req, reply) => {
+    const body = parseBody(req, startInstanceBody);
     await m.instances.start(body.project, body.name, { allowRestoring: body.allowRestoring === true, moveId: body.moveId });
     return sync(reply, {});
   });
 
-  // A restore stops an instance on its holder ahead of its copy; the power state stays RUNNING.
-  r.on('POST', '/internal/instances/stop', async (req, reply) => {
-    const body = parseBody(req, z.object({ project: z.string(), name: z.string() }));
-    await m.instances.stop(body.project, body.name, { keepLastState: true });
+  r.on('POST', routes.stopInstance, async (req, reply) => {
+    const body = parseBody(req, stopInstanceBody);
+    await m.instances.stop(body.project, body.name, { keepLastState: true, force: body.force === true });
     return sync(reply, {});
   });
 
-  // A restore asks the holder of an instance to move it home; the holder runs the move.
-  r.on('POST', '/internal/moves/run', async (req, reply) => {
-    const body = parseBody(req, z.object({
-      instances: z.array(z.object({ project: z.string(), name: z.string() })).min(1),
-      target: z.string(),
-      clearOrigin: z.boolean().optional(),
-      allowRestoringTarget: z.boolean().optional(),
-      honourLastState: z.boolean().optional(),
-      evacuation: z.string().nullable().optional(),
-    }));
+  // The holder of instances runs their move; the caller hanging up cancels it (until its commit).
+  r.on('POST', routes.runMove, async (req, reply) => {
+    const body = parseBody(req, runMoveBody);
     const abort = new AbortController();
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) abort.abort();
@@ -52,52 +58,47 @@ export function registerInternalRoutes(r: Router): void {
     return sync(reply, {});
   });
 
-  r.on('POST', '/internal/moves/:id/prepare', async (req, reply) => {
-    const body = parseBody(req, z.object({ refs: z.array(refSchema) }));
-    await m.migrator.prepareIncoming(param(req, 'id'), body.refs);
+  r.on('POST', routes.prepare, async (req, reply) => {
+    await m.migrator.prepareIncoming(param(req, 'id'), parseBody(req, prepareBody).refs);
     return sync(reply, {});
   });
 
-  r.on('PUT', '/internal/moves/:id/volume', async (req, reply) => {
-    const ref = refSchema.safeParse({ type: queryParam(req, 'type'), project: queryParam(req, 'project'), name: queryParam(req, 'name') });
-    if (!ref.success) throw errors.badRequest('bad volume reference');
-    if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a volume stream');
-    const digest = await m.migrator.receiveVolume(param(req, 'id'), ref.data as VolumeRef, req.body as Readable);
-    return sync(reply, digest);
+  r.on('PUT', routes.volume, async (req, reply) => {
+    const ref = streamRef(req.query as Record<string, unknown>);
+    if (!ref) throw errors.badRequest('bad volume reference');
+    return sync(reply, await m.migrator.receiveVolume(param(req, 'id'), ref, streamBody(req)));
   });
 
   // Pre-copy passes (migration/precopy.ts) write again and again into one staging directory per volume.
-  r.on('PUT', '/internal/moves/:id/delta', async (req, reply) => {
-    const ref = refSchema.safeParse({ type: queryParam(req, 'type'), project: queryParam(req, 'project'), name: queryParam(req, 'name') });
-    if (!ref.success) throw errors.badRequest('bad volume reference');
-    if (!req.body || typeof (req.body as Readable).pipe !== 'function') throw errors.badRequest('expected a tar stream');
+  r.on('PUT', routes.delta, async (req, reply) => {
+    const ref = streamRef(req.query as Record<string, unknown>);
+    if (!ref) throw errors.badRequest('bad volume reference');
     const fresh = queryParam(req, 'fresh') === '1';
     const id = param(req, 'id');
-    const body = req.body as Readable;
-    const applied = await m.migrator.writing(id, body, async () => applyPass(await m.migrator.stagingFor(id, ref.data as VolumeRef, fresh), body, fresh));
+    const body = streamBody(req);
+    const applied = await m.migrator.writing(id, body, async () => applyPass(await m.migrator.stagingFor(id, ref, fresh), body, fresh));
     return sync(reply, applied);
   });
 
-  r.on('POST', '/internal/moves/:id/delete', async (req, reply) => {
-    const body = parseBody(req, z.object({ ref: refSchema, paths: z.array(z.string()) }));
-    await deletePaths(await m.migrator.stagingFor(param(req, 'id'), body.ref as VolumeRef, false), body.paths);
+  r.on('POST', routes.deletePaths, async (req, reply) => {
+    const body = parseBody(req, deletePathsBody);
+    await deletePaths(await m.migrator.stagingFor(param(req, 'id'), body.ref, false), body.paths);
     return sync(reply, {});
   });
 
-  // `warm`: digest now (while the instance runs) and answer nothing, so the digest after the stop is quick.
-  r.on('POST', '/internal/moves/:id/digest', async (req, reply) => {
-    const body = parseBody(req, z.object({ ref: refSchema, warm: z.boolean().optional() }));
-    const tree = await digestStaging(await m.migrator.stagingFor(param(req, 'id'), body.ref as VolumeRef, false));
+  r.on('POST', routes.digest, async (req, reply) => {
+    const body = parseBody(req, digestBody);
+    const tree = await digestStaging(await m.migrator.stagingFor(param(req, 'id'), body.ref, false));
     return sync(reply, body.warm === true ? {} : tree);
   });
 
-  r.on('POST', '/internal/moves/:id/commit', async (req, reply) => {
+  r.on('POST', routes.commit, async (req, reply) => {
     await m.migrator.commitIncoming(param(req, 'id'));
     return sync(reply, {});
   });
 
-  r.on('POST', '/internal/moves/:id/discard', async (req, reply) => {
-    const body = parseBody(req, z.object({ project: z.string(), instances: z.array(z.string()), volumes: z.array(z.string()) }));
+  r.on('POST', routes.discard, async (req, reply) => {
+    const body = parseBody(req, discardBody);
     await m.migrator.discardIncoming(param(req, 'id'), body.project, body.instances, body.volumes);
     return sync(reply, {});
   });

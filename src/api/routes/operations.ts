@@ -3,7 +3,7 @@
 import type { Router } from '../server.js';
 import { sync } from '../envelope.js';
 import { forwardTo, param, queryParam, recursion } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import { isFinal, operationToApi } from '../../operations/operations.js';
 
 /** Register the operation routes. */

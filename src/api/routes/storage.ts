@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
 import { sync } from '../envelope.js';
 import { forwardTo, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
-import { errors } from '../errors.js';
+import { errors } from '../../errors/index.js';
 import type { VolumeRecord } from '../../store/schema.js';
 import type { Member } from '../../daemon/context.js';
 

@@ -1,0 +1,221 @@
+// The member-to-member protocol under `/internal/` (HTTPS with the cluster certificate only). This module
+// owns it whole: the paths, the request bodies (zod schemas the server validates with), the answers, and the
+// typed client every caller uses. Nothing else spells an `/internal/` path.
+//
+//   GET  /internal/instances/state          runtime state of every instance the member holds
+//   GET  /internal/capacity                 pool space, volume sizes and what runs (for placement)
+//   GET  /internal/images/:fp               an image file (copied to a member on first use)
+//   POST /internal/instances/start|stop     start or stop an instance the member holds
+//   POST /internal/moves/run                ask the holder of instances to move them (restore, drainer)
+//   and the receiving side of one move, on its target, keyed by the move's journal id:
+//   POST /internal/moves/:id/prepare        clear stale copies, open staging for these volumes
+//   PUT  /internal/moves/:id/volume?ref     one volume's tar stream (cold copy) → its stream digest
+//   PUT  /internal/moves/:id/delta?ref      one pre-copy pass (tar of changed entries) → its stream digest
+//   POST /internal/moves/:id/delete         paths gone since the last pre-copy pass
+//   POST /internal/moves/:id/digest         the staged tree's per-entry digest (or warm it up)
+//   POST /internal/moves/:id/commit         make every staged volume durable and put it in place
+//   POST /internal/moves/:id/discard        drop what the move left on the target
+
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { PeerClient } from './peers.js';
+import type { InstanceRuntimeState } from '../instances/driver.js';
+import type { VolumeRef } from '../storage/driver.js';
+
+/** Route patterns, for the server side (`api/routes/internal.ts`). */
+export const internalRoutes = {
+  instanceStates: '/internal/instances/state',
+  capacity: '/internal/capacity',
+  image: '/internal/images/:fp',
+  startInstance: '/internal/instances/start',
+  stopInstance: '/internal/instances/stop',
+  runMove: '/internal/moves/run',
+  prepare: '/internal/moves/:id/prepare',
+  volume: '/internal/moves/:id/volume',
+  delta: '/internal/moves/:id/delta',
+  deletePaths: '/internal/moves/:id/delete',
+  digest: '/internal/moves/:id/digest',
+  commit: '/internal/moves/:id/commit',
+  discard: '/internal/moves/:id/discard',
+} as const;
+
+/** A volume named on the wire. */
+export const volumeRefSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string() });
+
+/** `POST /internal/instances/start`. */
+export const startInstanceBody = z.object({
+  project: z.string(),
+  name: z.string(),
+  allowRestoring: z.boolean().optional(),
+  moveId: z.string().optional(),
+});
+export type StartInstanceBody = z.infer<typeof startInstanceBody>;
+
+/** `POST /internal/instances/stop`: a restore or drainer stops an instance ahead of its copy (power state kept). */
+export const stopInstanceBody = z.object({ project: z.string(), name: z.string(), force: z.boolean().optional() });
+export type StopInstanceBody = z.infer<typeof stopInstanceBody>;
+
+/** `POST /internal/moves/run`: what the holder of the instances is asked to move, and how. */
+export const runMoveBody = z.object({
+  instances: z.array(z.object({ project: z.string(), name: z.string() })).min(1),
+  target: z.string(),
+  origin: z.string().nullable().optional(),
+  clearOrigin: z.boolean().optional(),
+  allowRestoringTarget: z.boolean().optional(),
+  honourLastState: z.boolean().optional(),
+  forceStop: z.boolean().optional(),
+  precopy: z.boolean().optional(),
+  evacuation: z.string().nullable().optional(),
+});
+export type RunMoveBody = z.infer<typeof runMoveBody>;
+
+/** `POST /internal/moves/:id/prepare`. */
+export const prepareBody = z.object({ refs: z.array(volumeRefSchema) });
+
+/** `POST /internal/moves/:id/delete`. */
+export const deletePathsBody = z.object({ ref: volumeRefSchema, paths: z.array(z.string()) });
+
+/** `POST /internal/moves/:id/digest`; `warm`: digest now (while the instance runs) and answer nothing. */
+export const digestBody = z.object({ ref: volumeRefSchema, warm: z.boolean().optional() });
+
+/** `POST /internal/moves/:id/discard`. */
+export const discardBody = z.object({ project: z.string(), instances: z.array(z.string()), volumes: z.array(z.string()) });
+export type DiscardBody = z.infer<typeof discardBody>;
+
+/** The volume a stream request (`volume`, `delta`) carries, from its query string. */
+export function streamRef(query: Record<string, unknown>): VolumeRef | null {
+  const r = volumeRefSchema.safeParse({ type: query.type, project: query.project, name: query.name });
+  return r.success ? r.data : null;
+}
+
+/** Digest and length of one streamed volume or pass, as both ends counted it. */
+export interface StreamDigest {
+  sha256: string;
+  bytes: number;
+}
+
+/** One entry of a tree as a move's check compares source and target. */
+export interface TreeEntry {
+  path: string;
+  kind: 'file' | 'dir' | 'link';
+  /** Permission bits. */
+  mode: number;
+  /** `uid:gid`, only when the daemon runs as root (otherwise copies cannot keep owners, cold or not). */
+  owner?: string;
+  /** File size (0 for directories and links). */
+  size: number;
+  /** sha256 of a file, the target of a link, empty for a directory. */
+  content: string;
+}
+
+/** What a member reports about itself for placement (`GET /internal/capacity`). */
+export interface CapacityReport {
+  poolFreeBytes: number;
+  poolTotalBytes: number;
+  /** Bytes of every volume held, keyed `type/project/name`. */
+  volumeBytes: Record<string, number>;
+  /** Which local instances run now, keyed `project/name`. */
+  running: Record<string, boolean>;
+}
+
+/** Timeouts (ms without response headers) of calls that wait on slow work at the other end. */
+const slow = { stop: 600_000, stream: 600_000, digest: 600_000, move: 3_600_000 } as const;
+
+/** The typed client of the internal protocol. */
+export class InternalClient {
+  constructor(private readonly peers: PeerClient) {}
+
+  /** Runtime states of every instance the member at `address` holds, keyed `project/name`. */
+  async instanceStates(address: string): Promise<Record<string, InstanceRuntimeState>> {
+    return (await this.peers.call(address, 'GET', internalRoutes.instanceStates, { timeoutMs: 15_000 })) as Record<string, InstanceRuntimeState>;
+  }
+
+  /** What the member at `address` offers placement. */
+  async capacity(address: string): Promise<CapacityReport> {
+    return (await this.peers.call(address, 'GET', internalRoutes.capacity, { timeoutMs: 10_000 })) as CapacityReport;
+  }
+
+  /** An image file from the member at `address`. */
+  async image(address: string, fingerprint: string): Promise<Readable> {
+    return this.peers.stream(address, `/internal/images/${encodeURIComponent(fingerprint)}`);
+  }
+
+  /** Start an instance on the member that holds it. */
+  async startInstance(address: string, body: StartInstanceBody): Promise<void> {
+    await this.peers.call(address, 'POST', internalRoutes.startInstance, { json: body, timeoutMs: slow.stop });
+  }
+
+  /** Stop an instance on the member that holds it, keeping its power state. */
+  async stopInstance(address: string, body: StopInstanceBody, signal?: AbortSignal): Promise<void> {
+    await this.peers.call(address, 'POST', internalRoutes.stopInstance, { json: body, signal, timeoutMs: slow.stop });
+  }
+
+  /** Ask the member holding the instances to move them; resolves once the move is done. */
+  async runMove(address: string, body: RunMoveBody, signal?: AbortSignal): Promise<void> {
+    await this.peers.call(address, 'POST', internalRoutes.runMove, { json: body, signal, timeoutMs: slow.move });
+  }
+
+  /** The receiving end of move `moveId` on the member at `address`. */
+  moveTarget(address: string, moveId: string): MoveTarget {
+    return new MoveTarget(this.peers, address, moveId);
+  }
+}
+
+/** The target side of one move, as the source calls it. */
+export class MoveTarget {
+  private readonly base: string;
+
+  constructor(
+    private readonly peers: PeerClient,
+    readonly address: string,
+    readonly moveId: string,
+  ) {
+    this.base = `/internal/moves/${encodeURIComponent(moveId)}`;
+  }
+
+  /** Clear stale copies of `refs` on the target and open the move's staging. */
+  async prepare(refs: VolumeRef[], signal?: AbortSignal): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: { refs }, signal });
+  }
+
+  /** Stream one volume's tar (a cold copy) into staging; returns what the target received. */
+  async sendVolume(ref: VolumeRef, body: Readable, signal?: AbortSignal): Promise<StreamDigest> {
+    return (await this.peers.call(this.address, 'PUT', `${this.base}/volume?${refQuery(ref).toString()}`, { body, signal, timeoutMs: slow.stream })) as StreamDigest;
+  }
+
+  /** Stream one pre-copy pass of a volume (`fresh`: into a new, empty staging); returns what the target received. */
+  async sendDelta(ref: VolumeRef, body: Readable, fresh: boolean, signal?: AbortSignal): Promise<StreamDigest> {
+    const q = refQuery(ref);
+    if (fresh) q.set('fresh', '1');
+    return (await this.peers.call(this.address, 'PUT', `${this.base}/delta?${q.toString()}`, { body, signal, timeoutMs: slow.stream })) as StreamDigest;
+  }
+
+  /** Remove paths from a volume's staging (gone at the source since the last pass). */
+  async deletePaths(ref: VolumeRef, paths: string[], signal?: AbortSignal): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/delete`, { json: { ref, paths }, signal });
+  }
+
+  /** The per-entry digest of a volume's staged tree. */
+  async digest(ref: VolumeRef, signal?: AbortSignal): Promise<TreeEntry[]> {
+    return (await this.peers.call(this.address, 'POST', `${this.base}/digest`, { json: { ref }, signal, timeoutMs: slow.digest })) as TreeEntry[];
+  }
+
+  /** Have the target digest a volume's staging now, so the digest after the stop reads only what changed. */
+  async warmDigest(ref: VolumeRef, signal?: AbortSignal): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/digest`, { json: { ref, warm: true }, signal, timeoutMs: slow.digest });
+  }
+
+  /** Make every staged volume durable and put it in place. */
+  async commit(signal?: AbortSignal): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/commit`, { json: {}, signal });
+  }
+
+  /** Drop everything the move left on the target (unless the store says it belongs there now). */
+  async discard(body: DiscardBody): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/discard`, { json: body });
+  }
+}
+
+function refQuery(ref: VolumeRef): URLSearchParams {
+  return new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+}
