@@ -25,7 +25,9 @@ import { buildApi } from '../api/server.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
-import { EvacuationService } from '../evacuation/service.js';
+import { Drainer } from '../evacuation/drainer.js';
+import { LeaderElection } from '../cluster/leader.js';
+import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { ImageService } from '../images/service.js';
 
 /** How to run a member. */
@@ -41,6 +43,9 @@ export interface DaemonOptions {
   joinToken?: string;
   log?: Logger;
 }
+
+/** How often the drainer writes a run's progress to the store (ms); `ROOST_PROGRESS_INTERVAL_MS` changes it. */
+const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 1000;
 
 /** A running member and how to stop it. */
 export interface RunningDaemon {
@@ -102,17 +107,40 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 
     await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
     await instances.adoptAtBoot(record.state);
-    const evacuations = new EvacuationService(member);
-    member.evacuations = evacuations;
-    const resumed = await evacuations.resume().catch((err: unknown) => {
-      log.error({ err }, 'could not resume an unfinished evacuation or restore');
-      return null;
+    await operations.failStale(new Set(), 'The member restarted while the operation ran');
+
+    // Every member campaigns to run the drainer; the one holding the lease runs evacuations and restores.
+    const drainer = new Drainer(clusterPorts(member), requestBook(member));
+    const requests = requestPorts(member);
+    operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    let leading: Promise<void> = Promise.resolve();
+    const election = new LeaderElection({
+      store,
+      key: keys.drainerLeader(),
+      member: options.name,
+      ttlSeconds: () => cluster.offlineThreshold(),
+      log,
+      onTerm: (term) => {
+        leading = (async () => {
+          const threshold = await cluster.offlineThreshold().catch(() => 20);
+          await drainer.lead(term, {
+            progressIntervalMs,
+            // A holder may restart within this without failing its instances' moves.
+            unreachableMs: Math.max(10_000, 3 * threshold * 1000),
+            settleIntervalMs: Math.max(500, (threshold * 1000) / 2),
+          });
+        })().catch((err: unknown) => log.error({ err }, 'the drainer stopped with an error'));
+      },
     });
-    await operations.failStale(new Set(resumed ? [resumed] : []), 'The member restarted while the operation ran');
+    election.start();
 
     return {
       member,
-      stop: () => stopDaemon(member, [httpsApp, unixApp]),
+      stop: async () => {
+        await election.stop();
+        await leading;
+        await stopDaemon(member, [httpsApp, unixApp]);
+      },
     };
   } catch (err) {
     await store.close().catch(() => undefined);
@@ -121,7 +149,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 }
 
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
-  await member.evacuations?.stop();
   member.migrator.stop();
   member.images.unwatch();
   member.operations.stop();

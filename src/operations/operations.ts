@@ -81,6 +81,12 @@ interface Live {
   done: Promise<void>;
 }
 
+/** How a kind of store-driven operation is cancelled (by any member). */
+export interface OperationKindHandler {
+  /** Ask for the operation to end; false if it cannot be cancelled (any more). */
+  cancel(op: OperationRecord): Promise<boolean>;
+}
+
 /** How often metadata changes reach the store and the event stream. */
 const publishIntervalMs = 200;
 /** How long finished operations stay listed. */
@@ -89,6 +95,7 @@ const keepFinishedMs = 5 * 60_000;
 /** The operations of one member. */
 export class Operations {
   private readonly live = new Map<string, Live>();
+  private readonly kinds = new Map<NonNullable<OperationRecord['kind']>, OperationKindHandler>();
   private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -173,10 +180,24 @@ export class Operations {
     });
   }
 
-  /** Cancel an operation this member runs. Returns false if it is unknown here or cannot be cancelled. */
-  cancel(id: string): 'cancelled' | 'not-cancellable' | 'unknown' {
+  /** Register how operations of a store-driven kind are cancelled. */
+  handle(kind: NonNullable<OperationRecord['kind']>, handler: OperationKindHandler): void {
+    this.kinds.set(kind, handler);
+  }
+
+  /**
+   * Cancel an operation: one this member runs, or a store-driven one (any member can). Returns `unknown` if
+   * it is neither (the caller forwards the request to the member running it).
+   */
+  async cancel(id: string): Promise<'cancelled' | 'not-cancellable' | 'unknown'> {
     const live = this.live.get(id);
-    if (!live) return 'unknown';
+    if (!live) {
+      const stored = await this.get(id);
+      const handler = stored?.kind ? this.kinds.get(stored.kind) : undefined;
+      if (!stored || !handler) return 'unknown';
+      if (!stored.mayCancel) return 'not-cancellable';
+      return (await handler.cancel(stored)) ? 'cancelled' : 'not-cancellable';
+    }
     if (!live.record.mayCancel) return 'not-cancellable';
     if (live.record.status === 'Running') {
       live.record.status = 'Cancelling';
@@ -220,7 +241,7 @@ export class Operations {
     const { kvs } = await this.store.range(keys.operations());
     for (const kv of kvs) {
       const op = JSON.parse(kv.value) as OperationRecord;
-      if (op.location !== this.member || isFinal(op.status) || except.has(op.id) || this.live.has(op.id)) continue;
+      if (op.kind || op.location !== this.member || isFinal(op.status) || except.has(op.id) || this.live.has(op.id)) continue;
       op.status = 'Failure';
       op.err = reason;
       op.updatedAt = new Date().toISOString();
@@ -257,7 +278,8 @@ export class Operations {
     const cutoff = Date.now() - keepFinishedMs;
     const old = kvs.filter((kv) => {
       const op = JSON.parse(kv.value) as OperationRecord;
-      return op.location === this.member && isFinal(op.status) && Date.parse(op.updatedAt) < cutoff;
+      // Store-driven operations may outlive the member named as their location; any member sweeps them.
+      return (op.location === this.member || op.kind !== undefined) && isFinal(op.status) && Date.parse(op.updatedAt) < cutoff;
     });
     if (old.length > 0) await this.store.txn([], old.map((kv) => ({ type: 'delete' as const, key: kv.key })));
   }

@@ -11,6 +11,8 @@ import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
 import { keys, type JoinTokenRecord } from '../../store/schema.js';
 import type { Member } from '../../daemon/context.js';
+import { requestPorts } from '../../daemon/drainer-ports.js';
+import { memberProgress, requestStateChange } from '../../evacuation/requests.js';
 
 const memberUpdate = z.object({
   config: z.record(z.string(), z.unknown()).optional(),
@@ -60,7 +62,7 @@ export async function localMemberState(m: Member): Promise<Record<string, unknow
     storage_pools: {
       default: { space: { used: usage.usedBytes, total: usage.totalBytes }, inodes: { used: 0, total: 0 } },
     },
-    roost_evacuation: m.evacuations ? await m.evacuations.progress() : null,
+    roost_evacuation: await memberProgress(requestPorts(m), m.name),
   };
 }
 
@@ -119,7 +121,7 @@ export function registerClusterRoutes(r: Router): void {
     const name = param(req, 'name');
     const view = await m.cluster.member(name);
     if (view.status === 'Offline') {
-      return sync(reply, { sysinfo: null, storage_pools: null, roost_evacuation: m.evacuations ? await m.evacuations.progress() : null });
+      return sync(reply, { sysinfo: null, storage_pools: null, roost_evacuation: await memberProgress(requestPorts(m), name) });
     }
     if (await forwardTo(r, req, reply, name)) return;
     return sync(reply, await localMemberState(m));
@@ -129,11 +131,8 @@ export function registerClusterRoutes(r: Router): void {
     const name = param(req, 'name');
     const body = parseBody(req, stateRequest);
     if (body.action !== 'evacuate' && body.action !== 'restore') throw errors.badRequest(`Unknown action "${body.action}"`);
-    const view = await m.cluster.member(name);
-    if (view.status === 'Offline') throw errors.badRequest(`Cannot ${body.action} offline cluster member`);
-    if (await forwardTo(r, req, reply, name)) return;
-    if (!m.evacuations) throw errors.badRequest('Evacuation is not available on this member');
-    const result = await m.evacuations.request(req.body);
+    // Any member records the request; the drainer (on whichever member leads) carries it out.
+    const result = await requestStateChange(requestPorts(m), name, req.body);
     if ('operation' in result) return asyncReply(reply, result.operation);
     return sync(reply, result.sync);
   });

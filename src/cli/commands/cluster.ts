@@ -8,7 +8,7 @@ import type { CliContext } from '../context.js';
 import {
   type MemberAction,
   PlainProgressLog,
-  parseEvacuationProgress,
+  ProgressFollower,
   summaryLine,
 } from '../evacuation-progress.js';
 import { parseFormat, renderList, renderTable, renderYaml, upperState } from '../format.js';
@@ -115,9 +115,11 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
   const title = action === 'evacuate' ? 'Evacuating cluster member' : 'Restoring cluster member';
   const live = ctx.isTerminal ? new LiveProgressView(ctx.io.stdout, title) : null;
   const plain = new PlainProgressLog();
+  const follower = new ProgressFollower();
   let last: Operation | null = null;
   const onUpdate = (op: Operation): void => {
     last = op;
+    follower.update(op);
     if (live) live.update(op);
     else for (const line of plain.lines(op)) ctx.print(line);
   };
@@ -125,11 +127,11 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
     const result = await client.runAsync('POST', path, body, onUpdate);
     live?.stop();
     const final = result.operation ?? last;
-    ctx.print(summaryLine(action, member, 'Success', final ? parseEvacuationProgress(final.metadata) : null));
+    ctx.print(summaryLine(action, member, 'Success', final ? follower.update(final) : null));
   } catch (err) {
     live?.stop();
     if (err instanceof ApiClientError && err.operation) {
-      const progress = parseEvacuationProgress(err.operation.metadata);
+      const progress = follower.update(err.operation);
       // The server's error (printed by the caller) already has one line per failed instance.
       ctx.print(summaryLine(action, member, err.operation.status, progress));
     }
