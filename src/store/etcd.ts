@@ -238,6 +238,17 @@ function toRequestOp(op: Op): IRequestOp {
   }
 }
 
+/** The keys a transaction touches, for error messages: the first three and how many more. */
+function describeKeys(compares: Compare[], ops: Op[]): string {
+  const named = [
+    ...compares.map((c) => c.key),
+    ...ops.map((op) => (op.type === 'deletePrefix' ? `${op.prefix}*` : op.key)),
+  ];
+  const keys = [...new Set(named)];
+  const shown = keys.slice(0, 3).map((k) => `"${k}"`).join(', ');
+  return keys.length > 3 ? `${shown} and ${keys.length - 3} more keys` : shown || 'no keys';
+}
+
 function asError(err: unknown): Error {
   return castGrpcError(err instanceof Error ? err : new Error(String(err)));
 }
@@ -447,8 +458,7 @@ class EtcdStore implements Store {
 
   async txn(compares: Compare[], ops: Op[], failure: Op[] = []): Promise<TxnResult> {
     const request = { compare: compares.map(toCompare), success: ops.map(toRequestOp), failure: failure.map(toRequestOp) };
-    const keys = [...new Set([...compares.map((c) => c.key), ...[...ops, ...failure].map((op) => (op.type === 'deletePrefix' ? `${op.prefix}*` : op.key))])];
-    const what = `transaction on ${keys.slice(0, 3).map((k) => `"${k}"`).join(', ')}${keys.length > 3 ? ` and ${keys.length - 3} more keys` : ''}`;
+    const what = `transaction on ${describeKeys(compares, [...ops, ...failure])}`;
     // A transaction that writes nothing in either branch is a read, and may be repeated.
     const repeat: Repeat = ops.length + failure.length === 0 ? 'repeatable' : 'once';
     const res = await this.call(what, repeat, (o) => this.client.kv.txn(request, o));
@@ -567,7 +577,8 @@ class EtcdStore implements Store {
 
   private failure(what: string, repeat: Repeat, err: Error, started: number): StoreError {
     const elapsed = Date.now() - started;
-    const detail = err.message.replace(/^\w*Error: /, '');
+    // gRPC's messages end in an empty "Resolution note: " when name resolution had nothing to add.
+    const detail = err.message.replace(/^\w*Error: /, '').replace(/\.? Resolution note: ?$/, '');
     if (err instanceof EtcdLeaseInvalidError) {
       return new StoreError(`${this.where}: ${what} failed: lease not found (expired or revoked)`, { cause: err });
     }

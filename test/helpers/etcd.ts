@@ -4,9 +4,9 @@
 // installed the helper throws: a store test that cannot run must fail, never skip.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,7 +49,7 @@ export interface EtcdCluster {
   pid(i: number): number | null;
   /** SIGKILL member `i` (by PID) and wait until it has exited. */
   killNode(i: number): Promise<void>;
-  /** Start member `i` again on its data directory and ports; waits until it serves. */
+  /** Start member `i` again on its data directory and ports; waits until it listens (not until it is healthy). */
   restartNode(i: number): Promise<void>;
   /** Index of the member that is leader now, waiting (up to `timeoutMs`) for one to be elected. */
   leader(timeoutMs?: number): Promise<number>;
@@ -67,10 +67,12 @@ interface Member {
   exited: Promise<void> | null;
 }
 
-/** Every member process still running, so a crashing test run cannot leave etcd behind. */
+/** Every member process still running and every data directory, so a crashing test run leaves nothing behind. */
 const running = new Set<ChildProcess>();
+const directories = new Set<string>();
 process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL');
+  for (const dir of directories) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Throws (never skips) if etcd is not installed, naming the package that provides it. */
@@ -92,6 +94,23 @@ async function freePort(): Promise<number> {
       const address = server.address();
       server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))));
     });
+  });
+}
+
+/** True if something accepts TCP connections on 127.0.0.1:`port`. */
+async function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.setTimeout(500);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(false));
   });
 }
 
@@ -146,6 +165,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const tls = options.tls;
   const scheme = tls ? 'https' : 'http';
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-etcd-'));
+  directories.add(dir);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
     members.push({ name: `n${i}`, clientPort: await freePort(), peerPort: await freePort(), process: null, exited: null });
@@ -262,16 +282,12 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
       if (m.process) throw new Error(`etcd member ${i} is still running`);
       stopped.delete(m);
       launch(m);
+      // etcd answers requests only once it has rejoined a quorum, which a member restarted alone cannot;
+      // so wait until it listens, and let callers wait for health when they need it.
       const deadline = Date.now() + 20_000;
-      // Alone it cannot be healthy (no quorum), so wait until it answers at all.
-      for (;;) {
-        try {
-          await fetchText(`${scheme}://127.0.0.1:${m.clientPort}/version`, tls);
-          return;
-        } catch {
-          if (!m.process || Date.now() > deadline) throw new Error(`etcd member ${i} did not come back:\n${logTail(m)}`);
-          await sleep(50);
-        }
+      while (!(await listening(m.clientPort))) {
+        if (!m.process || Date.now() > deadline) throw new Error(`etcd member ${i} did not come back:\n${logTail(m)}`);
+        await sleep(25);
       }
     },
     async leader(timeoutMs = 10_000) {
@@ -294,6 +310,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     async stopAll() {
       await Promise.all(members.map((m) => kill(m)));
       await rm(dir, { recursive: true, force: true });
+      directories.delete(dir);
     },
   };
 
