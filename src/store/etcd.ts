@@ -21,6 +21,12 @@
 // What etcd refuses and SQLite accepts: a transaction writing one key twice (two puts, or a put and a
 // delete covering it), and, with etcd's defaults, transactions of more than 128 operations
 // (`--max-txn-ops`) or requests over 1.5 MiB (`--max-request-bytes`); these fail with a StoreError.
+//
+// etcd keeps all history until it is compacted, and this backend leaves compaction to etcd: run it
+// with `--auto-compaction-retention` (an hour is plenty; the SQLite backend keeps ten minutes), or its
+// backend quota fills up and every write fails. Keep the retention well above etcd's watch progress
+// interval (`--experimental-watch-progress-notify-interval`, 10 minutes), which is how often a quiet
+// watch learns that it has missed nothing.
 
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
