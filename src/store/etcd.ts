@@ -221,9 +221,10 @@ function checkKey(key: string): void {
 
 function toCompare(c: Compare): ICompare {
   checkKey(c.key);
-  if ('modRevision' in c) {
-    // A missing key compares as modRevision 0 in etcd, which is the Store's "absent".
-    return { key: bytes(c.key), target: 'Mod', result: 'Equal', mod_revision: c.modRevision };
+  // A missing key compares as revision 0 in etcd, which is the Store's "absent".
+  if ('modRevision' in c) return { key: bytes(c.key), target: 'Mod', result: 'Equal', mod_revision: c.modRevision };
+  if ('createRevision' in c) {
+    return { key: bytes(c.key), target: 'Create', result: 'Equal', create_revision: c.createRevision };
   }
   return { key: bytes(c.key), target: 'Value', result: 'Equal', value: bytes(c.value) };
 }
