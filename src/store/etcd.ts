@@ -564,6 +564,8 @@ class EtcdStore implements Store {
     const started = Date.now();
     const deadline = started + this.callTimeoutMs;
     let delay = RETRY_DELAY_MS;
+    // The error worth reporting: "circuit open" only says an earlier attempt failed, not why.
+    let telling: Error | null = null;
     for (;;) {
       const now = Date.now();
       // A repeatable call gives each attempt half the budget, so one member that stalls cannot use it all.
@@ -574,18 +576,19 @@ class EtcdStore implements Store {
       } catch (raw) {
         err = asError(raw);
       }
+      if (!isBrokenCircuitError(err) || !telling) telling = err;
       if (this.closed) throw new StoreError(`${this.where}: ${what} failed: the store was closed`, { cause: err });
       const retry = repeat === 'repeatable' ? isTransient(err) : changedNothing(err);
-      if (!retry || Date.now() + delay >= deadline) throw this.failure(what, repeat, err, started);
+      if (!retry || Date.now() + delay >= deadline) throw this.failure(what, repeat, err, telling, started);
       await sleep(delay);
       delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
     }
   }
 
-  private failure(what: string, repeat: Repeat, err: Error, started: number): StoreError {
+  private failure(what: string, repeat: Repeat, err: Error, telling: Error, started: number): StoreError {
     const elapsed = Date.now() - started;
     // gRPC's messages end in an empty "Resolution note: " when name resolution had nothing to add.
-    const detail = err.message.replace(/^\w*Error: /, '').replace(/\.? Resolution note: ?$/, '');
+    const detail = telling.message.replace(/^\w*Error: /, '').replace(/\.? Resolution note: ?$/, '');
     if (err instanceof EtcdLeaseInvalidError) {
       return new StoreError(`${this.where}: ${what} failed: lease not found (expired or revoked)`, { cause: err });
     }
