@@ -4,6 +4,7 @@
 
 import type { Store, Watch } from '../store/store.js';
 import { keys, type EventRecord } from '../store/schema.js';
+import { applyInChunks, deleteKeys } from '../store/batch.js';
 
 /** A local subscriber. */
 export type EventListener = (event: EventRecord) => void;
@@ -19,6 +20,7 @@ export class EventBus {
   private watch: Watch | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private seq = 0;
+  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -27,21 +29,37 @@ export class EventBus {
 
   /** Begin delivering events published from now on by any member. */
   async start(): Promise<void> {
-    const { revision } = await this.store.range(keys.events());
-    this.watch = this.store.watch(keys.events(), revision, (events) => {
-      for (const e of events) {
-        if (e.type !== 'put') continue;
-        let record: EventRecord;
-        try {
-          record = JSON.parse(e.kv.value) as EventRecord;
-        } catch {
-          continue;
-        }
-        for (const l of this.listeners) l(record);
-      }
-    });
+    await this.follow();
     this.sweepTimer = setInterval(() => void this.sweep().catch(() => undefined), 10_000);
     this.sweepTimer.unref();
+  }
+
+  /**
+   * Watch the events from now on. If the store lost the history the watch had to resume from (etcd compacted
+   * it while this member could not reach it), events of that gap are gone for good: follow again from now.
+   */
+  private async follow(): Promise<void> {
+    const { revision } = await this.store.range(keys.events());
+    this.watch = this.store.watch(
+      keys.events(),
+      revision,
+      (events) => {
+        for (const e of events) {
+          if (e.type !== 'put') continue;
+          let record: EventRecord;
+          try {
+            record = JSON.parse(e.kv.value) as EventRecord;
+          } catch {
+            continue;
+          }
+          for (const l of this.listeners) l(record);
+        }
+      },
+      () => {
+        if (this.stopped) return;
+        void this.follow().catch(() => setTimeout(() => void this.follow().catch(() => undefined), 1000).unref());
+      },
+    );
   }
 
   /** Publish an event to every member's subscribers. Batched: one store write per burst. */
@@ -68,6 +86,7 @@ export class EventBus {
 
   /** Stop watching and sweeping. */
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.drain();
     this.watch?.close();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
@@ -79,8 +98,8 @@ export class EventBus {
     try {
       if (batch.length > 0) {
         const now = Date.now();
-        await this.store.txn(
-          [],
+        await applyInChunks(
+          this.store,
           batch.map((e) => ({
             type: 'put' as const,
             key: keys.event(`${String(now).padStart(15, '0')}-${this.member}-${String(this.seq++).padStart(9, '0')}`),
@@ -103,6 +122,6 @@ export class EventBus {
       const id = kv.key.slice(keys.events().length);
       return id < cutoff && id.includes(`-${this.member}-`);
     });
-    if (old.length > 0) await this.store.txn([], old.map((kv) => ({ type: 'delete' as const, key: kv.key })));
+    await deleteKeys(this.store, old.map((kv) => kv.key));
   }
 }

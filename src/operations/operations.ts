@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import { keys, type OperationRecord, type OperationStatus } from '../store/schema.js';
+import { deleteKeys } from '../store/batch.js';
 import type { EventBus } from './events.js';
 import type { Logger } from '../util/log.js';
 
@@ -217,6 +218,7 @@ export class Operations {
     const first = await this.get(id);
     if (!first || isFinal(first.status)) return first;
     const kv = await this.store.get(keys.operation(id));
+    const from = kv?.modRevision ?? (await this.store.range(keys.operation(id))).revision;
     return new Promise((resolve) => {
       let latest: OperationRecord = first;
       const finish = (): void => {
@@ -225,12 +227,13 @@ export class Operations {
         signal?.removeEventListener('abort', finish);
         resolve(this.live.get(id)?.record ?? latest);
       };
-      const watch = this.store.watch(keys.operation(id), kv?.modRevision ?? 0, (events) => {
+      // A watch the store cannot resume (history compacted) ends the wait with what is known; the client asks again.
+      const watch = this.store.watch(keys.operation(id), from, (events) => {
         for (const e of events) {
           if (e.type === 'put') latest = JSON.parse(e.kv.value) as OperationRecord;
         }
         if (isFinal(latest.status)) finish();
-      });
+      }, finish);
       const timer = setTimeout(finish, timeoutMs);
       signal?.addEventListener('abort', finish);
     });
@@ -281,7 +284,7 @@ export class Operations {
       // Store-driven operations may outlive the member named as their location; any member sweeps them.
       return (op.location === this.member || op.kind !== undefined) && isFinal(op.status) && Date.parse(op.updatedAt) < cutoff;
     });
-    if (old.length > 0) await this.store.txn([], old.map((kv) => ({ type: 'delete' as const, key: kv.key })));
+    await deleteKeys(this.store, old.map((kv) => kv.key));
   }
 }
 

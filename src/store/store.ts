@@ -81,9 +81,17 @@ export interface Store {
   revokeLease(lease: string): Promise<void>;
   /**
    * Call `onEvents` with every change to keys under `prefix` after revision `fromRevision` (exclusive),
-   * in revision order. Events of one transaction arrive in one call.
+   * in revision order. Events of one transaction arrive in one call. A watch outlives connection
+   * losses (it resumes where it was); if it cannot go on exactly (etcd compacted the history it must
+   * resume from) it closes and calls `onError`, or, without one, raises the StoreError as uncaught,
+   * since silently missing changes would be worse. The SQLite backend never calls `onError`.
    */
-  watch(prefix: string, fromRevision: number, onEvents: (events: WatchEvent[]) => void): Watch;
+  watch(
+    prefix: string,
+    fromRevision: number,
+    onEvents: (events: WatchEvent[]) => void,
+    onError?: (err: StoreError) => void,
+  ): Watch;
   /** Release connections and timers. */
   close(): Promise<void>;
 }

@@ -134,12 +134,7 @@ describe('openStore', () => {
     }
   });
 
-  it('refuses etcd for now and unknown schemes by name', async () => {
-    await assert.rejects(openStore('etcd://127.0.0.1:2379'), (e: unknown) => {
-      assert.ok(e instanceof StoreError);
-      assert.match(e.message, /etcd backend comes in a later issue/);
-      return true;
-    });
+  it('refuses unknown schemes by name', async () => {
     await assert.rejects(openStore('redis://localhost'), (e: unknown) => {
       assert.ok(e instanceof StoreError);
       assert.match(e.message, /redis:\/\/localhost/);
