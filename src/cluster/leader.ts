@@ -84,7 +84,7 @@ export class LeaderElection {
           await this.lead(lease, r.revision, ttl);
         } else {
           await store.revokeLease(lease).catch(() => undefined);
-          if (!this.stopped) await this.untilVacant(r.revision, ttl);
+          if (!this.stopped && !(await this.clearOwnStaleTerm())) await this.untilVacant(r.revision, ttl);
         }
       } catch (err) {
         if (this.stopped) break;
@@ -100,6 +100,7 @@ export class LeaderElection {
     const term = { member: this.o.member, fence: { key: this.o.key, createRevision }, signal: abort.signal, lease, abort };
     this.term = term;
     this.o.log.info({ term: createRevision }, 'this member now runs the drainer');
+    this.o.onTerm({ member: term.member, fence: term.fence, signal: term.signal });
     const ttlMs = ttl * 1000;
     // Give up a little before the lease can expire in the store, so two leaders never act at once.
     const margin = Math.min(1000, ttlMs / 4);
@@ -137,6 +138,21 @@ export class LeaderElection {
     if (!term || term.abort.signal.aborted) return;
     this.o.log.info({ term: term.fence.createRevision, reason }, 'this member no longer runs the drainer');
     term.abort.abort(new Error(reason));
+  }
+
+  /**
+   * A term this member held in an earlier process (it crashed and restarted) would block the election until
+   * its lease runs out; that process is gone, so end the term now. Deleting the key changes the term (the
+   * next one has another createRevision), so even a process that were somehow still alive would be fenced.
+   */
+  private async clearOwnStaleTerm(): Promise<boolean> {
+    const kv = await this.o.store.get(this.o.key);
+    if (!kv) return true;
+    const holder = JSON.parse(kv.value) as LeaderRecord;
+    if (holder.member !== this.o.member || holder.pid === process.pid) return false;
+    const r = await this.o.store.txn([{ key: this.o.key, modRevision: kv.modRevision }], [{ type: 'delete', key: this.o.key }]);
+    if (r.succeeded) this.o.log.info({ term: kv.createRevision }, 'ended the drainer term of this member\'s previous process');
+    return true;
   }
 
   /** Wait until the key is gone (watched), or a TTL passes (in case a watch event is missed). */

@@ -15,9 +15,9 @@ import type { RequestPorts } from '../evacuation/requests.js';
 import type { ClusterSnapshot } from '../placement/index.js';
 
 /** A snapshot to plan on: the cluster plus the reservations of every active run but `exceptRun`. */
-async function planningSnapshot(m: Member, exceptRun: string | null): Promise<ClusterSnapshot> {
+async function planningSnapshot(m: Member, planned: { run: string | null; member: string | null }): Promise<ClusterSnapshot> {
   const [snapshot, { kvs }] = await Promise.all([readSnapshot(m), m.store.range(keys.evacuations())]);
-  return withReservations(snapshot, kvs.map((kv) => JSON.parse(kv.value) as EvacuationRecord), exceptRun);
+  return withReservations(snapshot, kvs.map((kv) => JSON.parse(kv.value) as EvacuationRecord), planned);
 }
 
 /** Turn what a call to another member threw into the drainer's classification. */
@@ -56,7 +56,7 @@ export function requestBook(m: Member): RequestBook {
       return kv ? (JSON.parse(kv.value) as OperationRecord) : null;
     },
     publishOperation(op) {
-      m.events.publish('operation', operationToApi(op));
+      m.events.publish('operation', operationToApi(op), 'default', op.location);
     },
   };
 }
@@ -67,7 +67,7 @@ export function clusterPorts(m: Member): ClusterPorts {
   return {
     self: m.name,
     log: m.log,
-    snapshot: (exceptRun) => planningSnapshot(m, exceptRun),
+    snapshot: (planned) => planningSnapshot(m, planned),
     async members(): Promise<MemberInfo[]> {
       return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status, address: v.record.address }));
     },
@@ -153,8 +153,8 @@ export function clusterPorts(m: Member): ClusterPorts {
         return false;
       }
     },
-    lifecycle(action, source) {
-      m.events.lifecycle(action, source);
+    lifecycle(action, source, location) {
+      m.events.lifecycle(action, source, {}, 'default', location);
     },
   };
 }
@@ -163,7 +163,7 @@ export function clusterPorts(m: Member): ClusterPorts {
 export function requestPorts(m: Member): RequestPorts {
   const book = requestBook(m);
   return {
-    snapshot: () => planningSnapshot(m, null),
+    snapshot: (member) => planningSnapshot(m, { run: null, member }),
     async member(name) {
       const view = await m.cluster.member(name);
       return { state: view.record.state, status: view.status, modRevision: view.modRevision };

@@ -108,7 +108,8 @@ async function moveUnitOut(ports: ClusterPorts, plan: EvacuationPlan, unit: Plan
       evacuation: o.runId,
     };
     try {
-      await withHolder(ports, plan.member, o, () => ports.move(plan.member, order, o.fence, signal, reporter(progress, unit, () => `to "${to}"`, precopy)));
+      const away = async (): Promise<boolean> => (await Promise.all(unit.map((p) => ports.location(p.project, p.name)))).every((l) => l !== null && l !== plan.member);
+      await withHolder(ports, plan.member, o, () => ports.move(plan.member, order, o.fence, signal, reporter(progress, unit, () => `to "${to}"`, precopy)), undefined, away);
       return;
     } catch (err) {
       if (!(err instanceof PortError && err.failure === 'target-unavailable') || signal.aborted || tried.length >= maxReplacements) throw err;
@@ -166,7 +167,9 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
         honourLastState: true,
         evacuation: o.runId,
       };
-      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, false)));
+      // The member being restored may itself restart meanwhile: its being unreachable is retried too.
+      const home = async (): Promise<boolean> => (await Promise.all(unit.map((u) => ports.location(u.project, u.name)))).every((l) => l === plan.member);
+      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, false)), plan.member, home);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {
@@ -204,22 +207,33 @@ function reporter<U extends { project: string; name: string; running: boolean }>
 
 /**
  * Run `action` on `holder`, retrying while the holder is unreachable (until `unreachableMs` passes or it is
- * Offline) or busy with an earlier move (until that move's journal clears).
+ * Offline) or busy with an earlier move (until that move's journal clears, within the same time). With
+ * `fixedTarget`, a target that is unavailable for a moment (restarting) is waited for in the same way, since
+ * the move has nowhere else to go.
  */
-async function withHolder(ports: ClusterPorts, holder: string, o: ExecuteOptions, action: () => Promise<void>): Promise<void> {
+async function withHolder(
+  ports: ClusterPorts,
+  holder: string,
+  o: ExecuteOptions,
+  action: () => Promise<void>,
+  fixedTarget?: string,
+  alreadyDone?: () => Promise<boolean>,
+): Promise<void> {
   const deadline = Date.now() + o.unreachableMs;
   let delayMs = 200;
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     try {
+      // A move an earlier term ordered may have committed while this one waited: nothing left to do then.
+      if (attempt > 0 && alreadyDone && (await alreadyDone())) return;
       await action();
       return;
     } catch (err) {
-      if (o.signal.aborted || !(err instanceof PortError) || (err.failure !== 'unreachable' && err.failure !== 'busy')) throw err;
-      if (err.failure === 'unreachable') {
-        const info = (await ports.members()).find((x) => x.name === holder);
-        if (!info || info.status === 'Offline' || Date.now() > deadline) {
-          throw new PortError('failed', `member "${holder}" holding it is offline or unreachable: ${err.message}`);
-        }
+      if (o.signal.aborted || !(err instanceof PortError)) throw err;
+      const waitFor = err.failure === 'unreachable' || err.failure === 'busy' ? holder : err.failure === 'target-unavailable' && fixedTarget ? fixedTarget : null;
+      if (waitFor === null) throw err;
+      const info = (await ports.members()).find((x) => x.name === waitFor);
+      if (!info || info.status === 'Offline' || Date.now() > deadline) {
+        throw new PortError('failed', err.failure === 'busy' ? err.message : `member "${waitFor}" is offline or unreachable: ${err.message}`);
       }
       await sleep(delayMs, o.signal);
       delayMs = Math.min(2000, delayMs * 2);
@@ -229,7 +243,7 @@ async function withHolder(ports: ClusterPorts, holder: string, o: ExecuteOptions
 
 /** A new target for an instance from a fresh snapshot, avoiding members that already failed it. */
 async function placeAgain(ports: ClusterPorts, plan: EvacuationPlan, p: PlannedInstance, avoid: string[], runId: string): Promise<string> {
-  const snapshot = await ports.snapshot(runId);
+  const snapshot = await ports.snapshot({ run: runId, member: plan.member });
   snapshot.members = snapshot.members.filter((x) => !avoid.includes(x.name));
   const again = planEvacuation(snapshot, plan.member, { mode: plan.mode });
   const entry = again.instances.find((x) => x.project === p.project && x.name === p.name);

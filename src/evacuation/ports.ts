@@ -85,8 +85,11 @@ export interface ClusterPorts {
   /** The member the drainer runs on (for logs). */
   readonly self: string;
   readonly log: Logger;
-  /** A snapshot to plan on: the cluster as it is plus the moves of other running runs (`except` this one). */
-  snapshot(except: string | null): Promise<ClusterSnapshot>;
+  /**
+   * A snapshot to plan `member`'s run on: the cluster as it is plus the moves other active runs have planned
+   * (counted as load where they go).
+   */
+  snapshot(planned: { run: string; member: string }): Promise<ClusterSnapshot>;
   members(): Promise<MemberInfo[]>;
   /** Change a member's stored state if it is one of `from`, under the fence. False if it was not. */
   transition(member: string, from: StoredMemberState[], to: StoredMemberState, fence: Fence): Promise<boolean>;
@@ -108,6 +111,6 @@ export interface ClusterPorts {
   settleJournals(journals: MoveJournal[], fence: Fence): Promise<void>;
   /** Whether instances of a driver type can pre-copy (copy while running, then stop and send the changes). */
   canPrecopy(type: string): boolean;
-  /** Emit a lifecycle event (`cluster-member-evacuated`, ...). */
-  lifecycle(action: string, source: string): void;
+  /** Emit a lifecycle event (`cluster-member-evacuated`, ...) as happening on `location` (the member it is about). */
+  lifecycle(action: string, source: string, location: string): void;
 }

@@ -21,8 +21,8 @@ const requestSchema = z.object({
 
 /** What the request handler needs, and nothing more. */
 export interface RequestPorts {
-  /** A snapshot to plan on (with the reservations of running runs). */
-  snapshot(): Promise<ClusterSnapshot>;
+  /** A snapshot to plan `member` on (with the reservations of active runs). */
+  snapshot(member: string): Promise<ClusterSnapshot>;
   /** A member's stored state and derived status, with the record's revision. */
   member(name: string): Promise<{ state: StoredMemberState; status: MemberStatus; modRevision: number }>;
   /** `cluster.evacuation_parallelism`. */
@@ -82,7 +82,7 @@ export async function requestStateChange(
   if (view.status === 'Offline') throw errors.badRequest(`Cannot ${req.action} offline cluster member`);
 
   if (req.dry_run === true) {
-    const snapshot = await ports.snapshot();
+    const snapshot = await ports.snapshot(member);
     if (evacuate) return { sync: planToApi(planEvacuation(snapshot, member, { mode })) };
     const plan = planRestore(snapshot, member);
     return { sync: { member, mode, start: plan.start, moves: plan.moves.map((x) => ({ name: x.name, project: x.project, from: x.from, bytes: x.bytes })) } };
@@ -97,7 +97,7 @@ export async function requestStateChange(
     let reservations: EvacuationRecord['reservations'] = [];
     if (evacuate) {
       if (state.state === 'Restoring') throw busy(member);
-      const plan = planEvacuation(await ports.snapshot(), member, { mode });
+      const plan = planEvacuation(await ports.snapshot(member), member, { mode });
       if (plan.refusals.length > 0) throw errors.badRequest(refusalMessage(member, plan));
       if (state.state === 'Evacuated' && !planHasWork(plan)) throw errors.badRequest('Cluster member is already evacuated');
       reservations = plan.instances
@@ -137,6 +137,14 @@ function newRecord(member: string, action: 'evacuate' | 'restore', mode: string,
   };
 }
 
+/** The progress of a run no drainer has picked up yet. */
+function pendingProgress(record: EvacuationRecord): EvacuationProgress {
+  return {
+    action: record.action, member: record.member, status: 'pending', startedAt: record.startedAt, total: 0, done: 0, failed: 0,
+    bytesTotal: 0, bytesDone: 0, rate: 0, etaSeconds: null, instances: {}, partial: true,
+  };
+}
+
 /** The operation of a run, as LXD shows an evacuation (`location`: the member evacuated or restored). */
 function newOperation(record: EvacuationRecord): OperationRecord {
   const now = new Date().toISOString();
@@ -148,7 +156,7 @@ function newOperation(record: EvacuationRecord): OperationRecord {
     updatedAt: now,
     status: 'Running',
     resources: { cluster: [`/1.0/cluster/members/${record.member}`] },
-    metadata: { evacuation_progress: '' },
+    metadata: { evacuation_progress: '', roost_evacuation: pendingProgress(record) },
     mayCancel: true,
     err: '',
     location: record.member,

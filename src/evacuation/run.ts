@@ -118,7 +118,7 @@ export class Run {
   }
 
   private async restore(): Promise<void> {
-    const snapshot = await this.ports.snapshot(this.id);
+    const snapshot = await this.ports.snapshot({ run: this.id, member: this.member });
     const plan = planRestore(snapshot, this.member);
     await executeRestore(this.ports, plan, this.executeOptions(new Map()));
   }
@@ -129,7 +129,7 @@ export class Run {
    */
   private async plan(skip: Set<string> = new Set()): Promise<{ plan: EvacuationPlan; types: Map<string, string> }> {
     return this.options.planning(async () => {
-      const snapshot = await this.ports.snapshot(this.id);
+      const snapshot = await this.ports.snapshot({ run: this.id, member: this.member });
       const plan = planEvacuation(snapshot, this.member, { mode: this.record.mode });
       const types = new Map(snapshot.instances.map((i) => [instanceKey(i.project, i.name), i.type]));
       for (const r of plan.refusals) {
@@ -164,11 +164,11 @@ export class Run {
     const fence = this.term.fence;
     if (this.record.action === 'evacuate') {
       await ports.transition(this.member, ['Evacuating'], 'Evacuated', fence).catch(() => false);
-      if (outcome === 'done') ports.lifecycle('cluster-member-evacuated', `/1.0/cluster/members/${this.member}`);
+      if (outcome === 'done') ports.lifecycle('cluster-member-evacuated', `/1.0/cluster/members/${this.member}`, this.member);
     } else {
       const ok = outcome === 'done';
       await ports.transition(this.member, ['Restoring'], ok ? 'Online' : 'Evacuated', fence).catch(() => false);
-      if (ok) ports.lifecycle('cluster-member-restored', `/1.0/cluster/members/${this.member}`);
+      if (ok) ports.lifecycle('cluster-member-restored', `/1.0/cluster/members/${this.member}`, this.member);
     }
     this.tracker.finish(outcome);
     this.record.status = outcome;
@@ -178,7 +178,6 @@ export class Run {
     if (this.op) {
       this.op.status = outcome === 'done' ? 'Success' : outcome === 'cancelled' ? 'Cancelled' : 'Failure';
       this.op.err = outcome === 'failed' ? message : '';
-      this.op.mayCancel = false;
     }
     await this.persist(true);
   }
