@@ -114,6 +114,27 @@ export class PeerClient {
     return { status: res.statusCode, headers: flat, body: parsed };
   }
 
+  /**
+   * Send one request and hand back the answer's body unread, whatever its status: a client's request
+   * relayed as it is (file transfers), the answer relayed the same way.
+   */
+  async relay(
+    address: string,
+    method: Dispatcher.HttpMethod,
+    path: string,
+    options: { headers: Record<string, string>; body?: Readable },
+  ): Promise<{ status: number; headers: Record<string, string>; body: Readable }> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`https://${address}${path}`, { method, headers: options.headers, body: options.body, dispatcher: this.agent, bodyTimeout: 0 });
+    } catch (err) {
+      throw new PeerUnreachableError(address, err);
+    }
+    const flat: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+    return { status: res.statusCode, headers: flat, body: res.body };
+  }
+
   /** Like request, but a non-2xx answer throws with the peer's error text. Returns the envelope's metadata. */
   async call(address: string, method: Dispatcher.HttpMethod, path: string, options: PeerRequestOptions = {}): Promise<unknown> {
     const res = await this.request(address, method, path, options);
