@@ -81,7 +81,13 @@ export function lxcTerminal(c: TestCluster, member: string, args: string[], size
     },
     type: (text) => term.write(text),
     resize: (cols, rows) => term.resize(cols, rows),
-    waitFor: (pattern) => waitFor(`the terminal shows ${pattern} (it shows ${JSON.stringify(output.slice(-300))})`, () => pattern.test(output)),
+    async waitFor(pattern) {
+      try {
+        await waitFor(`the terminal shows ${pattern}`, () => pattern.test(output));
+      } catch (err) {
+        throw new Error(`${err instanceof Error ? err.message : String(err)}; it shows ${JSON.stringify(output.slice(-300))}`);
+      }
+    },
     async exit() {
       const timer = setTimeout(() => term.kill('SIGKILL'), 20_000);
       try {
