@@ -186,6 +186,21 @@ describe('lxc exec and lxc file with a process instance', () => {
     await assert.rejects(lstat(path.join('/etc', marker)), { code: 'ENOENT' }, 'nothing was written on the host');
   });
 
+  it('files under an attached custom volume are the volume\'s', async (t: TestContext) => {
+    if (!requireCommand(t, 'lxc', installHint)) return;
+    const c = cluster();
+    await c.client('m02').request('POST', '/1.0/storage-pools/default/volumes/custom?target=m02', { name: 'vol1' });
+    await c.launch('withvol', { target: 'm02', devices: { data: { type: 'disk', pool: 'default', source: 'vol1', path: '/mnt/data' } } });
+    const source = path.join(tmp, 'in-volume.txt');
+    await writeFile(source, 'kept in the volume\n');
+    await lxcOk(c, 'm01', ['file', 'push', source, 'withvol/mnt/data/in-volume.txt']);
+    assert.equal(await readFile(path.join(c.volumeDir('m02', 'vol1'), 'in-volume.txt'), 'utf8'), 'kept in the volume\n');
+    const listing = await lxc(c, 'm01', ['file', 'pull', 'withvol/mnt/data', path.join(tmp, 'not-recursive')]);
+    assert.match(listing.stderr, /Can't pull a directory without --recursive/, 'the mount point is a directory');
+    await lxcOk(c, 'm01', ['file', 'pull', 'withvol/mnt/data/in-volume.txt', path.join(tmp, 'from-volume.txt')]);
+    assert.equal(await readFile(path.join(tmp, 'from-volume.txt'), 'utf8'), 'kept in the volume\n');
+  });
+
   it('lxc file delete removes a file', async (t: TestContext) => {
     if (!requireCommand(t, 'lxc', installHint)) return;
     const file = path.join(cluster().instanceDir('m02', 'p1'), 'doomed.txt');
