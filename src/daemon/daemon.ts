@@ -27,6 +27,7 @@ import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
 import { EvacuationService } from '../evacuation/service.js';
 import { ImageService } from '../images/service.js';
+import { ExecSessions } from '../api/exec-session.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -77,6 +78,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
       events, operations, instances, volumes, pool, migrator,
       images: new ImageService(store, options.name, dir, internal, cluster, events),
+      execSessions: new ExecSessions(),
     };
     // Leftovers of moves and creations a crash interrupted, before anything can start new ones here.
     await migrator.sweepAtBoot().catch((err: unknown) => log.error({ err }, 'could not sweep leftover volume copies'));
