@@ -2,6 +2,7 @@
 // that owns an object.
 
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { errors } from '../errors/index.js';
 import type { Router } from './server.js';
@@ -65,6 +66,31 @@ export async function forwardTo(router: Router, req: FastifyRequest, reply: Fast
     timeoutMs: 600_000,
   });
   for (const h of ['location', 'etag']) if (res.headers[h]) void reply.header(h, res.headers[h]);
+  void reply.code(res.status).send(res.body);
+  return true;
+}
+
+/**
+ * Like forwardTo, for requests whose bodies are raw bytes both ways (file transfers): the request body and
+ * the headers named in `headers` go to the owner as they are, and its answer (status, those headers,
+ * body) comes back as a stream.
+ */
+export async function forwardRaw(router: Router, req: FastifyRequest, reply: FastifyReply, owner: string, headers: string[]): Promise<boolean> {
+  const { member } = router;
+  if (owner === member.name) return false;
+  if (req.headers[forwardedHeader]) {
+    throw errors.conflict(`Request reached member "${member.name}" but "${owner}" owns it now; try again`);
+  }
+  const view = await member.cluster.member(owner);
+  if (view.status === 'Offline') throw errors.memberOffline(owner);
+  const sent: Record<string, string> = { [forwardedHeader]: member.name };
+  for (const h of headers) {
+    const v = req.headers[h];
+    if (typeof v === 'string') sent[h] = v;
+  }
+  const body = req.body && typeof req.body === 'object' && 'pipe' in req.body ? (req.body as Readable) : undefined;
+  const res = await member.peers.relay(view.record.address, req.method as 'GET', req.url, { headers: sent, body });
+  for (const h of headers) if (res.headers[h] !== undefined) void reply.header(h, res.headers[h]);
   void reply.code(res.status).send(res.body);
   return true;
 }

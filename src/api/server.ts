@@ -1,7 +1,7 @@
 // The API server of one member: the same routes on the unix socket (trusted local clients, like
 // LXD's) and on HTTPS (members, authenticated by the cluster certificate with mutual TLS).
 
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods, type RouteShorthandOptions } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Readable } from 'node:stream';
 import { ApiError, errorBody, errors } from '../errors/index.js';
@@ -16,6 +16,7 @@ import { registerOperationRoutes } from './routes/operations.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerInternalRoutes } from './routes/internal.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerFileRoutes } from './routes/files.js';
 
 /** Where a request came from. */
 export type Origin = 'unix' | 'peer';
@@ -33,12 +34,12 @@ export class Router {
     readonly origin: Origin,
   ) {}
 
-  /** Add a route. */
-  on(method: HTTPMethods, url: string, handler: Handler): void {
+  /** Add a route (`options`: route hooks, e.g. to take a body raw). */
+  on(method: HTTPMethods, url: string, handler: Handler, options: RouteShorthandOptions = {}): void {
     const set = this.methods.get(url) ?? new Set<string>();
     set.add(method);
     this.methods.set(url, set);
-    this.app.route({ method, url, handler });
+    this.app.route({ ...options, method, url, handler });
   }
 
   /** Add 405 answers for the methods each path lacks. */
@@ -77,7 +78,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
       done(errors.badRequest('Invalid JSON in request body'), undefined);
     }
   });
-  // Volume streams between members arrive raw.
+  // Volume streams between members, and file pushes, arrive raw.
   app.addContentTypeParser('application/octet-stream', (_req, payload: Readable, done) => done(null, payload));
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
@@ -95,6 +96,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerServerRoutes(router);
   registerClusterRoutes(router);
   registerInstanceRoutes(router);
+  registerFileRoutes(router);
   registerStorageRoutes(router);
   registerImageRoutes(router);
   registerOperationRoutes(router);

@@ -363,6 +363,40 @@ export class RoostClient {
     }
   }
 
+  /**
+   * Send a request that creates an operation and return its first answer at once, with `finished` to
+   * follow it to the end (the events socket opens first, as in runAsync). Used when the client must act
+   * while the operation runs (exec connects its websockets). `finished` must be called to release it.
+   */
+  async beginAsync(method: string, path: string, body?: unknown): Promise<{ response: ApiResponse; finished: () => Promise<Operation | null> }> {
+    const follower = await this.openFollower();
+    let response: ApiResponse;
+    try {
+      response = await this.request(method, path, body);
+    } catch (err) {
+      follower.close();
+      throw err;
+    }
+    const finished = async (): Promise<Operation | null> => {
+      try {
+        return response.type === 'async' ? await follower.follow(operationId(response.operation)) : null;
+      } finally {
+        follower.close();
+      }
+    };
+    return { response, finished };
+  }
+
+  /** Connect one websocket of an operation (an exec channel), resolving once it is open. */
+  operationWebsocket(id: string, secret: string): Promise<WebSocket> {
+    const ws = new WebSocket(`ws+unix://${this.socketPath}:/1.0/operations/${encodeURIComponent(id)}/websocket?secret=${encodeURIComponent(secret)}`);
+    return new Promise<WebSocket>((resolve, reject) => {
+      ws.once('open', () => resolve(ws));
+      // Kept for the socket's life: an error after the open is followed by 'close', which callers watch.
+      ws.on('error', (err) => reject(this.connectionError(err)));
+    });
+  }
+
   /** Follow an existing operation (URL or id) to the end; Failure or Cancelled throws ApiClientError. */
   async waitOperation(operationUrl: string, onUpdate?: OperationListener): Promise<Operation> {
     const follower = await this.openFollower();

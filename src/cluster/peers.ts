@@ -1,7 +1,9 @@
 // Member-to-member HTTPS with mutual TLS on the cluster certificate: request forwarding and data streams.
 
 import type { Readable } from 'node:stream';
+import type { ConnectionOptions } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
+import WebSocket from 'ws';
 import type { ClusterCertificateRecord } from '../store/schema.js';
 import { fingerprintOf } from './certificate.js';
 
@@ -33,23 +35,48 @@ export class PeerUnreachableError extends Error {
 /** The HTTPS client members use to talk to each other. */
 export class PeerClient {
   private readonly agent: Agent;
+  private readonly tls: ConnectionOptions;
 
   constructor(cert: ClusterCertificateRecord) {
-    this.agent = new Agent({
-      connect: {
-        cert: cert.cert,
-        key: cert.key,
-        ca: cert.cert,
-        servername: 'roost',
-        // Members are pinned by the shared certificate, not by host names (members may move addresses).
-        checkServerIdentity: (_host, peer) =>
-          fingerprintOf(`-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64')}\n-----END CERTIFICATE-----`) ===
-          cert.fingerprint
-            ? undefined
-            : new Error('peer does not present the cluster certificate'),
-      },
-      keepAliveTimeout: 10_000,
-      connections: 64,
+    this.tls = {
+      cert: cert.cert,
+      key: cert.key,
+      ca: cert.cert,
+      servername: 'roost',
+      // Members are pinned by the shared certificate, not by host names (members may move addresses).
+      checkServerIdentity: (_host, peer) =>
+        fingerprintOf(`-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64')}\n-----END CERTIFICATE-----`) ===
+        cert.fingerprint
+          ? undefined
+          : new Error('peer does not present the cluster certificate'),
+    };
+    this.agent = new Agent({ connect: this.tls, keepAliveTimeout: 10_000, connections: 64 });
+  }
+
+  /**
+   * Open a websocket on the member at `address` (an exec channel relayed for a client of this member).
+   * A refused upgrade throws PeerError with the peer's status and error text.
+   */
+  websocket(address: string, path: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+    const ws = new WebSocket(`wss://${address}${path}`, { ...this.tls, headers, handshakeTimeout: 10_000, maxPayload: 16 * 1024 * 1024 });
+    return new Promise((resolve, reject) => {
+      ws.on('error', (err) => reject(new PeerUnreachableError(address, err)));
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (req, res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => {
+          let message = `HTTP ${res.statusCode ?? 0} from ${address}`;
+          try {
+            message = errorText(JSON.parse(text) as unknown) ?? message;
+          } catch {
+            // not JSON: keep the status line
+          }
+          reject(new PeerError(res.statusCode ?? 502, message));
+          req.destroy();
+        });
+      });
     });
   }
 
@@ -85,6 +112,27 @@ export class PeerClient {
     let parsed: unknown = text;
     if ((flat['content-type'] ?? '').includes('json') && text !== '') parsed = JSON.parse(text) as unknown;
     return { status: res.statusCode, headers: flat, body: parsed };
+  }
+
+  /**
+   * Send one request and hand back the answer's body unread, whatever its status: a client's request
+   * relayed as it is (file transfers), the answer relayed the same way.
+   */
+  async relay(
+    address: string,
+    method: Dispatcher.HttpMethod,
+    path: string,
+    options: { headers: Record<string, string>; body?: Readable },
+  ): Promise<{ status: number; headers: Record<string, string>; body: Readable }> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`https://${address}${path}`, { method, headers: options.headers, body: options.body, dispatcher: this.agent, bodyTimeout: 0 });
+    } catch (err) {
+      throw new PeerUnreachableError(address, err);
+    }
+    const flat: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+    return { status: res.statusCode, headers: flat, body: res.body };
   }
 
   /** Like request, but a non-2xx answer throws with the peer's error text. Returns the envelope's metadata. */

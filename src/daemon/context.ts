@@ -13,6 +13,7 @@ import type { VolumeService } from '../storage/volumes.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { Migrator } from '../migration/move.js';
 import type { ImageService } from '../images/service.js';
+import type { ExecSessions } from '../api/exec-session.js';
 
 /** One running member. */
 export interface Member {
@@ -36,4 +37,6 @@ export interface Member {
   pool: StorageDriver;
   migrator: Migrator;
   images: ImageService;
+  /** The websockets of this member's running exec operations. */
+  execSessions: ExecSessions;
 }

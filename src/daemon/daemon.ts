@@ -29,6 +29,7 @@ import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
 import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { ImageService } from '../images/service.js';
+import { ExecSessions } from '../api/exec-session.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -82,6 +83,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
       events, operations, instances, volumes, pool, migrator,
       images: new ImageService(store, options.name, dir, internal, cluster, events),
+      execSessions: new ExecSessions(),
     };
     // Leftovers of moves and creations a crash interrupted, before anything can start new ones here.
     await migrator.sweepAtBoot().catch((err: unknown) => log.error({ err }, 'could not sweep leftover volume copies'));

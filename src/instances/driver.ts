@@ -49,21 +49,37 @@ export interface StopOptions {
   force: boolean;
 }
 
-/** What a command run inside an instance produced. */
-export interface ExecResult {
-  code: number;
-  stdout: Buffer;
-  stderr: Buffer;
-}
-
 /** Options of a command run inside an instance. */
 export interface ExecOptions {
-  /** Extra environment variables. */
+  /** Extra environment variables (over the instance's `environment.*` keys). */
   environment?: Record<string, string>;
   /** Working directory inside the instance (default: its root / home). */
   cwd?: string;
-  /** Kill the command after this many seconds (default 600). */
-  timeoutSeconds?: number;
+}
+
+/**
+ * How the daemon runs a command inside an instance: the host program it starts for it (the command
+ * itself for a process instance, `lxc-attach` for a container), with the program's own environment and
+ * working directory on the host.
+ */
+export interface ExecInvocation {
+  file: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  /**
+   * The process that signals from the client are meant for, given the pid of `file`: the command
+   * itself, which for a container is a descendant of `lxc-attach`. Default: `file`'s own process.
+   */
+  signalTarget?(pid: number): Promise<number>;
+}
+
+/** Where an instance's files are, seen from the host (file push and pull). */
+export interface FilesRoot {
+  /** The host directory that is the instance's `/`. */
+  root: string;
+  /** Directories that appear at a path inside the instance without being below `root` there. */
+  mounts: { path: string; source: string }[];
 }
 
 /** An instance driver. Instances must outlive the daemon: start detaches them, state re-adopts them. */
@@ -80,8 +96,10 @@ export interface InstanceDriver {
   state(spec: InstanceSpec): Promise<InstanceRuntimeState>;
   /** Remove driver state (the instance is stopped; volumes are removed by storage). */
   delete(spec: InstanceSpec): Promise<void>;
-  /** Run a command inside the running instance and collect its output (LXD's record-output exec). */
-  exec?(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecResult>;
+  /** How to run `command` inside the running instance (exec with or without a terminal). */
+  execInvocation(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecInvocation>;
+  /** Where the instance's files are right now (a running container's root is seen through its init). */
+  filesRoot(spec: InstanceSpec): Promise<FilesRoot>;
 }
 
 /** Thrown by drivers with a message meant for the user. */

@@ -4,10 +4,13 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Store, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
-import type { ExecOptions, InstanceDriver, InstanceRuntimeState, InstanceSpec } from './driver.js';
+import { DriverError, type ExecInvocation, type ExecOptions, type FilesRoot, type InstanceDriver, type InstanceRuntimeState, type InstanceSpec } from './driver.js';
+import { startExec } from './exec.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
@@ -409,19 +412,48 @@ export class InstanceService {
     await rm(join(this.runtimeDir(record.project, record.name), file), { force: true });
   }
 
-  /** Run a command in a running instance held here; its output is recorded as two log files. */
-  async exec(project: string, name: string, command: string[], options: ExecOptions): Promise<{ code: number; stdout: string; stderr: string }> {
-    const { record } = await this.load(project, name);
+  /** How to run a command in a running instance held here; a driver's refusal (a missing cwd) is a 400. */
+  async execInvocation(record: InstanceRecord, command: string[], options: ExecOptions): Promise<ExecInvocation> {
     this.assertLocal(record);
-    const driver = this.driver(record.type);
-    if (!driver.exec) throw errors.badRequest(`Instance type "${record.type}" does not support exec`);
-    const result = await driver.exec(this.spec(record), command, options);
+    try {
+      return await this.driver(record.type).execInvocation(this.spec(record), command, options);
+    } catch (err) {
+      if (err instanceof DriverError) throw errors.badRequest(err.message);
+      throw err;
+    }
+  }
+
+  /**
+   * Run a command in a running instance held here with its output recorded as two log files (LXD's
+   * `record-output` exec); killed after `timeoutSeconds` (default 600).
+   */
+  async execRecorded(
+    record: InstanceRecord,
+    command: string[],
+    options: ExecOptions & { timeoutSeconds?: number },
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const invocation = await this.execInvocation(record, command, options);
     const id = randomUUID();
-    const dir = this.runtimeDir(project, name);
+    const dir = this.runtimeDir(record.project, record.name);
     await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, `exec_${id}.stdout`), result.stdout);
-    await writeFile(join(dir, `exec_${id}.stderr`), result.stderr);
-    return { code: result.code, stdout: `exec_${id}.stdout`, stderr: `exec_${id}.stderr` };
+    const proc = await startExec(invocation);
+    proc.stdin.end();
+    const timer = setTimeout(() => void proc.signal(9), (options.timeoutSeconds ?? 600) * 1000);
+    try {
+      await Promise.all([
+        pipeline(proc.stdout, createWriteStream(join(dir, `exec_${id}.stdout`), { mode: 0o600 })),
+        proc.stderr ? pipeline(proc.stderr, createWriteStream(join(dir, `exec_${id}.stderr`), { mode: 0o600 })) : undefined,
+      ]);
+      return { code: await proc.exited, stdout: `exec_${id}.stdout`, stderr: `exec_${id}.stderr` };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Where the files of an instance held here are (file push and pull). */
+  async filesRoot(record: InstanceRecord): Promise<FilesRoot> {
+    this.assertLocal(record);
+    return this.driver(record.type).filesRoot(this.spec(record));
   }
 
   private assertLocal(record: InstanceRecord): void {

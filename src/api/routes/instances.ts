@@ -16,6 +16,9 @@ import { placeNewInstance } from '../../placement/index.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { parseBytes } from '../../util/units.js';
 import type { Member } from '../../daemon/context.js';
+import type { RunContext } from '../../operations/operations.js';
+import { commandNotExecutable, commandNotFound, startExec } from '../../instances/exec.js';
+import { ExecSession } from '../exec-session.js';
 
 const statusCodes: Record<string, number> = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 };
 
@@ -47,11 +50,15 @@ const stateBody = z.object({
 
 const execBody = z.object({
   command: z.array(z.string()).min(1),
-  environment: z.record(z.string(), z.string()).optional(),
+  environment: z.record(z.string(), z.string()).nullish(),
   cwd: z.string().optional(),
   'wait-for-websocket': z.boolean().optional(),
   'record-output': z.boolean().optional(),
   interactive: z.boolean().optional(),
+  width: z.number().int().optional(),
+  height: z.number().int().optional(),
+  user: z.number().int().optional(),
+  group: z.number().int().optional(),
 }).passthrough();
 
 const postBody = z.object({
@@ -316,29 +323,54 @@ export function registerInstanceRoutes(r: Router): void {
     return sync(reply, {});
   });
 
-  // LXD's exec in its non-interactive shape: the command runs, its output is recorded as two log
-  // files, and the operation's metadata gives the exit code and where the output is.
+  // LXD's exec. With `wait-for-websocket` the command's streams travel over the operation's websockets
+  // (see ExecSession), with a terminal when `interactive`; otherwise its output is recorded as two log
+  // files. Either way the operation's metadata gives the exit code as `return`.
   r.on('POST', '/1.0/instances/:name/exec', async (req, reply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const body = parseBody(req, execBody);
-    if (body['wait-for-websocket'] === true) {
-      throw errors.badRequest('Interactive exec over websockets is not supported yet; send "record-output": true (as `roost exec` does)');
-    }
+    if ((body.user ?? 0) !== 0 || (body.group ?? 0) !== 0) throw errors.badRequest('Running a command as another user or group is not supported');
     const { record } = await m.instances.load(project, name);
     if (await forwardTo(r, req, reply, record.location)) return;
     if ((await m.instances.state(record)).status !== 'Running') throw errors.badRequest('Instance is not running');
+    const options = { environment: body.environment ?? undefined, cwd: body.cwd || undefined };
+    const resources = { instances: [`/1.0/instances/${name}`] };
+    if (body['wait-for-websocket'] === true) {
+      const invocation = await m.instances.execInvocation(record, body.command, options);
+      const terminal = body.interactive === true ? { cols: body.width ?? 0, rows: body.height ?? 0 } : null;
+      const session = new ExecSession(terminal);
+      const op = await m.operations.begin({
+        class: 'websocket',
+        description: 'Executing command',
+        resources,
+        project,
+        metadata: { fds: session.secrets, command: body.command, environment: body.environment ?? {}, interactive: terminal !== null },
+        run: async (ctx) => execResult(ctx, await session.run(() => startExec(invocation, terminal ?? undefined))),
+      });
+      m.execSessions.add(op.id, session, m.operations.settled(op.id));
+      return asyncReply(reply, op);
+    }
     const op = await m.operations.begin({
       description: 'Executing command',
-      resources: { instances: [`/1.0/instances/${name}`] },
+      resources,
       project,
-      run: async () => {
-        const out = await m.instances.exec(project, name, body.command, { environment: body.environment, cwd: body.cwd });
-        return { return: out.code, output: { '1': `/1.0/instances/${name}/logs/${out.stdout}`, '2': `/1.0/instances/${name}/logs/${out.stderr}` } };
+      run: async (ctx) => {
+        const out = await m.instances.execRecorded(record, body.command, options);
+        ctx.update({ output: { '1': `/1.0/instances/${name}/logs/${out.stdout}`, '2': `/1.0/instances/${name}/logs/${out.stderr}` } });
+        return execResult(ctx, out.code);
       },
     });
     return asyncReply(reply, op);
   });
+}
+
+/** The end of an exec operation: `return` in its metadata, and LXD's failures for exit codes 127 and 126. */
+function execResult(ctx: RunContext, code: number): Record<string, unknown> {
+  ctx.update({ return: code });
+  if (code === commandNotFound) throw new Error('Command not found');
+  if (code === commandNotExecutable) throw new Error('Command not executable');
+  return { return: code };
 }
 
 /** Pick a member for a new instance without --target (placement over a fresh snapshot). */

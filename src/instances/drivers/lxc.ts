@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { DriverError } from '../driver.js';
 import { KeyedMutex } from '../../util/mutex.js';
-import type { DriverCapabilities, ExecOptions, ExecResult, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
+import type { DriverCapabilities, ExecInvocation, ExecOptions, FilesRoot, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
 import { parseBytes } from '../../util/units.js';
 
 const configFileName = 'config';
@@ -45,6 +45,8 @@ finit_module errno 1
 delete_module errno 1
 `;
 const cpuPeriodUs = 100_000;
+/** PATH of commands run in a container, as LXD sets it (and of the LXC tools on the host). */
+const containerPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Linux's user-visible clock tick (USER_HZ), the unit of /proc/<pid>/stat start times on every architecture. */
 const clockTicksPerSecond = 100;
 const stoppedState: InstanceRuntimeState = { status: 'Stopped', pid: 0, processes: 0, startedAt: null, memoryBytes: 0 };
@@ -166,22 +168,41 @@ export class LxcDriver implements InstanceDriver {
     return { status, pid: info.pid, processes: Math.max(1, processes), startedAt, memoryBytes };
   }
 
-  /** Run a command inside the container with `lxc-attach` (clean environment, as LXD's exec). */
-  async exec(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecResult> {
+  /**
+   * A command runs through `lxc-attach` with a clean environment, as LXD's exec: PATH, HOME, USER and
+   * LANG as LXD sets them, then the instance's `environment.*` keys, then the request's. Given a
+   * terminal, lxc-attach opens one inside the container for the command.
+   */
+  async execInvocation(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecInvocation> {
     if (command.length === 0) throw new DriverError('exec needs a command');
     if ((await this.state(spec)).status !== 'Running') throw new DriverError('Instance is not running');
-    const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', ...(options.environment ?? {}) };
-    const argv = options.cwd ? ['/bin/sh', '-c', 'cd "$1" && shift && exec "$@"', 'sh', options.cwd, ...command] : command;
-    const args = ['-P', this.lxcPath, '-n', this.lxcName(spec), '--clear-env', ...Object.entries(env).flatMap(([k, v]) => ['-v', `${k}=${v}`]), '--', ...argv];
-    return new Promise((resolve, reject) => {
-      execFile('lxc-attach', args, { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: (options.timeoutSeconds ?? 600) * 1000 }, (err, stdout, stderr) => {
-        if (err && typeof err.code === 'string') {
-          reject(new DriverError(`Cannot run lxc-attach: ${err.message}`, { cause: err }));
-          return;
-        }
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-      });
-    });
+    const env: Record<string, string> = { PATH: containerPath, HOME: '/root', USER: 'root', LANG: 'C.UTF-8' };
+    for (const [key, value] of Object.entries(spec.config)) {
+      if (key.startsWith('environment.') && key.length > 'environment.'.length) env[key.slice('environment.'.length)] = value;
+    }
+    Object.assign(env, options.environment ?? {});
+    for (const [k, v] of Object.entries(env)) {
+      if (k === '' || k.includes('=') || /\0/.test(k + v)) throw new DriverError(`Invalid environment variable "${k}"`);
+    }
+    // lxc-attach has no working-directory option: a shell changes into it, then becomes the command. Without
+    // one it is LXD's default, /root, or / where the image has none.
+    const argv = options.cwd
+      ? ['/bin/sh', '-c', 'cd -- "$1" && shift && exec "$@"', 'sh', options.cwd, ...command]
+      : ['/bin/sh', '-c', 'cd /root 2>/dev/null || cd /; exec "$@"', 'sh', ...command];
+    return {
+      file: 'lxc-attach',
+      args: ['-P', this.lxcPath, '-n', this.lxcName(spec), '--clear-env', ...Object.entries(env).flatMap(([k, v]) => ['-v', `${k}=${v}`]), '--', ...argv],
+      env: { PATH: containerPath },
+      cwd: '/',
+      signalTarget: attachedProcess,
+    };
+  }
+
+  /** A running container's files are seen through its init (its mounts included); a stopped one's are its rootfs. */
+  async filesRoot(spec: InstanceSpec): Promise<FilesRoot> {
+    const info = await this.info(this.lxcName(spec));
+    if (info && info.state === 'RUNNING' && info.pid > 1) return { root: `/proc/${info.pid}/root`, mounts: [] };
+    return { root: spec.rootPath, mounts: [] };
   }
 
   async delete(spec: InstanceSpec): Promise<void> {
@@ -531,6 +552,33 @@ async function processStartTime(pid: number): Promise<Date | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * The command `lxc-attach` (pid `attachPid`) runs: its first descendant inside another pid namespace (the
+ * container's), since lxc-attach forks into the container and does not pass signals on. `attachPid` itself
+ * while that process does not exist yet or is gone.
+ */
+async function attachedProcess(attachPid: number): Promise<number> {
+  const own = await fsp.readlink(`/proc/${attachPid}/ns/pid`).catch(() => null);
+  if (own === null) return attachPid;
+  const parents = new Map<number, number[]>();
+  for (const entry of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await fsp.readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[1]);
+    if (!Number.isInteger(ppid)) continue;
+    parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
+  }
+  // Breadth first: the topmost process in the container's namespace is the command, its children come later.
+  const queue = [...(parents.get(attachPid) ?? [])];
+  while (queue.length > 0) {
+    const pid = queue.shift() as number;
+    const ns = await fsp.readlink(`/proc/${pid}/ns/pid`).catch(() => null);
+    if (ns !== null && ns !== own) return pid;
+    queue.push(...(parents.get(pid) ?? []));
+  }
+  return attachPid;
 }
 
 async function appArmorEnabled(): Promise<boolean> {

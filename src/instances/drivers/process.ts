@@ -5,7 +5,7 @@
 // whatever else is left in the session is killed (as the kernel does to a container when its init dies).
 // A workload that calls setsid itself escapes that session; cgroups (later) close that gap.
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { DriverError } from '../driver.js';
 import { KeyedMutex } from '../../util/mutex.js';
-import type { DriverCapabilities, ExecOptions, ExecResult, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
+import type { DriverCapabilities, ExecInvocation, ExecOptions, FilesRoot, InstanceDriver, InstanceRuntimeState, InstanceSpec, StopOptions } from '../driver.js';
 
 const basePath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const pageSize = 4096;
@@ -123,28 +123,21 @@ export class ProcessDriver implements InstanceDriver {
     };
   }
 
-  /** Run a command beside the instance's workload: same working directory (its root volume) and environment. */
-  async exec(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecResult> {
+  /** A command runs beside the instance's workload: same working directory (its root volume) and environment. */
+  async execInvocation(spec: InstanceSpec, command: string[], options: ExecOptions): Promise<ExecInvocation> {
     const [file, ...args] = command;
     if (!file) throw new DriverError('exec needs a command');
     if ((await this.state(spec)).status !== 'Running') throw new DriverError('Instance is not running');
-    const cwd = options.cwd ? path.resolve(spec.rootPath, `.${path.resolve('/', options.cwd)}`) : spec.rootPath;
-    return new Promise((resolve, reject) => {
-      execFile(file, args, {
-        cwd,
-        env: { ...instanceEnvironment(spec), ...(options.environment ?? {}) },
-        encoding: 'buffer',
-        maxBuffer: 64 * 1024 * 1024,
-        timeout: (options.timeoutSeconds ?? 600) * 1000,
-      }, (err, stdout, stderr) => {
-        const code = err && typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : err ? -1 : 0;
-        if (err && code === -1 && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-          reject(new DriverError(`Command not found: ${file}`));
-          return;
-        }
-        resolve({ code, stdout, stderr });
-      });
-    });
+    const cwd = options.cwd ? path.join(spec.rootPath, path.resolve('/', options.cwd)) : spec.rootPath;
+    if (!(await fsp.stat(cwd).catch(() => null))?.isDirectory()) {
+      throw new DriverError(`Working directory "${options.cwd ?? '/'}" does not exist in instance "${spec.name}"`);
+    }
+    return { file, args, cwd, env: { ...instanceEnvironment(spec), ...(options.environment ?? {}) } };
+  }
+
+  /** The root volume is the instance's `/`; attached volumes appear where their links are. */
+  async filesRoot(spec: InstanceSpec): Promise<FilesRoot> {
+    return { root: spec.rootPath, mounts: spec.mounts.map((m) => ({ path: m.path, source: m.source })) };
   }
 
   async delete(spec: InstanceSpec): Promise<void> {
