@@ -244,6 +244,31 @@ describe('API of a three-member cluster', () => {
       await refused('m02', 'PATCH', '/1.0/instances/web', { devices: { x: { type: 'teleporter' } } }, 400, /unknown device type/);
     });
 
+    it('refuses user changes to volatile keys (as LXD: "Volatile keys are read-only"), but takes them sent back unchanged', async () => {
+      const readOnly = /^Volatile keys are read-only: volatile\./;
+      // A restore pulls home every instance whose origin names the member: a user must not be able to plant one.
+      await refused('m01', 'PATCH', '/1.0/instances/web', { config: { 'volatile.evacuate.origin': 'm02' } }, 400, readOnly);
+      await refused('m02', 'PATCH', '/1.0/instances/web', { config: { 'volatile.last_state.power': 'STOPPED' } }, 400, readOnly);
+      await refused('m03', 'PATCH', '/1.0/instances/web', { config: { 'volatile.last_state.power': '' } }, 400, readOnly);
+      await refused('m01', 'PATCH', '/1.0/instances/web', { config: { 'volatile.anything.else': 'x' } }, 400, readOnly);
+
+      // `lxc config edit` sends the whole config back, volatile keys included: unchanged, they are no change.
+      const current = syncMetadata(await c.raw('m01', 'GET', '/1.0/instances/web')) as { config: Record<string, string>; devices: Record<string, unknown> };
+      assert.equal(current.config['volatile.last_state.power'], 'RUNNING');
+      const put = await c.raw('m02', 'PUT', '/1.0/instances/web', { json: { config: { ...current.config, 'user.edited': 'yes' }, devices: current.devices } });
+      await c.client('m02').waitOperation(asyncOperation(put));
+      const edited = await c.instance('web');
+      assert.equal(edited.config['user.edited'], 'yes');
+      assert.equal(edited.config['volatile.last_state.power'], 'RUNNING');
+      assert.equal(edited.config['volatile.evacuate.origin'], undefined);
+
+      const full = { ...current.config, 'user.edited': 'yes' };
+      await refused('m01', 'PUT', '/1.0/instances/web', { config: { ...full, 'volatile.last_state.power': 'STOPPED' }, devices: current.devices }, 400, readOnly);
+      await refused('m03', 'PUT', '/1.0/instances/web', { config: { ...full, 'volatile.evacuate.origin': 'm02' }, devices: current.devices }, 400, readOnly);
+      await refused('m01', 'POST', '/1.0/instances?target=m01', { name: 'planted', source: { type: 'none' }, config: { 'process.command': 'sleep 1000', 'volatile.evacuate.origin': 'm02' } }, 400, readOnly);
+      await refused('m02', 'POST', '/1.0/instances', { name: 'planted', source: { type: 'none' }, config: { 'volatile.last_state.power': 'RUNNING' } }, 400, readOnly);
+    });
+
     it('refuses to delete a running instance and an unknown state action', async () => {
       await refused('m02', 'DELETE', '/1.0/instances/web', undefined, 400, 'The instance is currently running, stop it first');
       await refused('m02', 'PUT', '/1.0/instances/web/state', { action: 'explode' }, 400, 'Unknown action "explode"');
