@@ -4,13 +4,27 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import type { RoostEvent } from '../../src/client/client.js';
+import { maxUnreadEventBytes, tooSlowCloseCode } from '../../src/api/routes/events.js';
 import { processAlive, startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { assertError, asyncOperation, syncMetadata } from '../helpers/envelope.js';
 
 let c: TestCluster;
+
+const logFloodFixture = fileURLToPath(new URL('./fixtures/log-flood.ts', import.meta.url));
+
+/** Runs the log-flood fixture on the cluster's store in a process of its own; rejects if it fails. */
+async function logFlood(...args: string[]): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', logFloodFixture, path.join(c.dir, 'cluster.db'), ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 0, `log-flood ${args.join(' ')} failed`);
+}
 
 /** Runs a request that must be refused and asserts that nothing changed. */
 async function refused(member: string, method: string, url: string, json: unknown, status: number, message: string | RegExp): Promise<void> {
@@ -349,6 +363,45 @@ describe('API of a three-member cluster', () => {
         assert.ok(seen.every((e) => e.type === 'lifecycle'), 'the type filter holds');
       } finally {
         sub.close();
+      }
+    });
+
+    it('drops an event subscriber that stops reading, with a close code and reason, while a reading one gets everything', async () => {
+      const slow = new WebSocket(`ws+unix://${path.join(c.memberDir('m01'), 'unix.socket')}:/1.0/events`);
+      const slowMessages: string[] = [];
+      let slowClosed: { code: number; reason: string } | null = null;
+      slow.on('message', (data: Buffer) => slowMessages.push(data.length < 65536 ? data.toString() : '(flood)'));
+      slow.on('close', (code, reason) => (slowClosed = { code, reason: reason.toString() }));
+      await new Promise((resolve, reject) => slow.once('open', resolve).once('error', reject));
+      // The handshake is done; from now on this client takes nothing off the socket.
+      slow.pause();
+      const seen = new Set<string>();
+      const reading = await c.client('m01').events(['logging', 'lifecycle'], (e) => {
+        const meta = e.metadata as { context?: { flood?: string }; action?: string; source?: string };
+        if (meta.context?.flood) seen.add(meta.context.flood);
+        if (meta.action === 'instance-created') seen.add(meta.source ?? '');
+      });
+      // Log lines of another member, travelling to m01 through the store as every member's events do:
+      // 512 KiB each, three times the bound in all.
+      const count = Math.ceil((3 * maxUnreadEventBytes) / (512 * 1024));
+      try {
+        await logFlood('publish', String(count), String(512 * 1024));
+        await waitFor(`the reading subscriber received all ${count} events`, () => Array.from({ length: count }, (_, i) => String(i)).every((i) => seen.has(i)), 30_000);
+        await waitFor('m01 dropped the subscriber that stopped reading', () => c.logTail('m01', 400).includes('dropped an events subscriber that stopped reading'), 15_000);
+
+        // The daemon still answers, and still delivers to the reader; the dropped subscriber gets no more.
+        syncMetadata(await c.raw('m01', 'GET', '/1.0'));
+        await c.launch('after-flood', { target: 'm01', start: false });
+        await waitFor('the reader sees after-flood created', () => seen.has('/1.0/instances/after-flood'));
+
+        slow.resume();
+        await waitFor('the dropped subscriber sees the close once it reads again', () => slowClosed !== null, 20_000);
+        assert.deepEqual(slowClosed, { code: tooSlowCloseCode, reason: `Too slow: more than ${maxUnreadEventBytes / 1024 / 1024} MiB of events unread` });
+        assert.ok(!slowMessages.some((text) => text.includes('after-flood')), 'nothing published after the drop reached the dropped subscriber');
+      } finally {
+        reading.close();
+        slow.terminate();
+        await logFlood('remove');
       }
     });
   });
