@@ -162,7 +162,11 @@ export class LocalCluster {
     for (;;) {
       if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
       if (await this.answers(m.name)) return;
-      if (Date.now() > deadline) throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      if (Date.now() > deadline) {
+        // Given up on: it must not finish starting later, unseen, in a directory its caller may remove.
+        if (child.pid !== undefined && exited === null) process.kill(child.pid, 'SIGKILL');
+        throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
