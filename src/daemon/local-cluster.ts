@@ -164,7 +164,13 @@ export class LocalCluster {
       if (await this.answers(m.name)) return;
       if (Date.now() > deadline) {
         // Given up on: it must not finish starting later, unseen, in a directory its caller may remove.
-        if (child.pid !== undefined && exited === null) process.kill(child.pid, 'SIGKILL');
+        if (child.pid !== undefined && exited === null) {
+          try {
+            process.kill(child.pid, 'SIGKILL');
+          } catch {
+            // It ended meanwhile.
+          }
+        }
         throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
       }
       await new Promise((r) => setTimeout(r, 100));
