@@ -5,7 +5,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -157,6 +157,21 @@ export async function sha256Tree(dir: string, exclude: (relPath: string) => bool
   return hash.digest('hex');
 }
 
+/** How to start a test cluster. */
+export interface StartClusterOptions {
+  /** Number of members (default 3). */
+  members?: number;
+  /** `cluster.offline_threshold` in seconds, set before `startCluster` returns. */
+  offlineThreshold?: number;
+  /** The members' `--group` (who may use their sockets). */
+  group?: string;
+  /**
+   * Mode of the cluster directory before the cluster starts; mkdtemp makes it 0700, which would hide
+   * everything in it from other users whatever Roost does (a real `roost up --dir` is often 0755).
+   */
+  dirMode?: number;
+}
+
 /** Clusters still running in this process, torn down hard if the process exits without `stop`. */
 const live = new Set<string>();
 process.on('exit', () => {
@@ -167,11 +182,12 @@ process.on('exit', () => {
  * Start a cluster of `members` members in a fresh temporary directory. With `offlineThreshold`, the
  * server key `cluster.offline_threshold` is set (through `PATCH /1.0`) before it returns.
  */
-export async function startCluster(options: { members?: number; offlineThreshold?: number } = {}): Promise<TestCluster> {
+export async function startCluster(options: StartClusterOptions = {}): Promise<TestCluster> {
   const count = options.members ?? 3;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-e2e-'));
   live.add(dir);
-  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info' } });
+  if (options.dirMode !== undefined) await chmod(dir, options.dirMode);
+  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info' }, group: options.group });
   const names = Array.from({ length: count }, (_, i) => memberName(i + 1));
   const clients = new Map<string, RoostClient>();
   const raws = new Map<string, Client>();

@@ -4,6 +4,10 @@
 //   custom/<project>_<name>/                  custom volumes
 //   .staging/<moveId>/<type>_<project>_<name>/  incoming copies, renamed into place when complete
 //   .deleting/<random>/                       volumes being removed (renamed out of sight first)
+// Modes, as LXD lays a pool out: the pool root 0711, the directories above volumes 0700, a new volume 0700.
+// A volume's own root is part of its content (a container's `/` gets the image's mode, and moves carry it),
+// so the 0700 directories above the volumes are what keeps every volume private; they and the root are
+// tightened at every start, whatever an older install left.
 
 import { randomUUID } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
@@ -17,6 +21,10 @@ const stagingDir = '.staging';
 const deletingDir = '.deleting';
 /** How many files are fsynced at once when committing; enough to keep the disk queue busy. */
 const syncParallelism = 16;
+/** The pool root: traversable by anyone (as LXD's), listable by the daemon user only. */
+const poolRootMode = 0o711;
+/** The directories holding volumes, staging copies and trash, and new volumes: the daemon user's alone. */
+const privateDirMode = 0o700;
 
 /** A local directory pool; moving a volume to another member copies its bytes through staging. */
 export class DirPool implements StorageDriver {
@@ -31,8 +39,11 @@ export class DirPool implements StorageDriver {
   }
 
   async init(): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true, mode: poolRootMode });
+    await fsp.chmod(this.root, poolRootMode);
     for (const dir of [...Object.values(volumeDirs), stagingDir, deletingDir]) {
-      await fsp.mkdir(path.join(this.root, dir), { recursive: true });
+      await fsp.mkdir(path.join(this.root, dir), { recursive: true, mode: privateDirMode });
+      await fsp.chmod(path.join(this.root, dir), privateDirMode);
     }
     // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
     await this.emptyDir(path.join(this.root, deletingDir));
@@ -50,9 +61,9 @@ export class DirPool implements StorageDriver {
 
   async createVolume(ref: VolumeRef): Promise<void> {
     const target = this.volumePath(ref);
-    await fsp.mkdir(path.dirname(target), { recursive: true });
+    await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
     try {
-      await fsp.mkdir(target);
+      await fsp.mkdir(target, { mode: privateDirMode });
     } catch (err) {
       if (errorCode(err) === 'EEXIST') throw this.existsError(ref);
       throw err;
@@ -90,7 +101,7 @@ export class DirPool implements StorageDriver {
     const dir = path.join(this.root, stagingDir, moveId, stagingEntry(ref));
     // A retried move reuses its id; whatever an earlier attempt left is incomplete, so start empty.
     await fsp.rm(dir, { recursive: true, force: true });
-    await fsp.mkdir(dir, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true, mode: privateDirMode });
     return dir;
   }
 
@@ -107,7 +118,7 @@ export class DirPool implements StorageDriver {
 
     await syncTree(source);
     const parent = path.dirname(target);
-    await fsp.mkdir(parent, { recursive: true });
+    await fsp.mkdir(parent, { recursive: true, mode: privateDirMode });
     // rename(2) would silently replace an *empty* directory; the check above covers that except for a
     // concurrent create of the same volume, which the daemon's per-volume operations already exclude.
     try {
@@ -162,7 +173,7 @@ export class DirPool implements StorageDriver {
    */
   private async removeTree(target: string): Promise<void> {
     const trash = path.join(this.root, deletingDir, randomUUID());
-    await fsp.mkdir(path.dirname(trash), { recursive: true });
+    await fsp.mkdir(path.dirname(trash), { recursive: true, mode: privateDirMode });
     try {
       await fsp.rename(target, trash);
     } catch (err) {
