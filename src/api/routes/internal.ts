@@ -18,7 +18,7 @@ import {
   stopInstanceBody,
   streamRef,
 } from '../../cluster/internal.js';
-import { applyPass, deletePaths, digestStaging } from '../../migration/precopy.js';
+import { applyPass, deletePaths, digestStaging } from '../../migration/tree.js';
 
 /** The body of a stream request, or 400. */
 function streamBody(req: { body: unknown }): Readable {
