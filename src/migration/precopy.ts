@@ -30,7 +30,7 @@ import type { InstanceService } from '../instances/service.js';
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceRecord } from '../store/schema.js';
 import type { Logger } from '../util/log.js';
-import { compareTrees, digestVolume, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
+import { compareTrees, digestVolume, manifestFootprint, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
 
 /** Passes while the instances run after the first, full one; each must shrink what is left to send. */
 const maxWarmPasses = 3;
@@ -80,8 +80,8 @@ export class Precopy {
   /** Pass 1 (everything), then passes of what changed while those keep shrinking and are not yet small. */
   async copyWhileRunning(): Promise<void> {
     const { link, refs, signal } = this.req;
-    await link.prepare(refs, signal);
     const first = await this.scanAll(true);
+    await link.prepare(refs, manifestFootprint(first.map((s) => s.now)), signal);
     this.bytesTotal = first.reduce((s, x) => s + x.changes.bytes, 0);
     this.req.onProgress?.(0, this.bytesTotal);
     await this.sendPass(first, true, true);
@@ -177,10 +177,13 @@ export class Precopy {
     const hash = createHash('sha256');
     const tally = { bytes: 0 };
     const body = Readable.from(
-      packEntries(this.req.pool.volumePath(ref), changes.send, hash, (n) => {
-        tally.bytes += n;
-        this.bytesDone += n;
-        this.req.onProgress?.(this.bytesDone, Math.max(this.bytesTotal, this.bytesDone));
+      packEntries(this.req.pool.volumePath(ref), changes.send, {
+        streamHash: hash,
+        onBytes: (n) => {
+          tally.bytes += n;
+          this.bytesDone += n;
+          this.req.onProgress?.(this.bytesDone, Math.max(this.bytesTotal, this.bytesDone));
+        },
       }),
       { objectMode: false },
     );

@@ -12,6 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { errors } from '../errors/index.js';
 import type { StreamDigest, TreeEntry } from '../cluster/internal.js';
+import { entryFootprint, type VolumeFootprint } from '../storage/driver.js';
 import { exactTree } from '../util/exact-tree.js';
 
 /** Bytes read from a file at a time, packing or hashing (16 files at once stay within 16 MiB). */
@@ -110,6 +111,38 @@ function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
   return a.kind === b.kind && a.mode === b.mode && a.size === b.size && a.content === b.content && owners;
 }
 
+/**
+ * The first way in which `target` (what landed) is not `source` (what was sent), in the user's words
+ * (`"a/b": 2093056 bytes on the target, 3000000 sent`), or null if they are the same tree.
+ */
+export function firstDifference(source: TreeEntry[], target: TreeEntry[]): string | null {
+  const diff = compareTrees(source, target);
+  const at = diff.send[0] ?? diff.deleted[0];
+  if (at === undefined) return null;
+  const sent = source.find((e) => e.path === at);
+  const got = target.find((e) => e.path === at);
+  if (!sent) return `"${at}": on the target, not sent`;
+  if (!got) return `"${at}": missing on the target`;
+  const octal = (mode: number): string => mode.toString(8).padStart(4, '0');
+  if (got.kind !== sent.kind) return `"${at}": a ${got.kind} on the target, a ${sent.kind} sent`;
+  if (got.size !== sent.size) return `"${at}": ${got.size} bytes on the target, ${sent.size} sent`;
+  if (got.mode !== sent.mode) return `"${at}": mode ${octal(got.mode)} on the target, ${octal(sent.mode)} sent`;
+  if (got.owner !== sent.owner) return `"${at}": owner ${got.owner ?? '?'} on the target, ${sent.owner ?? '?'} sent`;
+  return `"${at}": content differs`;
+}
+
+/** What a copy of trees listed as `manifests` takes on a pool (see `entryFootprint`); links count as inline. */
+export function manifestFootprint(manifests: Manifest[]): VolumeFootprint {
+  const total: VolumeFootprint = { bytes: 0, inodes: 0 };
+  for (const m of manifests) {
+    for (const e of m.values()) {
+      total.bytes += entryFootprint(e.kind, e.size);
+      total.inodes += 1;
+    }
+  }
+  return total;
+}
+
 /** A file's content digest and the stat it was taken under: the same stat on the target means the same bytes. */
 type DigestCache = Map<string, { stat: string; sha256: string }>;
 
@@ -201,38 +234,61 @@ export function digestVolume(root: string): Promise<TreeEntry[]> {
   return digestTree(root);
 }
 
+/** What `packEntries` reports as it goes. */
+export interface PackOptions {
+  /** Every byte of the stream, as it is produced (progress). */
+  onBytes: (n: number) => void;
+  /** Hashes the whole stream (pre-copy passes compare it with what the target received). */
+  streamHash?: Hash;
+  /**
+   * Receives each entry as it was packed: kind, mode, owner (as root), size and the sha256 of a file's
+   * bytes as they were read, in the same pass that packs them (cold copies compare it with what landed).
+   */
+  onEntry?: (entry: TreeEntry) => void;
+}
+
 /**
- * A tar stream of `paths` (relative to `root`) as they are at the moment each is read, hashed into `hash`.
- * Entries that vanished or changed kind since they were listed are left out, and a file that shrank while
- * read is padded to the size its header announced: either way the entry changed after it was listed, so
- * the next pass sends it again. Hard links within one stream stay links.
+ * A tar stream of `paths` (relative to `root`) as they are at the moment each is read. Entries that
+ * vanished or changed kind since they were listed are left out, and a file that shrank while read is
+ * padded to the size its header announced: either way the entry changed after it was listed, so the next
+ * pass sends it again (and its `onEntry` digest, of the bytes read, differs from what the target wrote).
+ * Hard links within one stream stay links.
  */
-export async function* packEntries(root: string, paths: string[], hash: Hash, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
+export async function* packEntries(root: string, paths: string[], options: PackOptions): AsyncGenerator<Buffer> {
+  const { onBytes, streamHash, onEntry } = options;
+  const asRoot = process.getuid?.() === 0;
   const emit = (chunk: Buffer): Buffer => {
-    hash.update(chunk);
+    streamHash?.update(chunk);
     onBytes(chunk.length);
     return chunk;
   };
-  const links = new Map<string, string>();
+  const describe = (rel: string, st: Stats, kind: Kind, size: number, content: string): void => {
+    onEntry?.({ path: rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size, content });
+  };
+  /** The first path packed of each inode with more than one link, and the digest of its bytes. */
+  const links = new Map<string, { rel: string; sha256: string }>();
   for (const rel of paths) {
     const abs = rel === '.' ? root : path.join(root, rel);
     const st = await fsp.lstat(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
     if (!st) continue;
     if (st.isDirectory()) {
       for (const b of headerBlocks({ ...headerOf(st), path: rel === '.' ? './' : `${rel}/`, type: 'Directory', size: 0 })) yield emit(b);
+      describe(rel, st, 'dir', 0, '');
       continue;
     }
     if (st.isSymbolicLink()) {
       const target = await fsp.readlink(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
       if (target === null) continue;
       for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'SymbolicLink', linkpath: target, size: 0 })) yield emit(b);
+      describe(rel, st, 'link', 0, target);
       continue;
     }
     if (!st.isFile()) continue;
     const inode = `${st.dev}:${st.ino}`;
     const linkedTo = st.nlink > 1 ? links.get(inode) : undefined;
     if (linkedTo !== undefined) {
-      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'Link', linkpath: linkedTo, size: 0 })) yield emit(b);
+      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'Link', linkpath: linkedTo.rel, size: 0 })) yield emit(b);
+      describe(rel, st, 'file', st.size, linkedTo.sha256);
       continue;
     }
     let fh: FileHandle;
@@ -245,8 +301,8 @@ export async function* packEntries(root: string, paths: string[], hash: Hash, on
     try {
       const fst = await fh.stat();
       if (!fst.isFile()) continue;
-      if (fst.nlink > 1) links.set(inode, rel);
       for (const b of headerBlocks({ ...headerOf(fst), path: rel, type: 'File', size: fst.size })) yield emit(b);
+      const content = onEntry ? createHash('sha256') : null;
       let left = fst.size;
       let pos = 0;
       let ended = false;
@@ -258,12 +314,16 @@ export async function* packEntries(root: string, paths: string[], hash: Hash, on
           buf.fill(0);
         }
         const chunk = ended ? buf : buf.subarray(0, n);
+        if (!ended) content?.update(chunk); // the bytes read, not the padding of a file that shrank
         pos += chunk.length;
         left -= chunk.length;
         yield emit(chunk);
       }
       const pad = (512 - (fst.size % 512)) % 512;
       if (pad > 0) yield emit(Buffer.alloc(pad));
+      const sha256 = content ? content.digest('hex') : '';
+      if (fst.nlink > 1) links.set(inode, { rel, sha256 });
+      describe(rel, fst, 'file', fst.size, sha256);
     } finally {
       await fh.close();
     }
@@ -289,51 +349,97 @@ function headerBlocks(h: tar.HeaderData): Buffer[] {
 
 // ---- target side ----
 
-/** An entry a pass wrote, and the owner it must end up with. */
+/** An entry a stream wrote, and the owner it must end up with. */
 interface Written {
   rel: string;
   type: string;
   uid?: number;
   gid?: number;
+  /** For a hard link: the path (relative) of the file it links to. */
+  linkTo?: string;
+}
+
+/** A copy could not be written as sent (a write failed, or node-tar warned); `code` is the errno code if any. */
+export class UnpackError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+    this.name = 'UnpackError';
+  }
+}
+
+/** What unpacking one stream did. */
+interface Unpacked {
+  /** The stream's digest, if asked for. */
+  digest: StreamDigest | null;
+  /** Every entry as it landed, read back (fstat) after it was made durable, if asked for. */
+  landed: TreeEntry[] | null;
+  /** Milliseconds that making it durable took. */
+  syncMs: number;
 }
 
 /**
- * Target: extract one pass into `dir` (a staging directory) and make it exactly what was sent: modes and
+ * Target: extract a stream into `dir` (a staging directory) and make it exactly what was sent: modes and
  * absolute symlink targets (exactTree: node-tar changes both) and, as root, owners (node-tar never chowns
- * symlinks); then fsync what it wrote, so that the commit after the stop finds the copy already on disk.
- * Returns the stream's digest.
+ * symlinks); then fsync what it wrote. Any write error or warning of node-tar (a full pool, a path it
+ * refused) stops the extraction at once and fails it: node-tar would otherwise only warn, and go on, and a
+ * file whose write failed or fell short would be left cut. With `landed`, every entry is read back after
+ * the fsync (kind, mode, owner as root, size) with the sha256 of the bytes written to it (hashed on their
+ * way to the disk, no second read): what the source compares with what it packed.
  */
-export async function applyPass(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
+async function unpack(dir: string, body: Readable, options: { fresh: boolean; streamDigest: boolean; landed: boolean }): Promise<Unpacked> {
   const asRoot = process.getuid?.() === 0;
-  if (fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
+  if (options.fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
   const written = new Map<string, Written>();
+  const relOf = new WeakMap<tar.ReadEntry, string>();
+  const contents = new Map<string, string>();
   let refused: string | null = null;
-  let warning: string | null = null;
-  const counter = new HashCounter();
+  let failure: UnpackError | null = null;
+  const counter = options.streamDigest ? new HashCounter() : null;
   const exact = exactTree(dir);
-  await pipeline(
-    body,
-    counter,
-    tar.x({
-      cwd: dir,
-      preserveOwner: asRoot,
-      filter: (p, entry) => {
-        const rel = relativePath(p);
-        if (rel === null || !(entry instanceof tar.ReadEntry)) {
-          refused ??= p;
-          return false;
+  const extraction = tar.x({
+    cwd: dir,
+    preserveOwner: asRoot,
+    // Directories that exist already (an earlier pass) get the mode node-tar gives those it creates, owner
+    // rwx, so that this pass can write into a read-only one; exactTree puts the final mode back afterwards.
+    chmod: true,
+    filter: (p, entry) => {
+      const rel = relativePath(p);
+      if (rel === null || !(entry instanceof tar.ReadEntry)) {
+        refused ??= p;
+        return false;
+      }
+      const linkTo = entry.type === 'Link' && typeof entry.linkpath === 'string' ? (relativePath(entry.linkpath) ?? undefined) : undefined;
+      written.set(rel, { rel, type: entry.type, uid: entry.uid, gid: entry.gid, linkTo });
+      relOf.set(entry, rel);
+      return true;
+    },
+    onReadEntry: exact.record,
+    // A file's bytes are hashed on their way to the disk (only for a copy that is checked entry by entry).
+    transform: options.landed
+      ? (entry) => {
+          const rel = relOf.get(entry);
+          return rel === undefined ? undefined : (new ContentHasher((sha256) => contents.set(rel, sha256)) as unknown as tar.ReadEntry);
         }
-        written.set(rel, { rel, type: entry.type, uid: entry.uid, gid: entry.gid });
-        return true;
-      },
-      onReadEntry: exact.record,
-      onwarn: (code, message) => {
-        if (code !== 'TAR_ENTRY_INFO') warning ??= `${code}: ${String(message)}`;
-      },
-    }),
-  );
-  if (refused !== null) throw errors.badRequest(`pre-copy entry "${refused}" would land outside the staging directory`);
-  if (warning !== null) throw new Error(`a pre-copy pass could not be applied: ${warning}`);
+      : undefined,
+    onwarn: (code, message, data) => {
+      if (code === 'TAR_ENTRY_INFO' || failure) return; // info: an absolute link target made relative (exactTree restores it)
+      const errno = typeof data.code === 'string' && data.code !== code ? data.code : undefined;
+      failure = new UnpackError(`${code}: ${String(message)}`, errno);
+      extraction.abort(failure);
+    },
+  });
+  try {
+    if (counter) await pipeline(body, counter, extraction);
+    else await pipeline(body, extraction);
+  } catch (err) {
+    if (failure) throw failure;
+    throw err;
+  }
+  if (failure) throw failure;
+  if (refused !== null) throw errors.badRequest(`entry "${refused}" would land outside the staging directory`);
   // Only entries reached through real directories are touched (a symlink planted on the way could lead anywhere).
   const entries: { w: Written; abs: string }[] = [];
   for (const w of written.values()) if (await insideAsDirs(dir, w.rel)) entries.push({ w, abs: w.rel === '.' ? dir : path.join(dir, w.rel) });
@@ -347,10 +453,68 @@ export async function applyPass(dir: string, body: Readable, fresh: boolean): Pr
   });
   await exact.apply();
   for (const { w, abs } of entries) if (owned(w) && w.type === 'SymbolicLink') await fsp.lchown(abs, w.uid, w.gid);
+  // Durable, then read back: a write that fell short shows as a size that is not the one sent.
+  const t0 = Date.now();
+  const stats = new Map<string, Stats>();
   const parents = new Set(entries.filter(({ w }) => w.rel !== '.').map(({ abs }) => path.dirname(abs)));
-  await eachLimited(entries.filter(({ w }) => w.type === 'File' || w.type === 'Directory'), ioParallelism, ({ abs }) => withNoFollow(abs, (fh) => fh.sync()));
+  await eachLimited(entries.filter(({ w }) => w.type !== 'SymbolicLink'), ioParallelism, ({ w, abs }) =>
+    withNoFollow(abs, async (fh) => {
+      await fh.sync();
+      if (options.landed) stats.set(w.rel, await fh.stat());
+    }).catch((err: unknown) => {
+      // A hard link or file that is not there (or not a file) is simply missing from what landed.
+      if (!options.landed || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
+    }),
+  );
   await eachLimited([...parents], ioParallelism, syncPath);
-  return counter.digest();
+  const syncMs = Date.now() - t0;
+  if (!options.landed) return { digest: counter?.digest() ?? null, landed: null, syncMs };
+  const landed: TreeEntry[] = [];
+  for (const { w, abs } of entries) {
+    const st = w.type === 'SymbolicLink' ? await lstatPlain(abs) : (stats.get(w.rel) ?? null);
+    if (!st) continue;
+    const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : null;
+    if (!kind) continue;
+    const content =
+      kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents.get(w.linkTo ?? w.rel) ?? '');
+    landed.push({ path: w.rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size: kind === 'file' ? st.size : 0, content });
+  }
+  return { digest: counter?.digest() ?? null, landed, syncMs };
+}
+
+/**
+ * Target: apply one pre-copy pass to `dir` (see `unpack`), so that the commit after the stop finds the copy
+ * already on disk. Returns the stream's digest.
+ */
+export async function applyPass(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
+  const { digest } = await unpack(dir, body, { fresh, streamDigest: true, landed: false });
+  if (!digest) throw new Error('a pre-copy pass has no digest');
+  return digest;
+}
+
+/**
+ * Target: receive a cold copy of a volume into a fresh staging directory `dir` (see `unpack`) and answer
+ * what landed, entry by entry, once it is durable, and how long making it durable took.
+ */
+export async function receiveCopy(dir: string, body: Readable): Promise<{ landed: TreeEntry[]; syncMs: number }> {
+  const { landed, syncMs } = await unpack(dir, body, { fresh: true, streamDigest: false, landed: true });
+  return { landed: landed ?? [], syncMs };
+}
+
+/** Hashes a file's bytes on their way from the tar stream to the disk. */
+class ContentHasher extends Transform {
+  private readonly hash = createHash('sha256');
+  constructor(private readonly done: (sha256: string) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.done(this.hash.digest('hex'));
+    cb();
+  }
 }
 
 /** Run `fn` on `abs` opened for reading without following a symlink. */
