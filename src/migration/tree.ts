@@ -418,6 +418,7 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
     },
     onReadEntry: exact.record,
     // A file's bytes are hashed on their way to the disk (only for a copy that is checked entry by entry).
+    // node-tar pipes the entry through whatever stream this returns; its type names only its own class.
     transform: options.landed
       ? (entry) => {
           const rel = relOf.get(entry);
@@ -444,8 +445,11 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
   const entries: { w: Written; abs: string }[] = [];
   for (const w of written.values()) if (await insideAsDirs(dir, w.rel)) entries.push({ w, abs: w.rel === '.' ? dir : path.join(dir, w.rel) });
   const owned = (w: Written): w is Written & { uid: number; gid: number } => asRoot && w.uid !== undefined && w.gid !== undefined;
-  // Owners before modes: a chown clears the set-id bits that exactTree's chmod then puts back.
-  await eachLimited(entries.filter(({ w }) => owned(w) && (w.type === 'File' || w.type === 'Directory')), ioParallelism, async ({ w, abs }) => {
+  // Owners before modes: a chown clears the set-id bits that exactTree's chmod then puts back. In a fresh
+  // staging directory node-tar created every file and directory itself, as root, and gave each its owner;
+  // only entries that were already there (a later pre-copy pass) may have kept an old one.
+  const reused = options.fresh ? [] : entries.filter(({ w }) => owned(w) && (w.type === 'File' || w.type === 'Directory'));
+  await eachLimited(reused, ioParallelism, async ({ w, abs }) => {
     await withNoFollow(abs, async (fh) => {
       const st = await fh.stat();
       if (owned(w) && (st.uid !== w.uid || st.gid !== w.gid)) await fh.chown(w.uid, w.gid);
@@ -505,7 +509,7 @@ export async function receiveCopy(dir: string, body: Readable): Promise<{ landed
 class ContentHasher extends Transform {
   private readonly hash = createHash('sha256');
   constructor(private readonly done: (sha256: string) => void) {
-    super();
+    super({ highWaterMark: readChunk }); // as much buffered as the tar parser hands over at once
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
