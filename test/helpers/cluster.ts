@@ -1,11 +1,13 @@
 // A real local cluster for end-to-end tests: N roostd processes (current sources, through tsx) on one
 // SQLite store in a fresh temporary directory, with the helpers the suites share: an API client per
 // member, raw requests for asserting LXD envelopes, launching instances, waiting with deadlines,
-// checksums of volume trees, killing and restarting daemons, and a teardown that leaves nothing running.
+// checksums of volume trees, killing and restarting daemons, small tmpfs pools (as root), and a teardown
+// that leaves nothing running and nothing mounted.
 
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { chmod, lstat, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -98,6 +100,12 @@ export interface TestCluster {
   kill(member: string, signal: NodeJS.Signals): Promise<void>;
   /** Start a member again (its data and membership are kept) and wait until it answers. */
   restart(member: string): Promise<void>;
+  /**
+   * Give a member a pool of its own on a fresh tmpfs (`size` as mount takes it, e.g. `2m`; `inodes`:
+   * nr_inodes): its daemon is stopped, the tmpfs mounted on its pool directory, the daemon started again.
+   * Needs root; `stop` unmounts it. Do it before the member holds anything.
+   */
+  mountPool(member: string, options: { size: string; inodes?: number }): Promise<void>;
   /** The last lines of a member's daemon log (for failure messages). */
   logTail(member: string, lines?: number): string;
   /** Stop every daemon and instance and remove the directory; safe to call twice. */
@@ -170,6 +178,8 @@ export interface StartClusterOptions {
    * everything in it from other users whatever Roost does (a real `roost up --dir` is often 0755).
    */
   dirMode?: number;
+  /** Extra environment of every member's daemon (settings such as `ROOST_MOVE_SWEEP_INTERVAL_MS`). */
+  env?: Record<string, string>;
 }
 
 /** Clusters still running in this process, torn down hard if the process exits without `stop`. */
@@ -187,7 +197,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-e2e-'));
   live.add(dir);
   if (options.dirMode !== undefined) await chmod(dir, options.dirMode);
-  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info' }, group: options.group });
+  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info', ...(options.env ?? {}) }, group: options.group });
   const names = Array.from({ length: count }, (_, i) => memberName(i + 1));
   const clients = new Map<string, RoostClient>();
   const raws = new Map<string, Client>();
@@ -290,6 +300,16 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
       await dropClients(m);
       await local.startMember({ name: m, dir: memberDir(m) }, {});
     },
+    async mountPool(m, o) {
+      await cluster.kill(m, 'SIGTERM');
+      const pool = path.join(memberDir(m), 'storage-pools', 'default');
+      await mkdir(pool, { recursive: true });
+      const flags = [`size=${o.size}`, ...(o.inodes !== undefined ? [`nr_inodes=${o.inodes}`] : []), 'mode=0711'];
+      const r = spawnSync('mount', ['-t', 'tmpfs', '-o', flags.join(','), `roost-test-${m}`, pool], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`could not mount a tmpfs on ${pool}: ${r.stderr}`);
+      await cluster.restart(m);
+      await waitFor(`${m} is Online again on its tmpfs pool`, async () => ((await client(m).get(`/1.0/cluster/members/${m}`)) as { status: string }).status === 'Online', 30_000);
+    },
     logTail(m, lines = 30) {
       try {
         return readFileSync(path.join(memberDir(m), 'roostd.log'), 'utf8').split('\n').slice(-lines).join('\n');
@@ -303,6 +323,8 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
       for (const m of [...new Set([...clients.keys(), ...raws.keys()])]) await dropClients(m);
       await store?.close().catch(() => undefined);
       try {
+        await local.down(false);
+        unmountUnder(dir);
         await local.down(true);
       } finally {
         killEverythingSync(dir);
@@ -327,7 +349,17 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
   return cluster;
 }
 
-/** Last resort when the test process ends without `stop`: SIGKILL daemons and instances, remove the directory. */
+/** Lazily unmount whatever is mounted below `dir` (tmpfs pools), deepest first, so the directory can go. */
+function unmountUnder(dir: string): void {
+  const points = safeRead('/proc/self/mounts')
+    .split('\n')
+    .map((line) => line.split(' ')[1] ?? '')
+    .filter((p) => p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) spawnSync('umount', ['-l', p]);
+}
+
+/** Last resort when the test process ends without `stop`: SIGKILL daemons and instances, unmount, remove the directory. */
 function killEverythingSync(dir: string): void {
   if (!existsSync(dir)) return;
   for (const m of safeReaddir(dir)) {
@@ -343,6 +375,7 @@ function killEverythingSync(dir: string): void {
       }
     }
   }
+  unmountUnder(dir);
   rmSync(dir, { recursive: true, force: true });
 }
 

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { PoolUsage, StorageDriver, VolumeRef, VolumeType } from '../driver.js';
+import { entryFootprint, type PoolUsage, type StorageDriver, type VolumeFootprint, type VolumeRef, type VolumeType } from '../driver.js';
 
 const volumeDirs: Record<VolumeType, string> = { container: 'containers', custom: 'custom' };
 const volumeTypes = Object.keys(volumeDirs) as VolumeType[];
@@ -30,6 +30,8 @@ const privateDirMode = 0o700;
 export class DirPool implements StorageDriver {
   readonly driver = 'dir';
   private readonly root: string;
+  /** Trees `removeTree` is removing now (renamed into the trash): `emptyTrash` leaves them to it. */
+  private readonly removing = new Set<string>();
 
   constructor(
     readonly poolName: string,
@@ -86,13 +88,22 @@ export class DirPool implements StorageDriver {
     return treeBytes(target);
   }
 
+  async volumeFootprint(ref: VolumeRef): Promise<VolumeFootprint> {
+    const target = this.volumePath(ref);
+    if (!(await this.volumeExists(ref))) {
+      throw new Error(`Storage volume "${ref.name}" (${ref.type}, project "${ref.project}") not found in pool "${this.poolName}"`);
+    }
+    return treeFootprint(target);
+  }
+
   async poolUsage(): Promise<PoolUsage> {
     const s = await fsp.statfs(this.root);
     const totalBytes = s.blocks * s.bsize;
     // bavail, not bfree: blocks reserved for root are not space volumes can use.
     const freeBytes = s.bavail * s.bsize;
     const usedBytes = (s.blocks - s.bfree) * s.bsize;
-    return { totalBytes, usedBytes, freeBytes };
+    // A file system without an inode table of fixed size (btrfs) reports none at all.
+    return { totalBytes, usedBytes, freeBytes, freeInodes: s.files > 0 ? s.ffree : null };
   }
 
   async createStaging(ref: VolumeRef, moveId: string): Promise<string> {
@@ -180,8 +191,23 @@ export class DirPool implements StorageDriver {
       if (errorCode(err) === 'ENOENT') return;
       throw err;
     }
-    // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY).
-    await fsp.rm(trash, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY). What cannot be removed
+    // now (an immutable file) stays in the trash, out of sight, for `emptyTrash` (or the next start).
+    this.removing.add(trash);
+    try {
+      await fsp.rm(trash, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    } finally {
+      this.removing.delete(trash);
+    }
+  }
+
+  async emptyTrash(): Promise<void> {
+    const trash = path.join(this.root, deletingDir);
+    for (const entry of await readDirOrEmpty(trash)) {
+      const p = path.join(trash, entry.name);
+      if (this.removing.has(p)) continue;
+      await fsp.rm(p, { recursive: true, force: true }).catch(() => undefined); // still stuck: the next sweep retries
+    }
   }
 
   private checkStagingPath(stagingPath: string): string {
@@ -271,6 +297,28 @@ async function treeBytes(dir: string): Promise<number> {
     }),
   );
   for (const size of sizes) total += size;
+  return total;
+}
+
+/** The footprint of the tree at `dir` (itself included), without following symlinks. */
+async function treeFootprint(dir: string): Promise<VolumeFootprint> {
+  const total: VolumeFootprint = { bytes: entryFootprint('dir', 0), inodes: 1 };
+  const entries = await readDirOrEmpty(dir);
+  const parts = await Promise.all(
+    entries.map(async (entry): Promise<VolumeFootprint> => {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) return treeFootprint(p);
+      const st = await lstatOrNull(p); // a file removed while we walk no longer counts
+      if (!st) return { bytes: 0, inodes: 0 };
+      if (st.isFile()) return { bytes: entryFootprint('file', st.size), inodes: 1 };
+      if (st.isSymbolicLink()) return { bytes: entryFootprint('link', st.size), inodes: 1 };
+      return { bytes: 0, inodes: 0 }; // sockets, FIFOs and devices are not copied
+    }),
+  );
+  for (const part of parts) {
+    total.bytes += part.bytes;
+    total.inodes += part.inodes;
+  }
   return total;
 }
 
