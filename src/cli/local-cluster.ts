@@ -5,11 +5,14 @@ import { dirname, join, resolve } from 'node:path';
 import { rmSync } from 'node:fs';
 import { LocalCluster } from '../daemon/local-cluster.js';
 import { cliConfigPath, readCliConfig, writeCliConfig } from '../client/config.js';
+import { resolveGroup } from '../daemon/permissions.js';
 
 /** Options of `roost up`. */
 export interface UpOptions {
   members: number;
   dir?: string;
+  /** Group allowed to use the members' sockets (roostd's `--group`); default: the one recorded, else the user's. */
+  group?: string;
 }
 
 /** Options of `roost down`. */
@@ -39,7 +42,8 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   if (!Number.isInteger(options.members) || options.members < 1 || options.members > 64) {
     throw new Error('--members must be a whole number from 1 to 64');
   }
-  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()));
+  if (options.group !== undefined) await resolveGroup(options.group); // an unknown group fails here, not in every member's log
+  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { group: options.group });
   const results = await cluster.up(options.members);
   for (const r of results) {
     const words = { joined: 'added and started', started: 'started', running: 'already running' }[r.action];

@@ -2,7 +2,7 @@
 // migrator and the API servers; at start it repairs interrupted moves, re-adopts instances and
 // resumes unfinished work, because everything that matters is rebuilt from the store.
 
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from '../store/index.js';
@@ -30,6 +30,7 @@ import { LeaderElection } from '../cluster/leader.js';
 import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
+import { ensureDir, memberDirMode, privateDirMode, privateFileMode, restrict, socketMode, traversableDirMode } from './permissions.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -42,6 +43,8 @@ export interface DaemonOptions {
   bootstrap?: boolean;
   /** A join token from `POST /1.0/cluster/members` (LXD's `lxc cluster add`). */
   joinToken?: string;
+  /** Group id that may use the unix socket (LXD's `--group`); default: the daemon user's primary group. */
+  socketGroup?: number;
   log?: Logger;
 }
 
@@ -58,7 +61,8 @@ export interface RunningDaemon {
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   const dir = resolve(options.dir);
   const log = options.log ?? createLogger(`roostd:${options.name}`);
-  await mkdir(dir, { recursive: true });
+  const socketGroup = options.socketGroup ?? process.getgid?.() ?? 0;
+  await securePrivateLayout(dir, socketGroup);
   const store = await openStore(options.storeUrl);
   try {
     await admit(store, options);
@@ -101,10 +105,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await rm(socketPath, { force: true });
     const unixApp = await buildApi(member, 'unix');
     await unixApp.listen({ path: socketPath });
+    // Created under umask 077 (nobody may connect); now opened to the socket's group, as LXD's --group.
+    await restrict(socketPath, socketMode, socketGroup);
 
     const record = await cluster.register(member.address);
     await cluster.startHeartbeat();
-    await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`);
+    await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`, { mode: privateFileMode });
     log.info({ address: member.address, socket: socketPath, state: record.state }, 'member started');
 
     await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
@@ -148,6 +154,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Creates the member's directories with private modes, and tightens what an older install left looser:
+ * the member directory (its group: the socket's), `storage-pools`, the directories of instance logs and pid
+ * files, images and LXC's path, the daemon's pid and log files. The pool tightens itself in its init.
+ */
+async function securePrivateLayout(dir: string, socketGroup: number): Promise<void> {
+  await ensureDir(dir, memberDirMode, socketGroup);
+  await ensureDir(join(dir, 'storage-pools'), traversableDirMode);
+  for (const sub of ['instances', 'images', 'lxc']) await ensureDir(join(dir, sub), privateDirMode);
+  for (const file of ['roostd.pid', 'roostd.log']) await restrict(join(dir, file), privateFileMode);
 }
 
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {

@@ -2,13 +2,14 @@
 // own data directory, on free loopback ports. `roost up`/`roost down` and the tests drive it.
 
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, openSync, closeSync, fchmodSync, readFileSync } from 'node:fs';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RoostClient } from '../client/client.js';
 import { encodeJoinToken } from '../cluster/token.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
+import { traversableDirMode, ensureDir, memberDirMode, privateFileMode } from './permissions.js';
 
 /** One member of a local cluster. */
 export interface LocalMember {
@@ -20,12 +21,16 @@ export interface LocalMember {
 export interface LocalClusterState {
   store: string;
   members: LocalMember[];
+  /** The `--group` the members run with, once given (later starts keep it). */
+  group?: string;
 }
 
 /** Options for a local cluster. */
 export interface LocalClusterOptions {
   /** Extra environment for the daemons. */
   env?: Record<string, string>;
+  /** Group whose members may use the members' unix sockets (roostd's `--group`); recorded for later starts. */
+  group?: string;
   /** How long to wait for a member to answer after starting it (ms). */
   readyTimeoutMs?: number;
 }
@@ -61,7 +66,7 @@ export class LocalCluster {
   }
 
   private async saveState(state: LocalClusterState): Promise<void> {
-    await writeFile(join(this.dir, 'cluster.json'), `${JSON.stringify(state, null, 2)}\n`);
+    await writeFile(join(this.dir, 'cluster.json'), `${JSON.stringify(state, null, 2)}\n`, { mode: privateFileMode });
   }
 
   /** An API client for one member (close it after use). */
@@ -86,8 +91,9 @@ export class LocalCluster {
    * missing ones (the first bootstraps, the others join with a token). Returns what it did per member.
    */
   async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' }[]> {
-    await mkdir(this.dir, { recursive: true });
+    await ensureDir(this.dir, traversableDirMode);
     const state = await this.state();
+    if (this.options.group !== undefined) state.group = this.options.group;
     const out: { name: string; action: 'started' | 'joined' | 'running' }[] = [];
     for (const m of state.members) {
       if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
@@ -123,9 +129,13 @@ export class LocalCluster {
 
   /** Start one member's daemon in the background and wait until it answers. */
   async startMember(m: LocalMember, how: { bootstrap?: boolean; join?: string }): Promise<void> {
-    await mkdir(m.dir, { recursive: true });
+    // The daemon sets the member directory's group and tightens everything in it; these come first.
+    await ensureDir(this.dir, traversableDirMode);
+    await ensureDir(m.dir, memberDirMode);
+    const group = this.options.group ?? (await this.state()).group;
     const logPath = join(m.dir, 'roostd.log');
-    const fd = openSync(logPath, 'a');
+    const fd = openSync(logPath, 'a', privateFileMode);
+    fchmodSync(fd, privateFileMode);
     const self = fileURLToPath(import.meta.url);
     const fromSource = self.endsWith('.ts');
     const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
@@ -134,6 +144,7 @@ export class LocalCluster {
       main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', this.storeUrl,
       ...(how.bootstrap ? ['--bootstrap'] : []),
       ...(how.join ? ['--join', how.join] : []),
+      ...(group !== undefined ? ['--group', group] : []),
     ];
     await rm(join(m.dir, 'roostd.pid'), { force: true });
     const child = spawn(process.execPath, args, {
@@ -151,7 +162,17 @@ export class LocalCluster {
     for (;;) {
       if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
       if (await this.answers(m.name)) return;
-      if (Date.now() > deadline) throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      if (Date.now() > deadline) {
+        // Given up on: it must not finish starting later, unseen, in a directory its caller may remove.
+        if (child.pid !== undefined && exited === null) {
+          try {
+            process.kill(child.pid, 'SIGKILL');
+          } catch {
+            // It ended meanwhile.
+          }
+        }
+        throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   }

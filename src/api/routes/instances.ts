@@ -15,6 +15,7 @@ import { expandDevices } from '../../instances/devices.js';
 import { placeNewInstance } from '../../placement/index.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { parseBytes } from '../../util/units.js';
+import { checkUserChange } from '../../config/keys.js';
 import type { Member } from '../../daemon/context.js';
 import type { RunContext } from '../../operations/operations.js';
 import { commandNotExecutable, commandNotFound, startExec } from '../../instances/exec.js';
@@ -152,6 +153,9 @@ export function registerInstanceRoutes(r: Router): void {
   r.on('POST', '/1.0/instances', async (req, reply) => {
     const project = projectOf(req);
     const body = parseBody(req, createBody);
+    // Before the image's own keys are added: only what the user sent must leave volatile keys alone.
+    const readOnly = checkUserChange('instance', {}, body.config ?? {});
+    if (readOnly) throw errors.badRequest(readOnly);
     const sourceType = body.source?.type ?? 'none';
     if (sourceType !== 'none' && sourceType !== 'image') throw errors.badRequest(`Unsupported instance source "${sourceType}" (use "none" or "image")`);
     const image = sourceType === 'image'

@@ -13,8 +13,9 @@ export function registerLocalClusterCommands(program: Command, ctx: CliContext):
     .description('Start (or complete) a local cluster on this host')
     .option('--members <n>', 'Number of members', '3')
     .option('--dir <dir>', 'Directory of the local cluster')
-    .action(async (flags: { members: string; dir?: string }) => {
-      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir }, out);
+    .option('--group <group>', 'Group whose members may use the members\' unix sockets (kept for later starts)')
+    .action(async (flags: { members: string; dir?: string; group?: string }) => {
+      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir, group: flags.group }, out);
     });
 
   program
