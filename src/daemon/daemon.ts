@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
-import { keys, type JoinTokenRecord, type MemberRecord } from '../store/schema.js';
+import { keys, type MemberRecord } from '../store/schema.js';
 import { ensureClusterCertificate } from '../cluster/certificate.js';
 import { PeerClient } from '../cluster/peers.js';
 import { InternalClient } from '../cluster/internal.js';
@@ -25,6 +25,7 @@ import { buildApi } from '../api/server.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
+import { consumeToken, tokenOperations } from '../cluster/tokens.js';
 import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
 import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
@@ -121,6 +122,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const drainer = new Drainer(clusterPorts(member), requestBook(member));
     const requests = requestPorts(member);
     operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    operations.handle('join-token', tokenOperations(store, events));
     let leading: Promise<void> = Promise.resolve();
     const election = new LeaderElection({
       store,
@@ -189,12 +191,8 @@ async function admit(store: Store, options: DaemonOptions): Promise<void> {
   if (options.joinToken) {
     const token = decodeJoinToken(options.joinToken);
     if (token.server_name !== options.name) throw new Error(`the join token is for member "${token.server_name}", not "${options.name}"`);
-    const kv = await store.get(keys.token(options.name));
-    const record = kv ? (JSON.parse(kv.value) as JoinTokenRecord) : null;
-    if (!kv || !record || record.secret !== token.secret) throw new Error('the join token is not valid (unknown, used or revoked)');
-    if (Date.parse(record.expiresAt) < Date.now()) throw new Error('the join token has expired');
-    const r = await store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'delete', key: kv.key }]);
-    if (!r.succeeded) throw new Error('the join token was used by another member');
+    // The issuing member's event stream is not running here yet: the token's operation ends in the store.
+    await consumeToken(store, null, 'join', options.name, token.secret);
     return;
   }
   if (options.bootstrap) {

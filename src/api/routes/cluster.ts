@@ -1,7 +1,6 @@
 // `/1.0/cluster...`: the cluster, its members, join tokens and member state (evacuate/restore).
 
 import os from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
@@ -9,8 +8,8 @@ import { sync, async as asyncReply } from '../envelope.js';
 import { forwardTo, param, parseBody, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
-import { keys, type JoinTokenRecord } from '../../store/schema.js';
 import type { Member } from '../../daemon/context.js';
+import { issueToken } from '../../cluster/tokens.js';
 import { requestPorts } from '../../daemon/drainer-ports.js';
 import { memberProgress, requestStateChange } from '../../evacuation/requests.js';
 
@@ -82,25 +81,20 @@ export function registerClusterRoutes(r: Router): void {
     const body = parseBody(req, z.object({ server_name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/, 'must be a valid member name') }).passthrough());
     const existing = (await m.cluster.members()).find((v) => v.record.name === body.server_name);
     if (existing) throw errors.conflict(`The cluster already has a member with name: ${body.server_name}`);
-    const token: JoinTokenRecord = {
+    // The operation stays Running until the token is used, revoked or expires (`lxc cluster list-tokens`).
+    const op = await issueToken(m.store, m.events, {
+      kind: 'join',
       name: body.server_name,
-      secret: randomBytes(32).toString('hex'),
-      expiresAt: new Date(Date.now() + 3 * 3600 * 1000).toISOString(),
-    };
-    await m.store.put(keys.token(token.name), JSON.stringify(token));
-    const op = await m.operations.begin({
-      class: 'token',
       description: 'Requesting to join the cluster',
-      resources: { cluster: [] },
-      metadata: {
-        serverName: token.name,
-        secret: token.secret,
+      location: m.name,
+      metadata: (secret, expiresAt) => ({
+        serverName: body.server_name,
+        secret,
         fingerprint: m.cert.fingerprint,
         addresses: [m.address],
-        expiresAt: token.expiresAt,
+        expiresAt,
         store: m.storeUrl,
-      },
-      run: async () => undefined,
+      }),
     });
     return asyncReply(reply, op);
   });
