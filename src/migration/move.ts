@@ -27,7 +27,7 @@ import type { Store, Op, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import type { StorageDriver, VolumeFootprint, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
-import { attachedVolumes, expandDevices } from '../instances/devices.js';
+import { attachedVolumes, expandDevices } from '../config/devices.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
 import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
-import { forwardTo, param, parseBody, recursion } from '../request.js';
+import { param, parseBody, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
 import type { Member } from '../../daemon/context.js';
@@ -111,13 +111,16 @@ export function registerClusterRoutes(r: Router): void {
   r.on('PUT', '/1.0/cluster/members/:name', update(true));
   r.on('PATCH', '/1.0/cluster/members/:name', update(false));
 
-  r.on('GET', '/1.0/cluster/members/:name/state', async (req, reply) => {
+  // A member answers for itself; for an offline one any member answers what the store knows.
+  const stateOwner = async (req: FastifyRequest): Promise<string | null> => {
+    const view = await m.cluster.member(param(req, 'name'));
+    return view.status === 'Offline' ? null : view.record.name;
+  };
+  r.owned('GET', '/1.0/cluster/members/:name/state', stateOwner, async (req, reply) => {
     const name = param(req, 'name');
-    const view = await m.cluster.member(name);
-    if (view.status === 'Offline') {
+    if (name !== m.name) {
       return sync(reply, { sysinfo: null, storage_pools: null, roost_evacuation: await memberProgress(requestPorts(m), name) });
     }
-    if (await forwardTo(r, req, reply, name)) return;
     return sync(reply, await localMemberState(m));
   });
 
