@@ -56,6 +56,8 @@ const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 100
 export interface RunningDaemon {
   member: Member;
   stop(): Promise<void>;
+  /** Resolves when the member was removed from the cluster (its process should then stop). */
+  removed: Promise<void>;
 }
 
 /** Start a member. */
@@ -144,8 +146,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     });
     election.start();
 
+    const removed = new Promise<void>((resolve) => {
+      cluster.onRemoved = resolve;
+    });
     return {
       member,
+      removed,
       stop: async () => {
         await election.stop();
         await leading;

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
-import { param, parseBody, recursion } from '../request.js';
+import { param, parseBody, queryParam, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
 import type { Member } from '../../daemon/context.js';
@@ -100,6 +100,14 @@ export function registerClusterRoutes(r: Router): void {
   });
 
   r.on('GET', '/1.0/cluster/members/:name', async (req, reply) => sync(reply, memberToApi(await m.cluster.member(param(req, 'name')))));
+
+  // `lxc cluster remove [--force]`: the member's daemon sees its record gone at its next heartbeat and stops.
+  r.on('DELETE', '/1.0/cluster/members/:name', async (req, reply) => {
+    const force = ['1', 'true'].includes(queryParam(req, 'force') ?? '');
+    const lost = await m.cluster.remove(param(req, 'name'), force);
+    m.events.lifecycle('cluster-member-removed', `/1.0/cluster/members/${param(req, 'name')}`, lost);
+    return sync(reply, lost);
+  });
 
   const update = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
     const name = param(req, 'name');
