@@ -3,58 +3,35 @@
 // and the summary are tested without a terminal.
 
 import type { Operation } from '../client/client.js';
-import { type JsonObject, asObject, isObject, num, str } from '../client/json.js';
+import type { JsonObject } from '../client/json.js';
+import { mergeEvacuationProgress, parseEvacuationProgress as parseWire, type EvacuationProgress, type InstanceProgress } from '../wire/evacuation.js';
 import { formatBytes } from '../util/units.js';
 import { formatEta } from './format.js';
 
-/** One instance's step in an evacuation or restore. */
-export interface InstanceProgress {
-  action: string;
-  target: string;
-  state: string;
-  error: string;
-}
-
-/** The operation's `roost_evacuation` object. */
-export interface EvacuationProgress {
-  total: number;
-  done: number;
-  failed: number;
-  bytesTotal: number;
-  bytesDone: number;
-  rate: number;
-  /** The server's estimate, when it sends one. */
-  etaSeconds: number | null;
-  /** Keyed by `<project>/<name>`. */
-  instances: Record<string, InstanceProgress>;
-}
+export type { EvacuationProgress, InstanceProgress } from '../wire/evacuation.js';
+export { isInFlight } from '../wire/evacuation.js';
 
 /** Which command is running, for wording. */
 export type MemberAction = 'evacuate' | 'restore';
 
 /** Read `roost_evacuation` from operation metadata; null when the server does not send it. */
 export function parseEvacuationProgress(metadata: JsonObject | null): EvacuationProgress | null {
-  const raw = metadata?.roost_evacuation;
-  if (!isObject(raw)) return null;
-  const instances: Record<string, InstanceProgress> = {};
-  for (const [key, value] of Object.entries(asObject(raw.instances))) {
-    instances[key] = {
-      action: str(value, 'action'),
-      target: str(value, 'target'),
-      state: str(value, 'state'),
-      error: str(value, 'error'),
-    };
+  return parseWire(metadata?.roost_evacuation);
+}
+
+/**
+ * Follows one operation's updates: the server sends only what changed in each (a partial view), so the
+ * client keeps the whole picture by merging them.
+ */
+export class ProgressFollower {
+  private known: EvacuationProgress | null = null;
+
+  /** The whole progress as known after `op`'s update (null from a server that sends none). */
+  update(op: Operation): EvacuationProgress | null {
+    const update = parseEvacuationProgress(op.metadata);
+    if (update) this.known = mergeEvacuationProgress(this.known, update);
+    return this.known;
   }
-  return {
-    total: num(raw, 'total'),
-    done: num(raw, 'done'),
-    failed: num(raw, 'failed'),
-    bytesTotal: num(raw, 'bytesTotal'),
-    bytesDone: num(raw, 'bytesDone'),
-    rate: num(raw, 'rate'),
-    etaSeconds: typeof raw.etaSeconds === 'number' ? raw.etaSeconds : null,
-    instances,
-  };
 }
 
 /** LXD's progress text (`evacuation_progress`, or any `*_progress` string the server sends). */
@@ -70,11 +47,6 @@ export function progressText(metadata: JsonObject | null): string | null {
 /** `default/c1` → `c1`; other projects keep their prefix so names stay unambiguous. */
 export function instanceLabel(key: string): string {
   return key.startsWith('default/') ? key.slice('default/'.length) : key;
-}
-
-/** True for a step that has started and not ended (these get a line in the live display). */
-export function isInFlight(state: string): boolean {
-  return state !== 'done' && state !== 'failed' && state !== 'pending' && state !== '';
 }
 
 /** How an action counts in the summary (`none`: a stopped instance that stays where it is). */
@@ -127,11 +99,12 @@ export function overallFields(p: EvacuationProgress): { instances: string; bytes
  */
 export class PlainProgressLog {
   private readonly reported = new Set<string>();
+  private readonly follower = new ProgressFollower();
   private lastText: string | null = null;
 
   /** The new lines that `op` brings compared with what was already reported. */
   lines(op: Operation): string[] {
-    const progress = parseEvacuationProgress(op.metadata);
+    const progress = this.follower.update(op);
     if (!progress) {
       const text = progressText(op.metadata);
       if (text === null || text === this.lastText) return [];

@@ -6,10 +6,10 @@ import type { Operation } from '../client/client.js';
 import { asObject } from '../client/json.js';
 import {
   type EvacuationProgress,
+  ProgressFollower,
   inFlightLine,
   isInFlight,
   overallFields,
-  parseEvacuationProgress,
   progressText,
 } from './evacuation-progress.js';
 
@@ -47,6 +47,7 @@ export class LiveProgressView {
   private readonly multi: MultiBar;
   private readonly overall: SingleBar;
   private rows: SingleBar[] = [];
+  private readonly follower = new ProgressFollower();
   private stopped = false;
 
   constructor(
@@ -68,7 +69,7 @@ export class LiveProgressView {
   /** Show the state carried by `op`. */
   update(op: Operation): void {
     if (this.stopped) return;
-    const progress = parseEvacuationProgress(op.metadata);
+    const progress = this.follower.update(op);
     this.overall.update(0, { line: overallLine(this.title, progress, progressText(op.metadata)) });
     const lines = inFlightLines(progress);
     while (this.rows.length > lines.length) {

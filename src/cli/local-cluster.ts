@@ -46,7 +46,7 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { group: options.group });
   const results = await cluster.up(options.members);
   for (const r of results) {
-    const words = { joined: 'added and started', started: 'started', running: 'already running' }[r.action];
+    const words = { joined: 'added and started', started: 'started', running: 'already running', removed: 'no longer a member (removed); forgotten' }[r.action];
     out(`Member ${r.name}: ${words} (${join(cluster.dir, r.name)})`);
   }
   const first = results[0];

@@ -6,7 +6,8 @@
 //   GET  /internal/capacity                 pool space, volume sizes and what runs (for placement)
 //   GET  /internal/images/:fp               an image file (copied to a member on first use)
 //   POST /internal/instances/start|stop     start or stop an instance the member holds
-//   POST /internal/moves/run                ask the holder of instances to move them (restore, drainer)
+//   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
+//                                           streams progress lines (NDJSON) and ends with the outcome
 //   and the receiving side of one move, on its target, keyed by the move's journal id:
 //   POST /internal/moves/:id/prepare        clear stale copies, check the pool has room, open staging
 //   PUT  /internal/moves/:id/volume?ref     one volume's tar stream (cold copy) → every entry as it landed
@@ -66,8 +67,35 @@ export const runMoveBody = z.object({
   forceStop: z.boolean().optional(),
   precopy: z.boolean().optional(),
   evacuation: z.string().nullable().optional(),
+  /** The drainer term that ordered the move: its journal and its commit hold only while that term lasts. */
+  fence: z.object({ key: z.string(), createRevision: z.number().int() }).optional(),
 });
 export type RunMoveBody = z.infer<typeof runMoveBody>;
+
+/** How a move asked of its holder failed, for the caller's retry decision. */
+export type MoveFailureKind = 'unreachable' | 'busy' | 'target-unavailable' | 'failed';
+
+/** One line of a `runMove` answer: a phase, bytes so far, or the outcome (the last line). */
+export type RunMoveLine =
+  | { phase: 'stopping' | 'copying' | 'starting' }
+  | { bytesDone: number; bytesTotal: number }
+  | { ok: true }
+  | { ok: false; failure: MoveFailureKind; error: string };
+
+/** The lines before the outcome: what a caller's progress display sees. */
+export type RunMoveProgressLine = Exclude<RunMoveLine, { ok: boolean }>;
+
+/** A move that the holder reported as failed. */
+export class RemoteMoveError extends Error {
+  constructor(
+    readonly failure: MoveFailureKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RemoteMoveError';
+  }
+}
+
 
 /** What a copy about to be sent will take on the target's pool (`VolumeFootprint`), checked before it starts. */
 export const footprintSchema = z.object({ bytes: z.number().int().nonnegative(), inodes: z.number().int().nonnegative() });
@@ -163,9 +191,34 @@ export class InternalClient {
     await this.peers.call(address, 'POST', internalRoutes.stopInstance, { json: body, signal, timeoutMs: slow.stop });
   }
 
-  /** Ask the member holding the instances to move them; resolves once the move is done. */
-  async runMove(address: string, body: RunMoveBody, signal?: AbortSignal): Promise<void> {
-    await this.peers.call(address, 'POST', internalRoutes.runMove, { json: body, signal, timeoutMs: slow.move });
+  /**
+   * Ask the member holding the instances to move them; resolves once the move is done, rejects with a
+   * `RemoteMoveError` saying how it failed. `onLine` sees each phase and byte count as the holder reports it.
+   */
+  async runMove(address: string, body: RunMoveBody, signal: AbortSignal | undefined, onLine: (line: RunMoveProgressLine) => void = () => undefined): Promise<void> {
+    const stream = await this.peers.stream(address, internalRoutes.runMove, { method: 'POST', json: body, signal, timeoutMs: slow.stop });
+    let buffered = '';
+    let outcome: RunMoveLine | null = null;
+    try {
+      for await (const chunk of stream) {
+        buffered += (chunk as Buffer).toString('utf8');
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const text = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          if (text.trim() === '') continue;
+          const line = JSON.parse(text) as RunMoveLine;
+          if ('ok' in line) outcome = line;
+          else onLine(line as RunMoveProgressLine);
+        }
+      }
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new RemoteMoveError('unreachable', `the connection to the member at ${address} broke during the move: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (!outcome) throw new RemoteMoveError('unreachable', `the member at ${address} ended the move without an outcome (it may have restarted)`);
+    if (!('ok' in outcome) || outcome.ok) return;
+    throw new RemoteMoveError(outcome.failure, outcome.error);
   }
 
   /** The receiving end of move `moveId` on the member at `address`. */

@@ -144,12 +144,24 @@ export class PeerClient {
     return res.body;
   }
 
-  /** GET a body as a stream (image and volume copies); a non-2xx answer throws with the peer's error. */
-  async stream(address: string, path: string, signal?: AbortSignal): Promise<Readable> {
+  /**
+   * Send a request (GET, or POST with a JSON body) and answer its body as a stream (image copies, progress
+   * lines of a long move); a non-2xx answer throws with the peer's error.
+   */
+  async stream(address: string, path: string, options: { method?: 'GET' | 'POST'; json?: unknown; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Readable> {
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(`https://${address}${path}`, { method: 'GET', dispatcher: this.agent, signal, bodyTimeout: 0 });
+      res = await request(`https://${address}${path}`, {
+        method: options.method ?? 'GET',
+        dispatcher: this.agent,
+        signal: options.signal,
+        headers: options.json !== undefined ? { 'content-type': 'application/json' } : {},
+        body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
+        headersTimeout: options.timeoutMs ?? 30_000,
+        bodyTimeout: 0,
+      });
     } catch (err) {
+      if (options.signal?.aborted) throw err;
       throw new PeerUnreachableError(address, err);
     }
     if (res.statusCode >= 300) {

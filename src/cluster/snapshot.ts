@@ -5,7 +5,7 @@
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
-import { expandDevices } from '../instances/devices.js';
+import { expandDevices } from '../config/devices.js';
 import type { Member } from '../daemon/context.js';
 import type { CapacityReport } from './internal.js';
 

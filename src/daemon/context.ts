@@ -39,16 +39,4 @@ export interface Member {
   images: ImageService;
   /** The websockets of this member's running exec operations. */
   execSessions: ExecSessions;
-  /** Evacuation and restore runs (added by the evacuation engine). */
-  evacuations?: EvacuationRunner;
-}
-
-/** The evacuation engine as the API sees it. */
-export interface EvacuationRunner {
-  /** Handle `POST /1.0/cluster/members/<this member>/state`: returns a sync result or an operation. */
-  request(body: unknown): Promise<{ sync: unknown } | { operation: import('../store/schema.js').OperationRecord }>;
-  /** The `roost_evacuation` progress object of the running or last run, if any. */
-  progress(): Promise<unknown>;
-  /** Stop timers (daemon shutdown). */
-  stop(): Promise<void>;
 }

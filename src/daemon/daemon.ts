@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
-import { keys, type JoinTokenRecord, type MemberRecord } from '../store/schema.js';
+import { keys, type MemberRecord } from '../store/schema.js';
 import { ensureClusterCertificate } from '../cluster/certificate.js';
 import { PeerClient } from '../cluster/peers.js';
 import { InternalClient } from '../cluster/internal.js';
@@ -25,7 +25,10 @@ import { buildApi } from '../api/server.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
-import { EvacuationService } from '../evacuation/service.js';
+import { consumeToken, tokenOperations } from '../cluster/tokens.js';
+import { Drainer } from '../evacuation/drainer.js';
+import { LeaderElection } from '../cluster/leader.js';
+import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
 import { ensureDir, memberDirMode, privateDirMode, privateFileMode, restrict, socketMode, traversableDirMode } from './permissions.js';
@@ -46,10 +49,15 @@ export interface DaemonOptions {
   log?: Logger;
 }
 
+/** How often the drainer writes a run's progress to the store (ms); `ROOST_PROGRESS_INTERVAL_MS` changes it. */
+const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 1000;
+
 /** A running member and how to stop it. */
 export interface RunningDaemon {
   member: Member;
   stop(): Promise<void>;
+  /** Resolves when the member was removed from the cluster (its process should then stop). */
+  removed: Promise<void>;
 }
 
 /** Start a member. */
@@ -110,17 +118,45 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 
     await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
     await instances.adoptAtBoot(record.state);
-    const evacuations = new EvacuationService(member);
-    member.evacuations = evacuations;
-    const resumed = await evacuations.resume().catch((err: unknown) => {
-      log.error({ err }, 'could not resume an unfinished evacuation or restore');
-      return null;
-    });
-    await operations.failStale(new Set(resumed ? [resumed] : []), 'The member restarted while the operation ran');
+    await operations.failStale(new Set(), 'The member restarted while the operation ran');
 
+    // Every member campaigns to run the drainer; the one holding the lease runs evacuations and restores.
+    const drainer = new Drainer(clusterPorts(member), requestBook(member));
+    const requests = requestPorts(member);
+    operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    operations.handle('join-token', tokenOperations(store, events));
+    let leading: Promise<void> = Promise.resolve();
+    const election = new LeaderElection({
+      store,
+      key: keys.drainerLeader(),
+      member: options.name,
+      ttlSeconds: () => cluster.offlineThreshold(),
+      log,
+      onTerm: (term) => {
+        leading = (async () => {
+          const threshold = await cluster.offlineThreshold().catch(() => 20);
+          await drainer.lead(term, {
+            progressIntervalMs,
+            // A holder may restart within this without failing its instances' moves.
+            unreachableMs: Math.max(10_000, 3 * threshold * 1000),
+            settleIntervalMs: Math.max(500, (threshold * 1000) / 2),
+          });
+        })().catch((err: unknown) => log.error({ err }, 'the drainer stopped with an error'));
+      },
+    });
+    election.start();
+
+    const removed = new Promise<void>((resolve) => {
+      cluster.onRemoved = resolve;
+    });
     return {
       member,
-      stop: () => stopDaemon(member, [httpsApp, unixApp]),
+      removed,
+      stop: async () => {
+        await election.stop();
+        await leading;
+        await stopDaemon(member, [httpsApp, unixApp]);
+      },
     };
   } catch (err) {
     await store.close().catch(() => undefined);
@@ -141,7 +177,6 @@ async function securePrivateLayout(dir: string, socketGroup: number): Promise<vo
 }
 
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
-  await member.evacuations?.stop();
   member.migrator.stop();
   member.images.unwatch();
   member.operations.stop();
@@ -162,12 +197,8 @@ async function admit(store: Store, options: DaemonOptions): Promise<void> {
   if (options.joinToken) {
     const token = decodeJoinToken(options.joinToken);
     if (token.server_name !== options.name) throw new Error(`the join token is for member "${token.server_name}", not "${options.name}"`);
-    const kv = await store.get(keys.token(options.name));
-    const record = kv ? (JSON.parse(kv.value) as JoinTokenRecord) : null;
-    if (!kv || !record || record.secret !== token.secret) throw new Error('the join token is not valid (unknown, used or revoked)');
-    if (Date.parse(record.expiresAt) < Date.now()) throw new Error('the join token has expired');
-    const r = await store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'delete', key: kv.key }]);
-    if (!r.succeeded) throw new Error('the join token was used by another member');
+    // The issuing member's event stream is not running here yet: the token's operation ends in the store.
+    await consumeToken(store, null, 'join', options.name, token.secret);
     return;
   }
   if (options.bootstrap) {

@@ -90,16 +90,23 @@ export class LocalCluster {
    * Make the cluster have at least `count` members, all running: start members that are down, add
    * missing ones (the first bootstraps, the others join with a token). Returns what it did per member.
    */
-  async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' }[]> {
+  async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' | 'removed' }[]> {
     await ensureDir(this.dir, traversableDirMode);
     const state = await this.state();
     if (this.options.group !== undefined) state.group = this.options.group;
-    const out: { name: string; action: 'started' | 'joined' | 'running' }[] = [];
-    for (const m of state.members) {
+    const out: { name: string; action: 'started' | 'joined' | 'running' | 'removed' }[] = [];
+    for (const m of [...state.members]) {
       if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
       else {
-        await this.startMember(m, {});
-        out.push({ name: m.name, action: 'started' });
+        try {
+          await this.startMember(m, {});
+          out.push({ name: m.name, action: 'started' });
+        } catch (err) {
+          // Removed from the cluster (`roost cluster remove`) since it last ran: forget it here too.
+          if (!(err instanceof Error && err.message.includes('is not a member of this cluster'))) throw err;
+          state.members = state.members.filter((x) => x.name !== m.name);
+          out.push({ name: m.name, action: 'removed' });
+        }
       }
     }
     for (let i = state.members.length + 1; i <= count; i++) {

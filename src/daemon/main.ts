@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  void daemon.removed.then(stop);
 }
 
 main().catch((err: unknown) => {

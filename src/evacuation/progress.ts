@@ -1,48 +1,47 @@
-// Progress of one evacuation or restore: the structured `roost_evacuation` object and LXD's
-// `evacuation_progress` text, pushed to the operation as they change. Pure bookkeeping, no I/O.
+// Progress of one evacuation or restore: per-instance states, bytes, rate and ETA, and LXD's one-line
+// `evacuation_progress` text. Pure bookkeeping, no I/O: the drainer decides when to persist and publish it,
+// taking the full view for the request record and small deltas for the operation's updates.
 
-import type { EvacuationProgress } from '../store/schema.js';
+import type { EvacuationProgress, InstanceProgress, InstanceRunState, RunStatus } from '../wire/evacuation.js';
 
-/** States an instance goes through in a run; `done` and `failed` are final. */
-export type InstanceRunState = 'pending' | 'stopping' | 'waiting' | 'copying' | 'starting' | 'done' | 'failed';
-
-/** One instance's line in the progress object. */
-export interface InstanceProgress {
-  action: string;
-  target: string | null;
-  state: InstanceRunState;
-  error?: string;
-  bytes: number;
-  bytesDone: number;
-}
-
-/** The `roost_evacuation` object as the API shows it. */
-export interface EvacuationProgressView extends EvacuationProgress {
-  action: 'evacuate' | 'restore';
-  member: string;
-  status: 'running' | 'done' | 'failed' | 'cancelled';
-  startedAt: string;
-  etaSeconds: number | null;
-}
-
-/** Tracks a run and tells its listener whenever something a user would see changes. */
+/** Tracks one run. */
 export class ProgressTracker {
   private readonly items = new Map<string, InstanceProgress>();
-  private readonly started = Date.now();
-  private status: EvacuationProgressView['status'] = 'running';
+  private readonly startedMs: number;
+  private status: RunStatus = 'running';
+  /** Instances whose state changed since the last delta. */
+  private readonly changed = new Set<string>();
   /** LXD's one-line progress text of the latest step. */
   text = '';
+  /** Bumped by every change; `stateVersion` only by changes other than bytes. */
+  version = 0;
+  stateVersion = 0;
 
   constructor(
     readonly action: 'evacuate' | 'restore',
     readonly member: string,
-    private readonly onChange: (view: EvacuationProgressView, text: string) => void,
-  ) {}
+    startedAt: string = new Date().toISOString(),
+  ) {
+    this.startedMs = Date.parse(startedAt) || Date.now();
+  }
 
-  /** Register an instance of the run. */
+  /**
+   * Register an instance of the run. One already known from an earlier term of the run (`seed`) keeps its
+   * final state, so a run taken over by another leader does not count an instance twice.
+   */
   add(key: string, action: string, target: string | null, bytes: number, state: InstanceRunState = 'pending'): void {
+    const known = this.items.get(key);
+    if (known && (known.state === 'done' || known.state === 'failed') && state === 'pending') return;
     this.items.set(key, { action, target, state, bytes, bytesDone: state === 'done' ? bytes : 0 });
-    this.emit();
+    this.touch(key);
+  }
+
+  /** Start from what an earlier term of the run recorded (instances already done stay done). */
+  seed(view: EvacuationProgress | null): void {
+    if (!view) return;
+    for (const [key, item] of Object.entries(view.instances)) {
+      if (item.state === 'done') this.items.set(key, { ...item });
+    }
   }
 
   /** Move an instance to a new state, with LXD's text for the step if any. */
@@ -51,15 +50,18 @@ export class ProgressTracker {
     if (!item) return;
     item.state = state;
     if (error !== undefined) item.error = error;
+    else if (state !== 'failed') delete item.error;
     if (state === 'done') item.bytesDone = item.bytes;
     if (text) this.text = text;
-    this.emit();
+    this.touch(key);
   }
 
   /** Change where an instance goes (after it was placed again). */
   retarget(key: string, target: string): void {
     const item = this.items.get(key);
-    if (item) item.target = target;
+    if (!item) return;
+    item.target = target;
+    this.touch(key);
   }
 
   /** Record copy progress of an instance. */
@@ -68,13 +70,14 @@ export class ProgressTracker {
     if (!item) return;
     item.bytes = Math.max(item.bytes, total);
     item.bytesDone = Math.min(done, item.bytes);
-    this.emit();
+    this.version++;
   }
 
   /** Mark the run finished. */
-  finish(status: EvacuationProgressView['status']): void {
+  finish(status: RunStatus): void {
     this.status = status;
-    this.emit();
+    this.version++;
+    this.stateVersion++;
   }
 
   /** Instances that failed, with their errors. */
@@ -82,28 +85,43 @@ export class ProgressTracker {
     return [...this.items].filter(([, i]) => i.state === 'failed').map(([key, i]) => ({ key, error: i.error ?? 'failed' }));
   }
 
-  /** The current view. */
-  view(): EvacuationProgressView {
+  /** The full view: every instance of the run. */
+  full(): EvacuationProgress {
+    return this.view(new Map(this.items), false);
+  }
+
+  /** A small view: the instances in flight or changed since the previous delta (a finished run lists all). */
+  delta(): EvacuationProgress {
+    if (this.status !== 'running') return this.full();
+    const picked = new Map<string, InstanceProgress>();
+    for (const [key, item] of this.items) {
+      if (this.changed.has(key) || (item.state !== 'pending' && item.state !== 'done' && item.state !== 'failed')) picked.set(key, item);
+    }
+    this.changed.clear();
+    return this.view(picked, true);
+  }
+
+  private view(instances: Map<string, InstanceProgress>, partial: boolean): EvacuationProgress {
     let done = 0;
     let failed = 0;
     let bytesTotal = 0;
     let bytesDone = 0;
-    const instances: EvacuationProgress['instances'] = {};
-    for (const [key, i] of this.items) {
+    for (const i of this.items.values()) {
       if (i.state === 'done') done++;
       if (i.state === 'failed') failed++;
       bytesTotal += i.bytes;
       bytesDone += i.bytesDone;
-      instances[key] = { action: i.action, target: i.target, state: i.state, ...(i.error ? { error: i.error } : {}) };
     }
-    const elapsed = Math.max(0.001, (Date.now() - this.started) / 1000);
+    const elapsed = Math.max(0.001, (Date.now() - this.startedMs) / 1000);
     const rate = Math.round(bytesDone / elapsed);
     const remaining = bytesTotal - bytesDone;
+    const out: Record<string, InstanceProgress> = {};
+    for (const [key, i] of instances) out[key] = { ...i };
     return {
       action: this.action,
       member: this.member,
       status: this.status,
-      startedAt: new Date(this.started).toISOString(),
+      startedAt: new Date(this.startedMs).toISOString(),
       total: this.items.size,
       done,
       failed,
@@ -111,11 +129,14 @@ export class ProgressTracker {
       bytesDone,
       rate,
       etaSeconds: this.status !== 'running' ? 0 : rate > 0 ? Math.round(remaining / rate) : null,
-      instances,
+      instances: out,
+      partial,
     };
   }
 
-  private emit(): void {
-    this.onChange(this.view(), this.text);
+  private touch(key: string): void {
+    this.changed.add(key);
+    this.version++;
+    this.stateVersion++;
   }
 }

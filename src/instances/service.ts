@@ -18,7 +18,7 @@ import { errors, ApiError } from '../errors/index.js';
 import { checkConfig, checkUserChange, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { checkDevices, expandDevices, attachedVolumes } from './devices.js';
+import { checkDevices, expandDevices, attachedVolumes } from '../config/devices.js';
 
 /** Files served under `/1.0/instances/<n>/logs/`: the workload's logs and recorded exec output. */
 const logFilePattern = /^(?:[A-Za-z0-9._-]+\.log|exec_[A-Za-z0-9-]+\.(?:stdout|stderr))$/;

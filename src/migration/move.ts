@@ -27,7 +27,7 @@ import type { Store, Op, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import type { StorageDriver, VolumeFootprint, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
-import { attachedVolumes, expandDevices } from '../instances/devices.js';
+import { attachedVolumes, expandDevices } from '../config/devices.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
 import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
@@ -58,6 +58,11 @@ export interface MoveRequest {
   precopy?: boolean;
   /** The evacuation/restore run this belongs to. */
   evacuation?: string | null;
+  /**
+   * The term of the drainer that ordered the move: its journal and its commit are written only while that
+   * term lasts, so a drainer cut off from the cluster can never have a move committed once its lease is gone.
+   */
+  fence?: { key: string; createRevision: number };
   /** Cancels the move if it has not committed yet. */
   signal?: AbortSignal;
   /** Bytes sent so far out of the total, as the copy goes. */
@@ -81,6 +86,29 @@ export class MoveAbortedError extends ApiError {
     super(status ?? (targetUnavailable ? 503 : 400), message);
     this.name = 'MoveAbortedError';
   }
+}
+
+/** Another move of the instance is journaled (still running, or waiting for its recovery). */
+export class MoveBusyError extends ApiError {
+  constructor(name: string) {
+    super(409, `Instance "${name}" changed or is already being moved; try again`);
+    this.name = 'MoveBusyError';
+  }
+}
+
+/** The drainer term that ordered a move ended before the move could commit. */
+export class FenceLostError extends ApiError {
+  constructor() {
+    super(409, 'the drainer that ordered this move is no longer the leader; the move was undone');
+    this.name = 'FenceLostError';
+  }
+}
+
+/** How a failed move is reported to the drainer that ordered it (its retry decision). */
+export function moveFailureKind(err: unknown): 'busy' | 'target-unavailable' | 'failed' {
+  if (err instanceof MoveBusyError) return 'busy';
+  if (err instanceof MoveAbortedError && err.targetUnavailable) return 'target-unavailable';
+  return 'failed';
 }
 
 /** Services the migrator uses. */
@@ -189,14 +217,29 @@ export class Migrator {
     }
     const journalOps = (phase: MoveJournal['phase']): Op[] =>
       [...journals.values()].map((j) => ({ type: 'put' as const, key: keys.move(j.project, j.instance), value: JSON.stringify({ ...j, phase }) }));
+    const fence: Compare[] = req.fence ? [req.fence] : [];
     const started = await store.txn(
       [
+        ...fence,
         ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision })),
         ...loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: 0 })),
       ],
       journalOps('started'),
     );
-    if (!started.succeeded) throw errors.conflict(`Instance "${req.instances[0]?.name ?? ''}" changed or is already being moved; try again`);
+    if (!started.succeeded) {
+      if (req.fence && !(await this.fenceHolds(req.fence))) throw new FenceLostError();
+      throw new MoveBusyError(req.instances[0]?.name ?? '');
+    }
+
+    // Each phase is written only over the one before: a journal that a drainer deleted (settling this move
+    // as if this member were gone) is never written again, and the move then stops and rolls back.
+    let journalRevision = started.revision;
+    const advance = async (phase: MoveJournal['phase']): Promise<number> => {
+      const r = await store.txn(loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: journalRevision })), journalOps(phase));
+      if (!r.succeeded) throw new MoveAbortedError('the move was settled elsewhere while it ran (its journal is gone)');
+      journalRevision = r.revision;
+      return r.revision;
+    };
 
     // Recovery (which may run meanwhile, retrying an earlier failure) leaves this move alone.
     this.active.add(id);
@@ -220,7 +263,7 @@ export class Migrator {
             .filter((l) => l.running)
             .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
         );
-        await store.txn([], journalOps('stopped'));
+        await advance('stopped');
         this.throwIfAborted(req.signal);
 
         // 3. Stream (after a pre-copy, only what changed since its last pass).
@@ -234,7 +277,7 @@ export class Migrator {
         // 4. Target makes the copies durable.
         this.throwIfAborted(req.signal);
         await link.commit(req.signal);
-        await store.txn([], journalOps('copied'));
+        const copiedRevision = await advance('copied');
         this.throwIfAborted(req.signal);
 
         // 5. Commit the new location, only while the target still takes instances.
@@ -252,11 +295,21 @@ export class Migrator {
           const vol = JSON.parse(kv.value) as VolumeRecord;
           ops.push({ type: 'put', key: kv.key, value: JSON.stringify({ ...vol, location: req.target }) });
         });
+        // The journal must still be as written: a drainer settling this move (as if this member were gone)
+        // deletes it, and then this commit must not happen.
         const commit = await store.txn(
-          [...guard, ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision }))],
+          [
+            ...guard,
+            ...fence,
+            ...loaded.map((l): Compare => ({ key: keys.instance(l.record.project, l.record.name), modRevision: l.modRevision })),
+            ...loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: copiedRevision })),
+          ],
           ops,
         );
-        if (!commit.succeeded) throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
+        if (!commit.succeeded) {
+          if (req.fence && !(await this.fenceHolds(req.fence))) throw new FenceLostError();
+          throw new MoveAbortedError(`member "${req.target}" stopped taking instances during the move`, true);
+        }
         committed = true;
       } catch (err) {
         await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
@@ -429,6 +482,11 @@ export class Migrator {
         throw errors.badRequest(`Storage volume "${shared.volume}" is also attached to instance "${other.name}"; move them together`);
       }
     }
+  }
+
+  private async fenceHolds(fence: { key: string; createRevision: number }): Promise<boolean> {
+    const kv = await this.deps.store.get(fence.key);
+    return kv !== null && kv.createRevision === fence.createRevision;
   }
 
   private throwIfAborted(signal?: AbortSignal): void {

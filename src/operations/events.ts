@@ -63,14 +63,14 @@ export class EventBus {
   }
 
   /** Publish an event to every member's subscribers. Batched: one store write per burst. */
-  publish(type: EventRecord['type'], metadata: unknown, project = 'default'): void {
-    this.pending.push({ type, timestamp: new Date().toISOString(), metadata, location: this.member, project });
+  publish(type: EventRecord['type'], metadata: unknown, project = 'default', location = this.member): void {
+    this.pending.push({ type, timestamp: new Date().toISOString(), metadata, location, project });
     if (!this.flushing) this.flushing = new Promise((resolve) => setImmediate(resolve)).then(() => this.flush());
   }
 
   /** Publish a lifecycle event as LXD shapes it. */
-  lifecycle(action: string, source: string, context: Record<string, unknown> = {}, project = 'default'): void {
-    this.publish('lifecycle', { action, source, context, requestor: null }, project);
+  lifecycle(action: string, source: string, context: Record<string, unknown> = {}, project = 'default', location = this.member): void {
+    this.publish('lifecycle', { action, source, context, requestor: null }, project, location);
   }
 
   /** Wait until everything published so far is in the store. */

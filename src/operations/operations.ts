@@ -82,6 +82,14 @@ interface Live {
   done: Promise<void>;
 }
 
+/** How a kind of store-driven operation is cancelled (by any member). */
+export interface OperationKindHandler {
+  /** Ask for the operation to end; false if it cannot be cancelled (any more). */
+  cancel(op: OperationRecord): Promise<boolean>;
+  /** Periodic look at a running operation of this kind (e.g. a token that expired ends). */
+  sweep?(op: OperationRecord): Promise<void>;
+}
+
 /** How often metadata changes reach the store and the event stream. */
 const publishIntervalMs = 200;
 /** How long finished operations stay listed. */
@@ -90,6 +98,7 @@ const keepFinishedMs = 5 * 60_000;
 /** The operations of one member. */
 export class Operations {
   private readonly live = new Map<string, Live>();
+  private readonly kinds = new Map<NonNullable<OperationRecord['kind']>, OperationKindHandler>();
   private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -174,10 +183,24 @@ export class Operations {
     });
   }
 
-  /** Cancel an operation this member runs. Returns false if it is unknown here or cannot be cancelled. */
-  cancel(id: string): 'cancelled' | 'not-cancellable' | 'unknown' {
+  /** Register how operations of a store-driven kind are cancelled. */
+  handle(kind: NonNullable<OperationRecord['kind']>, handler: OperationKindHandler): void {
+    this.kinds.set(kind, handler);
+  }
+
+  /**
+   * Cancel an operation: one this member runs, or a store-driven one (any member can). Returns `unknown` if
+   * it is neither (the caller forwards the request to the member running it).
+   */
+  async cancel(id: string): Promise<'cancelled' | 'not-cancellable' | 'unknown'> {
     const live = this.live.get(id);
-    if (!live) return 'unknown';
+    if (!live) {
+      const stored = await this.get(id);
+      const handler = stored?.kind ? this.kinds.get(stored.kind) : undefined;
+      if (!stored || !handler) return 'unknown';
+      if (!stored.mayCancel) return 'not-cancellable';
+      return (await handler.cancel(stored)) ? 'cancelled' : 'not-cancellable';
+    }
     if (!live.record.mayCancel) return 'not-cancellable';
     if (live.record.status === 'Running') {
       live.record.status = 'Cancelling';
@@ -223,7 +246,7 @@ export class Operations {
     const { kvs } = await this.store.range(keys.operations());
     for (const kv of kvs) {
       const op = JSON.parse(kv.value) as OperationRecord;
-      if (op.location !== this.member || isFinal(op.status) || except.has(op.id) || this.live.has(op.id)) continue;
+      if (op.kind || op.location !== this.member || isFinal(op.status) || except.has(op.id) || this.live.has(op.id)) continue;
       op.status = 'Failure';
       op.err = reason;
       op.updatedAt = new Date().toISOString();
@@ -257,10 +280,16 @@ export class Operations {
 
   private async sweep(): Promise<void> {
     const { kvs } = await this.store.range(keys.operations());
+    for (const kv of kvs) {
+      const op = JSON.parse(kv.value) as OperationRecord;
+      const handler = op.kind ? this.kinds.get(op.kind) : undefined;
+      if (handler?.sweep && !isFinal(op.status)) await handler.sweep(op).catch(() => undefined);
+    }
     const cutoff = Date.now() - keepFinishedMs;
     const old = kvs.filter((kv) => {
       const op = JSON.parse(kv.value) as OperationRecord;
-      return op.location === this.member && isFinal(op.status) && Date.parse(op.updatedAt) < cutoff;
+      // Store-driven operations may outlive the member named as their location; any member sweeps them.
+      return (op.location === this.member || op.kind !== undefined) && isFinal(op.status) && Date.parse(op.updatedAt) < cutoff;
     });
     await deleteKeys(this.store, old.map((kv) => kv.key));
   }

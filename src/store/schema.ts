@@ -1,6 +1,8 @@
 // What Roost keeps in the cluster store: the key layout and the JSON records under each key.
 // Everything above the store speaks in these records; nothing else knows key strings.
 
+import type { EvacuationProgress, RunStatus } from '../wire/evacuation.js';
+
 /** Member states as the API spells them. `Offline` is derived from heartbeats, never stored. */
 export type StoredMemberState = 'Online' | 'Evacuating' | 'Evacuated' | 'Restoring';
 export type MemberStatus = StoredMemberState | 'Offline';
@@ -75,8 +77,13 @@ export interface OperationRecord {
   metadata: Record<string, unknown> | null;
   mayCancel: boolean;
   err: string;
-  /** The member running it. */
+  /** The member running it (for a drainer run: the member evacuated or restored, as LXD shows it). */
   location: string;
+  /**
+   * Set for operations driven by a record in the store rather than by the process of one member (the
+   * drainer's runs, pending tokens): any member shows and cancels them, and no member's restart fails them.
+   */
+  kind?: 'evacuation' | 'join-token' | 'trust-token';
 }
 
 /** Phases of one move, in order. The journal key exists from `started` until the move is finished. */
@@ -103,43 +110,43 @@ export interface MoveJournal {
   startedAt: string;
 }
 
-/** A durable evacuate/restore request of one member, kept until the run ends, then kept as "last run". */
+/**
+ * A durable evacuate/restore request of one member: written by the member that took the user's request,
+ * carried out by the drainer (whichever member leads), kept after the run ends as the member's "last run".
+ */
 export interface EvacuationRecord {
   id: string;
   member: string;
   action: 'evacuate' | 'restore';
   mode: string;
   parallel: number;
-  /** Operation id showing this run. */
+  /** Operation id showing this run; the same through every drainer term that works on it. */
   operation: string;
-  /** Running until the run ends. */
-  status: 'running' | 'done' | 'failed' | 'cancelled';
+  /** `pending` until a drainer picks it up, `running` until the run ends. */
+  status: RunStatus;
   startedAt: string;
   finishedAt: string | null;
-  /** The member that owns the run (for resume after restart). */
-  owner: string;
+  /** A user asked to cancel it (from any member); the drainer stops the run. */
+  cancelRequested: boolean;
+  /** The drainer term (leader key createRevision) working on it; 0 while pending. */
+  term: number;
+  /** The full progress, written by the drainer (throttled). */
   progress: EvacuationProgress | null;
   /** Moves this run planned and has not finished: placement of other runs counts them as load. */
   reservations: { project: string; name: string; target: string }[];
+  /** Why the run failed, when it did. */
+  error: string;
 }
 
-/** Structured progress (`roost_evacuation` in the API). */
-export interface EvacuationProgress {
-  total: number;
-  done: number;
-  failed: number;
-  bytesTotal: number;
-  bytesDone: number;
-  /** Bytes per second over the run so far. */
-  rate: number;
-  instances: Record<string, { action: string; target: string | null; state: string; error?: string }>;
-}
-
-/** Join token issued by `POST /1.0/cluster/members`. */
-export interface JoinTokenRecord {
+/** A one-time token: to join the cluster (`lxc cluster add`) or to be trusted as a client (`lxc config trust add`). */
+export interface TokenRecord {
+  kind: 'join' | 'trust';
+  /** The member or client name it is for. */
   name: string;
   secret: string;
   expiresAt: string;
+  /** The token's operation (Running while the token can be used). */
+  operation: string;
 }
 
 /** The cluster-wide TLS identity shared by all members. */
@@ -178,8 +185,10 @@ export const keys = {
   evacuation: (member: string) => `evacuations/${member}`,
   evacuations: () => 'evacuations/',
   lock: (name: string) => `locks/${name}`,
-  token: (name: string) => `tokens/${name}`,
-  tokens: () => 'tokens/',
+  /** The drainer's leader key (under a lease; its createRevision is the leader's term). */
+  drainerLeader: () => 'drainer/leader',
+  token: (kind: 'join' | 'trust', name: string) => `tokens/${kind}/${name}`,
+  tokens: (kind?: 'join' | 'trust') => (kind ? `tokens/${kind}/` : 'tokens/'),
   events: () => 'events/',
   event: (id: string) => `events/${id}`,
 } as const;

@@ -64,10 +64,18 @@ describe('moves that cannot get stuck', () => {
 
   it('heartbeats, however frequent, do not abort moves that are committing', { timeout: 240_000 }, async () => {
     // Heartbeats every 200 ms (a fifth of the threshold), and between them this test beats for the two
-    // members as fast as the store takes it: each beat is a new revision of the member's heartbeat key,
-    // written under the member's own lease, as the member itself writes it.
-    await c.client('m01').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': '1' } });
+    // members every few milliseconds: each beat is a new revision of the member's heartbeat key, written
+    // under the member's own lease, as the member itself writes it. (As fast as the store takes it would
+    // starve the members' own writes of the store's write lock, durable commits being slow.)
     const store = await c.store();
+    const leasesBefore = await Promise.all(['m01', 'm02'].map(async (m) => (await store.get(keys.heartbeat(m)))?.lease));
+    await c.client('m01').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': '1' } });
+    // Each member moves its heartbeat to a lease of the new length, then revokes the old one: a beat of this
+    // test's written under the old lease in between would vanish with it. Start once both have moved.
+    await waitFor('both members beat on leases of the new length', async () => {
+      const now = await Promise.all(['m01', 'm02'].map(async (m) => (await store.get(keys.heartbeat(m)))?.lease));
+      return now.every((lease, i) => lease && lease !== leasesBefore[i]);
+    });
     let beating = true;
     let beats = 0;
     const beater = (async () => {
@@ -77,7 +85,7 @@ describe('moves that cannot get stuck', () => {
           // A lease the member has just replaced (the threshold changed) is gone; its next beat has the new one.
           if (kv?.lease) await store.put(kv.key, JSON.stringify({ at: new Date().toISOString() }), kv.lease).then(() => beats++, () => undefined);
         }
-        await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setTimeout(r, 5));
       }
     })();
     try {

@@ -1,8 +1,9 @@
 // A member daemon killed with SIGKILL in the middle of its own evacuation or restore, at several
 // moments (just after the operation starts, while copies run, after some instances are done), then
-// started again: the run resumes by itself under the same operation id and ends as if nothing had
-// happened — member Evacuated (or Online), every instance in exactly one place with its bytes and its
-// power state, no move journal and no staging directory left.
+// started again. m01 is also the member that runs the drainer (it started first), so its death ends the
+// drainer's term too: the next leader takes the run over by itself under the same operation id, and it ends
+// as if nothing had happened — member Evacuated (or Online), every instance in exactly one place with its
+// bytes and its power state, no move journal and no staging directory left.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,7 +32,9 @@ let data: Map<string, InstanceData>;
 
 /** Kill m01 when `moment` says so, start it again, and wait for the run `id` to finish by itself. */
 async function crashAndResume(id: string, what: string, moment: () => Promise<boolean>): Promise<void> {
-  const resumes = (): number => c.logTail('m01', 1_000_000).split('\n').filter((l) => l.includes('resuming an unfinished run')).length;
+  // Any member may lead next; each logs the runs it takes up (a run no leader had begun yet is not "resumed").
+  const resumes = (): number =>
+    c.names.flatMap((n) => c.logTail(n, 1_000_000).split('\n')).filter((l) => l.includes('drainer: running a request') && l.includes(id)).length;
   const resumedBefore = resumes();
   await waitFor(what, moment, 20_000);
   await c.kill('m01', 'SIGKILL');
@@ -42,7 +45,7 @@ async function crashAndResume(id: string, what: string, moment: () => Promise<bo
   const record = await evacuationRecord(c, 'm01');
   assert.equal(record?.operation, id, 'the resumed run keeps its operation');
   assert.equal(record?.status, 'done');
-  assert.equal(resumes(), resumedBefore + 1, 'the restarted daemon resumed the run by itself');
+  assert.ok(resumes() > resumedBefore, 'the next leader took the run up by itself');
 }
 
 /** The state after an evacuation of m01, however it was interrupted. */

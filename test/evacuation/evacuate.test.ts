@@ -148,9 +148,11 @@ describe('evacuate and restore LXD\'s four mixed cases', () => {
       assert.equal(typeof final.rate, 'number');
       assert.deepEqual(Object.keys(final.instances).sort(), ['default/c1', 'default/c2', 'default/c3', 'default/c4']);
       for (const name of ['c1', 'c2', 'c4']) {
-        assert.deepEqual(final.instances[`default/${name}`], { action: 'migrate', target: targets.get(name), state: 'done' });
+        const step = final.instances[`default/${name}`];
+        assert.deepEqual(step && { action: step.action, target: step.target, state: step.state }, { action: 'migrate', target: targets.get(name), state: 'done' });
+        assert.equal(step?.bytesDone, step?.bytes, `${name} copied all its bytes`);
       }
-      assert.deepEqual(final.instances['default/c3'], { action: 'stop', target: null, state: 'done' });
+      assert.deepEqual(final.instances['default/c3'], { action: 'stop', target: null, state: 'done', bytes: 0, bytesDone: 0 });
       const updates = operationUpdates(events, id);
       assert.ok(updates.length >= 2, `operation events seen: ${updates.length}`);
       const texts = assertProgressKeys([...updates, op.metadata ?? {}]);
@@ -235,7 +237,7 @@ describe('evacuate and restore LXD\'s four mixed cases', () => {
       assert.equal(final.status, 'done');
       assert.equal(final.total, 4, 'c3 to start, c1, c2 and c4 to bring home');
       assert.equal(final.done, 4);
-      assert.deepEqual(final.instances['default/c3'], { action: 'start', target: 'm01', state: 'done' });
+      assert.deepEqual(final.instances['default/c3'], { action: 'start', target: 'm01', state: 'done', bytes: 0, bytesDone: 0 });
       const texts = assertProgressKeys([...operationUpdates(events, id), op.metadata ?? {}]);
       assert.ok(texts.some((t) => t !== ''));
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { RoostEvent } from '../../src/client/client.js';
 import { keys, type EvacuationRecord, type MoveJournal } from '../../src/store/schema.js';
 import { processAlive, sha256Tree, waitFor, type InstanceView, type RawResponse, type TestCluster } from '../helpers/cluster.js';
-import type { EvacuationProgressView } from '../../src/evacuation/progress.js';
+import type { EvacuationProgress } from '../../src/wire/evacuation.js';
 
 /** The file every workload appends its counter to, in its root volume. */
 export const dataFile = 'data.log';
@@ -336,13 +336,22 @@ export function operationUpdates(log: EventLog, id: string): Record<string, unkn
 }
 
 /** The structured progress of a run (`roost_evacuation`), as the server defines it. */
-export type RunProgress = EvacuationProgressView;
+export type RunProgress = EvacuationProgress;
 
 /** The `roost_evacuation` object of operation metadata (asserting it is one). */
 export function runProgress(metadata: Record<string, unknown> | null): RunProgress {
   const p = metadata?.roost_evacuation;
   assert.ok(p !== null && typeof p === 'object' && !Array.isArray(p), `roost_evacuation is an object, not ${JSON.stringify(p)}`);
   return p as RunProgress;
+}
+
+/**
+ * The whole progress of a member's running or last run, as any member answers it from the request record
+ * (the operation's own updates list only what changed in each).
+ */
+export async function memberProgress(c: TestCluster, member: string, via = firstUp(c)): Promise<RunProgress | null> {
+  const state = (await c.client(via).get(`/1.0/cluster/members/${member}/state`)) as { roost_evacuation?: RunProgress | null };
+  return state.roost_evacuation ?? null;
 }
 
 /** Config of every instance named, from one listing. */

@@ -1,7 +1,7 @@
 // `/internal/...`: member-to-member calls (HTTPS with the cluster certificate only). The protocol (paths,
 // bodies, answers) is owned by `cluster/internal.ts`; this file only wires each route to the member's services.
 
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { Router } from '../server.js';
 import { sync } from '../envelope.js';
 import { param, parseBody, queryParam } from '../request.js';
@@ -14,11 +14,13 @@ import {
   internalRoutes as routes,
   prepareBody,
   runMoveBody,
+  type RunMoveLine,
   startInstanceBody,
   stopInstanceBody,
   streamRef,
 } from '../../cluster/internal.js';
 import { deletePaths, digestStaging } from '../../migration/tree.js';
+import { moveFailureKind } from '../../migration/move.js';
 
 /** The body of a stream request, or 400. */
 function streamBody(req: { body: unknown }): Readable {
@@ -47,15 +49,38 @@ export function registerInternalRoutes(r: Router): void {
     return sync(reply, {});
   });
 
-  // The holder of instances runs their move; the caller hanging up cancels it (until its commit).
+  // The holder of instances runs their move and streams its progress, then its outcome, as lines; the
+  // caller hanging up cancels it (until its commit).
   r.on('POST', routes.runMove, async (req, reply) => {
     const body = parseBody(req, runMoveBody);
     const abort = new AbortController();
+    const out = new PassThrough();
+    const send = (line: RunMoveLine): void => {
+      if (!out.writableEnded) out.write(`${JSON.stringify(line)}\n`);
+    };
     reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) abort.abort();
+      if (!out.writableEnded) abort.abort();
     });
-    await m.migrator.move({ ...body, signal: abort.signal });
-    return sync(reply, {});
+    let lastBytes = 0;
+    void m.migrator
+      .move({
+        ...body,
+        signal: abort.signal,
+        onPhase: (phase) => send({ phase }),
+        onProgress: (bytesDone, bytesTotal) => {
+          // A line per chunk would flood the link; four a second is plenty for a progress bar.
+          const now = Date.now();
+          if (now - lastBytes < 250 && bytesDone < bytesTotal) return;
+          lastBytes = now;
+          send({ bytesDone, bytesTotal });
+        },
+      })
+      .then(
+        () => send({ ok: true }),
+        (err: unknown) => send({ ok: false, failure: moveFailureKind(err), error: err instanceof Error ? err.message : String(err) }),
+      )
+      .finally(() => out.end());
+    return reply.type('application/x-ndjson').send(out);
   });
 
   r.on('POST', routes.prepare, async (req, reply) => {

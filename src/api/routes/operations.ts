@@ -48,9 +48,10 @@ export function registerOperationRoutes(r: Router): void {
     const id = param(req, 'id');
     const op = await m.operations.get(id);
     if (!op) throw errors.operationNotFound();
-    if (await forwardTo(r, req, reply, op.location)) return;
     if (isFinal(op.status)) throw errors.badRequest('Operation is already done');
-    const result = m.operations.cancel(id);
+    // A store-driven operation (an evacuation, a token) is cancelled here; others where they run.
+    if (!op.kind && (await forwardTo(r, req, reply, op.location))) return;
+    const result = await m.operations.cancel(id);
     if (result === 'unknown') throw errors.operationNotFound();
     if (result === 'not-cancellable') throw errors.badRequest("This operation can't be cancelled");
     return sync(reply, {});

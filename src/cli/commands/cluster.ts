@@ -8,7 +8,7 @@ import type { CliContext } from '../context.js';
 import {
   type MemberAction,
   PlainProgressLog,
-  parseEvacuationProgress,
+  ProgressFollower,
   summaryLine,
 } from '../evacuation-progress.js';
 import { parseFormat, renderList, renderTable, renderYaml, upperState } from '../format.js';
@@ -115,9 +115,11 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
   const title = action === 'evacuate' ? 'Evacuating cluster member' : 'Restoring cluster member';
   const live = ctx.isTerminal ? new LiveProgressView(ctx.io.stdout, title) : null;
   const plain = new PlainProgressLog();
+  const follower = new ProgressFollower();
   let last: Operation | null = null;
   const onUpdate = (op: Operation): void => {
     last = op;
+    follower.update(op);
     if (live) live.update(op);
     else for (const line of plain.lines(op)) ctx.print(line);
   };
@@ -125,11 +127,11 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
     const result = await client.runAsync('POST', path, body, onUpdate);
     live?.stop();
     const final = result.operation ?? last;
-    ctx.print(summaryLine(action, member, 'Success', final ? parseEvacuationProgress(final.metadata) : null));
+    ctx.print(summaryLine(action, member, 'Success', final ? follower.update(final) : null));
   } catch (err) {
     live?.stop();
     if (err instanceof ApiClientError && err.operation) {
-      const progress = parseEvacuationProgress(err.operation.metadata);
+      const progress = follower.update(err.operation);
       // The server's error (printed by the caller) already has one line per failed instance.
       ctx.print(summaryLine(action, member, err.operation.status, progress));
     }
@@ -167,6 +169,28 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       const members = asArray(await client.get('/1.0/cluster/members?recursion=1'));
       const instances = asArray(await client.get('/1.0/instances?recursion=1'));
       ctx.write(renderList(format, { header: memberHeader, rows: memberRows(members, instances), data: members }));
+    });
+
+  cluster
+    .command('remove')
+    .alias('rm')
+    .description('Remove a member from the cluster (refused while it holds instances; --force for a member that is gone)')
+    .argument('<member>')
+    .option('--force', 'remove a member that is gone for good; its instances and volumes are forgotten')
+    .option('--yes', 'do not ask for confirmation of --force')
+    .action(async (member: string, flags: { force?: boolean; yes?: boolean }) => {
+      if (flags.force && !flags.yes) {
+        // As lxc does, a forced removal asks first: it forgets whatever the member held.
+        const question = `Forcing the removal of "${member}" forgets every instance and storage volume it holds, with their data.
+Only do this for a member that is gone for good; otherwise move its instances away and remove it without --force.
+
+Are you really sure you want to force removing ${member}? (yes/no): `;
+        if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
+      }
+      const lost = asObject(await ctx.client().request('DELETE', `/1.0/cluster/members/${seg(member)}${flags.force ? '?force=1' : ''}`).then((r) => r.metadata));
+      ctx.print(`Member ${member} removed`);
+      for (const name of stringList(lost.instances)) ctx.print(`  instance ${name} was on it and is gone from the cluster`);
+      for (const name of stringList(lost.volumes)) ctx.print(`  storage volume ${name} was on it and is gone from the cluster`);
     });
 
   cluster

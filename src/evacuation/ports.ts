@@ -1,0 +1,116 @@
+// What the drainer needs from the rest of Roost, and nothing more: the engine sees these small interfaces,
+// never the daemon's service bag, the API or its errors. The daemon implements them (daemon/drainer-ports.ts);
+// tests and the scale simulation can too.
+
+import type { Compare, Watch } from '../store/store.js';
+import type { EvacuationRecord, MemberStatus, MoveJournal, OperationRecord, StoredMemberState } from '../store/schema.js';
+import type { ClusterSnapshot } from '../placement/index.js';
+import type { Logger } from '../util/log.js';
+
+/** The fence of the drainer's term: every write it makes carries this compare. */
+export type Fence = Compare;
+
+/** A request record with the store revision it was read at. */
+export interface StoredRequest {
+  record: EvacuationRecord;
+  modRevision: number;
+}
+
+/** The durable requests (`evacuations/<member>`) and the operations that show them. */
+export interface RequestBook {
+  /** One member's request record. */
+  get(member: string): Promise<StoredRequest | null>;
+  /** Every request record, in one read. */
+  list(): Promise<StoredRequest[]>;
+  /** Call `onChange` whenever a request record changes (a store watch). */
+  watch(onChange: () => void): Promise<Watch>;
+  /**
+   * Write a request record and, in the same transaction, its operation's record, only while `fence` holds
+   * and the record is still at `modRevision` (or any revision when null). False if a compare failed.
+   */
+  write(record: EvacuationRecord, operation: OperationRecord | null, fence: Fence, modRevision: number | null): Promise<{ ok: boolean; modRevision: number }>;
+  /** The operation record of a run. */
+  operation(id: string): Promise<OperationRecord | null>;
+  /** Publish an operation's current record as an `operation` event. */
+  publishOperation(op: OperationRecord): void;
+}
+
+/** A member as the drainer sees it. */
+export interface MemberInfo {
+  name: string;
+  status: MemberStatus;
+  address: string;
+}
+
+/** What the holder of some instances is asked to do with them (one move; a unit moves together). */
+export interface MoveOrder {
+  instances: { project: string; name: string }[];
+  target: string;
+  origin?: string | null;
+  clearOrigin?: boolean;
+  allowRestoringTarget?: boolean;
+  honourLastState?: boolean;
+  forceStop?: boolean;
+  precopy?: boolean;
+  evacuation: string;
+}
+
+/** What the holder reports while it moves: a phase beginning, or bytes copied so far. */
+export type MoveProgress = { phase: 'stopping' | 'copying' | 'starting' } | { bytesDone: number; bytesTotal: number };
+
+/** How a move asked of a holder ended when it did not succeed. */
+export type MoveFailure =
+  /** The holder could not be reached or went away mid-move: nothing committed; worth asking again. */
+  | 'unreachable'
+  /** Another move of the instance is still journaled (an earlier term's order): wait for it, then look again. */
+  | 'busy'
+  /** The target stopped taking instances: place it again. */
+  | 'target-unavailable'
+  /** Refused or failed for a reason a retry will not change. */
+  | 'failed';
+
+/** An error from a port, classified for the engine's retry decisions. */
+export class PortError extends Error {
+  constructor(
+    readonly failure: MoveFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PortError';
+  }
+}
+
+/** The cluster as the drainer acts on it. */
+export interface ClusterPorts {
+  /** The member the drainer runs on (for logs). */
+  readonly self: string;
+  readonly log: Logger;
+  /**
+   * A snapshot to plan `member`'s run on: the cluster as it is plus the moves other active runs have planned
+   * (counted as load where they go).
+   */
+  snapshot(planned: { run: string; member: string }): Promise<ClusterSnapshot>;
+  members(): Promise<MemberInfo[]>;
+  /** Change a member's stored state if it is one of `from`, under the fence. False if it was not. */
+  transition(member: string, from: StoredMemberState[], to: StoredMemberState, fence: Fence): Promise<boolean>;
+  /** Ask the holder to move instances; resolves once committed (and started on the target if they ran). */
+  move(holder: string, order: MoveOrder, fence: Fence, signal: AbortSignal, onProgress: (p: MoveProgress) => void): Promise<void>;
+  /** Stop an instance on its holder, keeping its power state (`force`: kill at once). */
+  stop(holder: string, instance: { project: string; name: string }, force: boolean, signal: AbortSignal): Promise<void>;
+  /** Start an instance on its holder (`allowRestoring`: the holder is being restored). */
+  start(holder: string, instance: { project: string; name: string }, allowRestoring: boolean): Promise<void>;
+  /** Every move journal. */
+  journals(): Promise<MoveJournal[]>;
+  /** Where an instance is now (its `location`), or null if it no longer exists. */
+  location(project: string, name: string): Promise<string | null>;
+  /**
+   * Finish a move whose source member is gone (its location was committed: start it on the target if it ran)
+   * or roll it back (not committed: the target drops its copy), and clear its journal under the fence. The
+   * journals given are one move's (one id).
+   */
+  settleJournals(journals: MoveJournal[], fence: Fence): Promise<void>;
+  /** Whether instances of a driver type can pre-copy (copy while running, then stop and send the changes). */
+  canPrecopy(type: string): boolean;
+  /** Emit a lifecycle event (`cluster-member-evacuated`, ...) as happening on `location` (the member it is about). */
+  lifecycle(action: string, source: string, location: string): void;
+}
