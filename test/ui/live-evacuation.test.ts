@@ -7,6 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { runCli } from '../../src/cli/run.js';
 import type { Page } from 'playwright-core';
 import { startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { launchWorkload, memberInfo } from '../evacuation/world.js';
@@ -105,6 +107,31 @@ describe('web UI: evacuate and restore a member from its page, watching it live'
     assert.equal(otherSite.status, 403);
   });
 
+  it('roost ui prints the address of the UI of the ROOST_DIR member and serves it until stopped', async () => {
+    assert.ok(c);
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let printed = '';
+    stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    stderr.resume();
+    const stop = new AbortController();
+    const exit = runCli(['ui'], { stdout, stderr, env: { ROOST_DIR: c.memberDir('m03') }, signal: stop.signal });
+    try {
+      await waitFor('roost ui prints its address', () => /http:\/\/127\.0\.0\.1:\d+\/ui\/\?token=\S+/.test(printed), waitMs);
+      const url = /http:\/\/127\.0\.0\.1:\d+\/ui\/\?token=\S+/.exec(printed)?.[0] ?? '';
+      const enter = await fetch(url, { redirect: 'manual' });
+      assert.equal(enter.status, 303);
+      const cookie = (enter.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+      const ui = await fetch(new URL('/ui/', url), { headers: { cookie } });
+      assert.equal(ui.status, 200);
+      assert.match(await ui.text(), /<div id="root">/);
+    } finally {
+      stop.abort();
+    }
+    assert.equal(await exit, 0);
+    await assert.rejects(fetch(/http:\/\/127\.0\.0\.1:\d+/.exec(printed)?.[0] ?? 'http://127.0.0.1:1'), 'the proxy stopped listening');
+  });
+
   it('lists members with their load and instances with filters', async (t) => {
     if (!requireChromium(t) || !proxy) return;
     browser = await launchBrowser();
@@ -164,7 +191,7 @@ describe('web UI: evacuate and restore a member from its page, watching it live'
     const shot = process.env.ROOST_UI_SCREENSHOT;
     if (shot) {
       await page.waitForSelector('[data-testid=run-instances] tr[data-state="copying"], [data-testid=run-instances] tr[data-state="starting"], [data-testid=run-instances] tr[data-state="done"]');
-      await page.screenshot({ path: shot });
+      await page.locator('.app').screenshot({ path: shot });
     }
     await waitRunDone('Evacuation of m01', targets);
 
