@@ -54,7 +54,8 @@ async function waitRunDone(title: string, expectTargets: Map<string, string>): P
 describe('web UI: evacuate and restore a member from its page, watching it live', () => {
   before(async () => {
     uiDir = await buildUi();
-    c = await startCluster({ members: 3, env: { ROOST_UI_DIR: uiDir } });
+    // Members start from the sources through tsx, which takes long on a busy 2-core host.
+    c = await startCluster({ members: 3, env: { ROOST_UI_DIR: uiDir }, readyTimeoutMs: 120_000 });
     // Clean stops take a second, and each root volume holds 4 MiB to copy.
     for (const name of instances) await launchWorkload(c, name, { target: 'm01', termSleep: 1, payloadBytes: 4 * 1024 * 1024, config: { 'limits.cpu': '1', 'limits.memory': '64MiB' } });
     proxy = await startUiProxy({ socketPath: c.client('m02').socketPath });
