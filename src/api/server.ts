@@ -1,5 +1,6 @@
 // The API server of one member: the same routes on the unix socket (trusted local clients, like
-// LXD's) and on HTTPS (members, authenticated by the cluster certificate with mutual TLS).
+// LXD's) and on HTTPS at the member's cluster address, where members (the cluster certificate), trusted
+// clients (the trust store) and untrusted ones meet; one hook (`auth.ts`) tells them apart.
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods, type RouteShorthandOptions } from 'fastify';
 import websocket from '@fastify/websocket';
@@ -18,9 +19,12 @@ import { registerInternalRoutes } from './routes/internal.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerFileRoutes } from './routes/files.js';
 import { forwardTo } from './request.js';
+import { registerAuthentication } from './auth.js';
+import { registerCertificateRoutes } from './routes/certificates.js';
+import { registerProjectRoutes } from './routes/projects.js';
 
-/** Where a request came from. */
-export type Origin = 'unix' | 'peer';
+/** Which listener an app serves: the unix socket, or HTTPS (members and remote clients). */
+export type Origin = 'unix' | 'https';
 
 /** Which member owns the object a request is about, or null when this member serves it. */
 export type OwnerOf = (req: FastifyRequest) => Promise<string | null>;
@@ -78,7 +82,9 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   const app = (
     https
       ? Fastify({
-          https: { key: https.key, cert: https.cert, ca: https.cert, requestCert: true, rejectUnauthorized: true },
+          // Any client certificate is accepted in the handshake (as LXD does) and judged by its
+          // fingerprint in the authentication hook; no CA list is sent, so clients offer self-signed ones.
+          https: { key: https.key, cert: https.cert, requestCert: true, rejectUnauthorized: false },
           bodyLimit: 16 * 1024 * 1024,
           logger: false,
         })
@@ -109,6 +115,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
     void reply.code(404).send(errorBody(404, 'not found'));
   });
 
+  registerAuthentication(app, member, origin);
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
   const router = new Router(app, member, origin);
   registerServerRoutes(router);
@@ -119,7 +126,10 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerImageRoutes(router);
   registerOperationRoutes(router);
   registerEventRoutes(router);
-  if (origin === 'peer') registerInternalRoutes(router);
+  registerCertificateRoutes(router);
+  registerProjectRoutes(router);
+  // Members call each other only over HTTPS; the hook lets nobody but a member reach these.
+  if (origin === 'https') registerInternalRoutes(router);
   router.finish();
   return app;
 }
