@@ -6,6 +6,7 @@
 // The trust store is read on every request, so a removed client is refused at its next request on every
 // member; its open connections (event streams, exec channels) are cut when the removal's event arrives.
 
+import { posix } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Member } from '../daemon/context.js';
@@ -37,7 +38,10 @@ const untrustedAllowed = new Set(['GET /', 'GET /1.0', 'POST /1.0/certificates']
 /** Paths of project-scoped objects a restricted client may change in the projects it is given. */
 const projectScoped = [/^\/1\.0\/instances(\/|$)/, /^\/1\.0\/operations(\/|$)/, /^\/1\.0\/images(\/|$)/, /^\/1\.0\/storage-pools\/[^/]+\/volumes(\/|$)/];
 
-/** The path of a request URL as the router sees it: no query, `%xx` decoded, repeated slashes collapsed. */
+/**
+ * The path of a request URL at its most reachable: no query, `%xx` decoded, repeated slashes and dot
+ * segments resolved, so no spelling of `/internal/...` slips past the policy.
+ */
 export function requestPath(url: string): string {
   const raw = url.split('?')[0] ?? '';
   let decoded = raw;
@@ -46,7 +50,7 @@ export function requestPath(url: string): string {
   } catch {
     // A malformed escape: judge the raw path (the router will not match it either).
   }
-  return decoded.replace(/\/+/g, '/');
+  return posix.normalize(`/${decoded}`);
 }
 
 /** The project a request names (`?project=`), `default` when it names none. */
