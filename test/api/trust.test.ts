@@ -1,11 +1,13 @@
 // The API on the members' HTTPS addresses with LXD's trust model: an untrusted client learns only what it
 // needs to present a token, a trust token admits one certificate once (on any member), a trusted client
 // reaches the API (requests for another member's objects forwarded) but never the member-to-member routes,
-// and a removed certificate is refused at its next request on every member.
+// and a removed certificate is refused at its next request on every member (its open event streams cut).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { Client } from 'undici';
+import WebSocket from 'ws';
 import selfsigned from 'selfsigned';
 import { startCluster, waitFor, type RawResponse, type TestCluster, type Envelope } from '../helpers/cluster.js';
 import { assertError, syncMetadata } from '../helpers/envelope.js';
@@ -166,6 +168,13 @@ describe('remote clients on HTTPS with the trust store', () => {
     const { token } = await issueTrustToken('m01', 'laptop2');
     assert.equal((await presentToken('m01', laptop, token)).status, 201);
     for (const m of ['m01', 'm02']) syncMetadata(await https(m, laptop, 'GET', '/1.0/instances'));
+    // An open event stream of the client, on the member that does not handle the removal.
+    const events = new WebSocket(`wss://${addresses.get('m01') ?? ''}/1.0/events`, pinnedTls(laptop, serverCertificate));
+    await once(events, 'open');
+    let closed = false;
+    events.once('close', () => {
+      closed = true;
+    });
     const fp = await fingerprintOf(laptop);
     const removed = await c.raw('m02', 'DELETE', `/1.0/certificates/${fp.slice(0, 12)}`);
     assert.equal(removed.status, 200, removed.text);
@@ -174,6 +183,7 @@ describe('remote clients on HTTPS with the trust store', () => {
       assert.equal((syncMetadata(await https(m, laptop, 'GET', '/1.0')) as { auth: string }).auth, 'untrusted');
     }
     assertError(await c.raw('m01', 'DELETE', `/1.0/certificates/${fp}`), 404, 'Certificate not found');
+    await waitFor('the removed client\'s event stream is closed', () => closed);
   });
 
   it('bad requests to /1.0/certificates get LXD\'s errors and change nothing', async () => {
