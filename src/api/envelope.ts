@@ -18,3 +18,11 @@ export function async(reply: FastifyReply, op: OperationRecord): FastifyReply {
     .header('Location', url)
     .send({ type: 'async', status: 'Operation created', status_code: 100, operation: url, error_code: 0, error: '', metadata: operationToApi(op) });
 }
+
+/** A sync response for a created object: HTTP 201 with its `Location` (LXD's `SyncResponseLocation`). */
+export function created(reply: FastifyReply, location: string): FastifyReply {
+  return reply
+    .code(201)
+    .header('Location', location)
+    .send({ type: 'sync', status: 'Success', status_code: 200, operation: '', error_code: 0, error: '', metadata: null });
+}

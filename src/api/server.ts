@@ -1,6 +1,7 @@
 // The API server of one member: the same routes on the unix socket (trusted local clients, like
-// LXD's) and on HTTPS (members, authenticated by the cluster certificate with mutual TLS), and the web UI
-// (`/ui/`) on both.
+// LXD's) and on HTTPS at the member's cluster address, where members (the cluster certificate), trusted
+// clients (the trust store) and untrusted ones meet; one hook (`auth.ts`) tells them apart. The web UI
+// (`/ui/`) is served on both.
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods, type RouteShorthandOptions } from 'fastify';
 import websocket from '@fastify/websocket';
@@ -23,9 +24,12 @@ import { registerFileRoutes } from './routes/files.js';
 import { registerUiRoutes } from './routes/ui.js';
 import { uiDir } from '../config/env.js';
 import { forwardTo } from './request.js';
+import { registerAuthentication } from './auth.js';
+import { registerCertificateRoutes } from './routes/certificates.js';
+import { registerProjectRoutes } from './routes/projects.js';
 
-/** Where a request came from. */
-export type Origin = 'unix' | 'peer';
+/** Which listener an app serves: the unix socket, or HTTPS (members and remote clients). */
+export type Origin = 'unix' | 'https';
 
 /** Which member owns the object a request is about, or null when this member serves it. */
 export type OwnerOf = (req: FastifyRequest) => Promise<string | null>;
@@ -83,7 +87,9 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   const app = (
     https
       ? Fastify({
-          https: { key: https.key, cert: https.cert, ca: https.cert, requestCert: true, rejectUnauthorized: true },
+          // Any client certificate is accepted in the handshake (as LXD does) and judged by its
+          // fingerprint in the authentication hook; no CA list is sent, so clients offer self-signed ones.
+          https: { key: https.key, cert: https.cert, requestCert: true, rejectUnauthorized: false },
           bodyLimit: 16 * 1024 * 1024,
           logger: false,
         })
@@ -114,6 +120,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
     void reply.code(404).send(errorBody(404, 'not found'));
   });
 
+  registerAuthentication(app, member, origin);
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
   // Only `reply.sendFile` (the UI's routes decide what to serve); a UI not built yet is answered per request.
   const ui = path.resolve(uiDir());
@@ -128,7 +135,10 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerOperationRoutes(router);
   registerEventRoutes(router);
   registerUiRoutes(router, ui);
-  if (origin === 'peer') registerInternalRoutes(router);
+  registerCertificateRoutes(router);
+  registerProjectRoutes(router);
+  // Members call each other only over HTTPS; the hook lets nobody but a member reach these.
+  if (origin === 'https') registerInternalRoutes(router);
   router.finish();
   return app;
 }

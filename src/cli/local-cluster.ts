@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { rmSync } from 'node:fs';
 import { LocalCluster } from '../daemon/local-cluster.js';
-import { cliConfigPath, readCliConfig, writeCliConfig } from '../client/config.js';
+import { cliConfigPath, readCliConfig, updateCliConfig, writeCliConfig } from '../client/config.js';
 import { resolveGroup } from '../daemon/permissions.js';
 
 /** Options of `roost up`. */
@@ -30,7 +30,7 @@ export function defaultClusterDir(env: Record<string, string | undefined> = proc
 function currentClusterDir(): string {
   try {
     const config = readCliConfig();
-    if (config) return dirname(config.member);
+    if (config?.member) return dirname(config.member);
   } catch {
     // A broken CLI config must not stop `down`.
   }
@@ -51,7 +51,8 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   }
   const first = results[0];
   if (first) {
-    writeCliConfig({ member: join(cluster.dir, first.name) });
+    // Other settings (remotes, the default remote) stay as they are.
+    updateCliConfig((config) => ({ ...config, member: join(cluster.dir, first.name) }));
     out(`Cluster ready in ${cluster.dir}; roost commands talk to ${first.name} (set ROOST_DIR=<member dir> for another).`);
   }
 }
@@ -64,6 +65,12 @@ export async function downCommand(options: DownOptions, out: (line: string) => v
   if (options.purge) {
     out(`Removed ${cluster.dir}`);
     const config = readCliConfig();
-    if (config && dirname(config.member) === cluster.dir) rmSync(cliConfigPath(), { force: true });
+    if (config?.member && dirname(config.member) === cluster.dir) {
+      // The local remote is gone; the remotes stay (without any, the file goes as before).
+      const rest = { ...config };
+      delete rest.member;
+      if (Object.keys(rest.remotes).length === 0 && rest.defaultRemote === undefined) rmSync(cliConfigPath(), { force: true });
+      else writeCliConfig(rest);
+    }
   }
 }

@@ -13,6 +13,7 @@ import { registerStorageCommands } from './commands/storage.js';
 import { registerImageCommands } from './commands/images.js';
 import { registerExecCommand } from './commands/exec.js';
 import { registerUiCommand } from './commands/ui.js';
+import { registerRemoteCommands } from './commands/remote.js';
 import { CliContext, type CliIO } from './context.js';
 
 /** What `runCli` takes, re-exported for callers of this module. */
@@ -42,6 +43,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerOperationCommands(program, ctx);
   registerMonitorCommand(program, ctx);
   registerUiCommand(program, ctx);
+  registerRemoteCommands(program, ctx);
   return program;
 }
 

@@ -1,11 +1,16 @@
-// The HTTP client of the Roost API (LXD's API) over a member's unix socket. Long actions are followed the
-// way the real `lxc` client does: the events websocket is opened before the request that creates the
-// operation, one GET catches up, then operation events carry it to the end (never `/wait`).
+// The HTTP client of the Roost API (LXD's API): over a member's unix socket, or over HTTPS to a remote
+// cluster with the CLI's client certificate, the server pinned to the certificate recorded for the remote.
+// Long actions are followed the way the real `lxc` client does: the events websocket is opened before the
+// request that creates the operation, one GET catches up, then operation events carry it to the end
+// (never `/wait`).
 
 import { createReadStream } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import type { ConnectionOptions } from 'node:tls';
 import { Client, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import { type CliEnv, resolveSocketPath } from './config.js';
+import type { ClientIdentity } from './identity.js';
 import { type JsonObject, asObject, bool, isObject, num, str } from './json.js';
 
 /** Member resolution and the CLI config, re-exported so callers need one import. */
@@ -231,12 +236,52 @@ class OperationFollower {
   }
 }
 
+/** Where a client sends its requests. */
+export type Endpoint =
+  /** A member's unix socket (trusted, as LXD's). */
+  | { kind: 'unix'; socketPath: string }
+  /** A member's HTTPS address (`host:port`): `identity` is presented, `serverCertificate` (PEM) is pinned. */
+  | { kind: 'https'; address: string; identity: ClientIdentity; serverCertificate: string };
+
+/**
+ * TLS options that present `identity` and accept only a server presenting exactly `serverCertificate`,
+ * whatever name or address it is reached by (as `lxc` pins a remote to the certificate it accepted).
+ */
+export function pinnedTls(identity: ClientIdentity, serverCertificate: string): ConnectionOptions {
+  const pinned = new X509Certificate(serverCertificate).fingerprint256;
+  return {
+    cert: identity.cert,
+    key: identity.key,
+    ca: serverCertificate,
+    checkServerIdentity: (_host, peer) =>
+      new X509Certificate(peer.raw).fingerprint256 === pinned ? undefined : new Error('the server does not present the certificate recorded for this remote'),
+  };
+}
+
 /** The API client every CLI command uses; one per command run, closed at the end. */
 export class RoostClient {
   private readonly http: Client;
+  readonly endpoint: Endpoint;
+  /** Where requests go, for messages: the socket path or `https://host:port`. */
+  readonly where: string;
 
-  constructor(readonly socketPath: string) {
-    this.http = new Client('http://unix.socket', { socketPath });
+  /** A client of `target`: an endpoint, or the path of a member's unix socket. */
+  constructor(target: string | Endpoint) {
+    this.endpoint = typeof target === 'string' ? { kind: 'unix', socketPath: target } : target;
+    if (this.endpoint.kind === 'unix') {
+      this.where = this.endpoint.socketPath;
+      this.http = new Client('http://unix.socket', { socketPath: this.endpoint.socketPath });
+    } else {
+      this.where = `https://${this.endpoint.address}`;
+      this.http = new Client(this.where, { connect: pinnedTls(this.endpoint.identity, this.endpoint.serverCertificate) });
+    }
+  }
+
+  /** A websocket to `path` on this client's member (events, exec channels). */
+  private websocket(path: string): WebSocket {
+    const e = this.endpoint;
+    if (e.kind === 'unix') return new WebSocket(`ws+unix://${e.socketPath}:${path}`);
+    return new WebSocket(`wss://${e.address}${path}`, pinnedTls(e.identity, e.serverCertificate));
   }
 
   /** A client for the member that `env` designates (see `resolveSocketPath`). */
@@ -389,7 +434,7 @@ export class RoostClient {
 
   /** Connect one websocket of an operation (an exec channel), resolving once it is open. */
   operationWebsocket(id: string, secret: string): Promise<WebSocket> {
-    const ws = new WebSocket(`ws+unix://${this.socketPath}:/1.0/operations/${encodeURIComponent(id)}/websocket?secret=${encodeURIComponent(secret)}`);
+    const ws = this.websocket(`/1.0/operations/${encodeURIComponent(id)}/websocket?secret=${encodeURIComponent(secret)}`);
     return new Promise<WebSocket>((resolve, reject) => {
       ws.once('open', () => resolve(ws));
       // Kept for the socket's life: an error after the open is followed by 'close', which callers watch.
@@ -415,7 +460,7 @@ export class RoostClient {
     });
     let closedByUs = false;
     const done = new Promise<void>((resolve, reject) => {
-      const lost = (): void => reject(new Error(`The events connection to ${this.socketPath} was closed by the server`));
+      const lost = (): void => reject(new Error(`The events connection to ${this.where} was closed by the server`));
       if (ws.readyState === WebSocket.CLOSING || ws.readyState === WebSocket.CLOSED) lost();
       ws.on('close', () => (closedByUs ? resolve() : lost()));
     });
@@ -445,7 +490,7 @@ export class RoostClient {
   /** Open the events socket; `onMessage` is attached at once, as frames may follow the handshake directly. */
   private openEvents(types: string[], onMessage: (data: WebSocket.RawData) => void): Promise<WebSocket> {
     const query = types.length > 0 ? `?type=${types.map(encodeURIComponent).join(',')}` : '';
-    const ws = new WebSocket(`ws+unix://${this.socketPath}:/1.0/events${query}`);
+    const ws = this.websocket(`/1.0/events${query}`);
     ws.on('message', onMessage);
     return new Promise<WebSocket>((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -464,7 +509,8 @@ export class RoostClient {
   private connectionError(err: unknown): Error {
     const code = errnoCode(err);
     if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-      return new Error(`Cannot reach the Roost member at ${this.socketPath} (${code}); is roostd running? ("roost up" starts a local cluster)`);
+      if (this.endpoint.kind === 'https') return new Error(`Cannot reach the Roost member at ${this.where} (${code})`);
+      return new Error(`Cannot reach the Roost member at ${this.where} (${code}); is roostd running? ("roost up" starts a local cluster)`);
     }
     return err instanceof Error ? err : new Error(String(err));
   }

@@ -1,10 +1,10 @@
-// One-time tokens as LXD has them: a join token (`lxc cluster add`) or, later, a trust token (`lxc config
-// trust add`) is a secret behind an operation of class `token` that stays Running until the token is used
+// One-time tokens as LXD has them: a join token (`lxc cluster add`) or a trust token (`lxc config trust
+// add`) is a secret behind an operation of class `token` that stays Running until the token is used
 // (Success), revoked (`lxc cluster revoke-token`: Cancelled) or expires (Failure). The operation and the
 // token live in the store, so any member lists, revokes and honours them, and none of them forgets them when it
 // restarts. The secret is in the operation (the client prints the token from it) but never in an event.
 
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import { keys, type OperationRecord, type TokenRecord } from '../store/schema.js';
 import type { EventBus } from '../operations/events.js';
@@ -26,6 +26,17 @@ export interface TokenSpec {
 }
 
 const operationKind = (kind: TokenRecord['kind']): NonNullable<OperationRecord['kind']> => (kind === 'join' ? 'join-token' : 'trust-token');
+
+/** Why a token was refused: unknown (or used, revoked, wrong secret), expired, or used by another at the same moment. */
+export class TokenRefused extends Error {
+  constructor(
+    readonly reason: 'invalid' | 'expired' | 'raced',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TokenRefused';
+  }
+}
 
 /** The operation as events carry it: without the secret. */
 export function redactedOperation(op: OperationRecord): Record<string, unknown> {
@@ -78,21 +89,30 @@ export async function issueToken(store: Store, events: EventBus, spec: TokenSpec
 
 /**
  * Use a token: it must exist, match `secret` and not have expired; it is deleted and its operation ends in
- * Success in one transaction, so a token is used once. Throws an Error the user can read otherwise.
+ * Success in one transaction, so a token is used once. Returns the ended operation (its metadata says what
+ * the token grants). Throws TokenRefused, which the user can read, otherwise.
  */
-export async function consumeToken(store: Store, events: EventBus | null, kind: TokenRecord['kind'], name: string, secret: string): Promise<void> {
+export async function consumeToken(store: Store, events: EventBus | null, kind: TokenRecord['kind'], name: string, secret: string): Promise<OperationRecord | null> {
   const kv = await store.get(keys.token(kind, name));
   const token = kv ? (JSON.parse(kv.value) as TokenRecord) : null;
-  if (!kv || !token || token.secret !== secret) throw new Error(`the ${kind} token is not valid (unknown, used or revoked)`);
-  if (Date.parse(token.expiresAt) < Date.now()) throw new Error(`the ${kind} token has expired`);
+  if (!kv || !token || !sameSecret(token.secret, secret)) throw new TokenRefused('invalid', `the ${kind} token is not valid (unknown, used or revoked)`);
+  if (Date.parse(token.expiresAt) < Date.now()) throw new TokenRefused('expired', `the ${kind} token has expired`);
   const opKv = await store.get(keys.operation(token.operation));
   const op = opKv ? ({ ...(JSON.parse(opKv.value) as OperationRecord), status: 'Success', updatedAt: new Date().toISOString() } satisfies OperationRecord) : null;
   const r = await store.txn([{ key: kv.key, modRevision: kv.modRevision }], [
     { type: 'delete', key: kv.key },
     ...(op ? [{ type: 'put' as const, key: keys.operation(op.id), value: JSON.stringify(op) }] : []),
   ]);
-  if (!r.succeeded) throw new Error(`the ${kind} token was used by someone else at the same moment`);
+  if (!r.succeeded) throw new TokenRefused('raced', `the ${kind} token was used by someone else at the same moment`);
   if (op) events?.publish('operation', redactedOperation(op), 'default', op.location);
+  return op;
+}
+
+/** Compare secrets in constant time, so the comparison tells nothing about how much of a guess was right. */
+function sameSecret(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** End a token's operation with `status` and delete the token, if it is still the token's. */

@@ -98,9 +98,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await member.images.prune();
     member.images.watch();
 
-    // Servers: HTTPS for members, the unix socket for local clients.
+    // Servers: HTTPS for members and remote clients, the unix socket for local clients.
     const [host, portText] = splitAddress(options.address);
-    const httpsApp = await buildApi(member, 'peer', { key: cert.key, cert: cert.cert });
+    const httpsApp = await buildApi(member, 'https', { key: cert.key, cert: cert.cert });
     await httpsApp.listen({ host, port: Number(portText) });
     const bound = httpsApp.server.address();
     if (bound && typeof bound === 'object') member.address = `${host}:${bound.port}`;
@@ -125,6 +125,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const requests = requestPorts(member);
     operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
     operations.handle('join-token', tokenOperations(store, events));
+    operations.handle('trust-token', tokenOperations(store, events));
     let leading: Promise<void> = Promise.resolve();
     const election = new LeaderElection({
       store,

@@ -149,6 +149,21 @@ export interface TokenRecord {
   operation: string;
 }
 
+/** A client certificate in the trust store (LXD's `/1.0/certificates/<fingerprint>`). */
+export interface CertificateRecord {
+  /** SHA-256 of the DER certificate, lower-case hex (the key). */
+  fingerprint: string;
+  /** `client` (API access) or `metrics` (kept for LXD's shapes; Roost serves no metrics endpoint yet). */
+  type: 'client' | 'metrics';
+  name: string;
+  /** PEM. */
+  certificate: string;
+  /** A restricted client reaches only the projects listed, and nothing cluster-wide it could change. */
+  restricted: boolean;
+  projects: string[];
+  createdAt: string;
+}
+
 /** The cluster-wide TLS identity shared by all members. */
 export interface ClusterCertificateRecord {
   cert: string;
@@ -189,6 +204,9 @@ export const keys = {
   drainerLeader: () => 'drainer/leader',
   token: (kind: 'join' | 'trust', name: string) => `tokens/${kind}/${name}`,
   tokens: (kind?: 'join' | 'trust') => (kind ? `tokens/${kind}/` : 'tokens/'),
+  /** The trust store: client certificates by fingerprint. */
+  certificate: (fingerprint: string) => `certificates/${fingerprint}`,
+  certificates: () => 'certificates/',
   events: () => 'events/',
   event: (id: string) => `events/${id}`,
 } as const;

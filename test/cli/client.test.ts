@@ -170,7 +170,7 @@ describe('member resolution', () => {
     const env = { XDG_CONFIG_HOME: join(home, 'xdg') };
     writeCliConfig({ member: '/srv/m1' }, env);
     assert.equal(cliConfigPath(env), join(home, 'xdg', 'roost', 'config.json'));
-    assert.deepEqual(readCliConfig(env), { member: '/srv/m1' });
+    assert.deepEqual(readCliConfig(env), { member: '/srv/m1', remotes: {} });
     assert.equal(resolveSocketPath(env), '/srv/m1/unix.socket');
   });
 

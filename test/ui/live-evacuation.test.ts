@@ -58,7 +58,7 @@ describe('web UI: evacuate and restore a member from its page, watching it live'
     c = await startCluster({ members: 3, env: { ROOST_UI_DIR: uiDir }, readyTimeoutMs: 120_000 });
     // Clean stops take a second, and each root volume holds 4 MiB to copy.
     for (const name of instances) await launchWorkload(c, name, { target: 'm01', termSleep: 1, payloadBytes: 4 * 1024 * 1024, config: { 'limits.cpu': '1', 'limits.memory': '64MiB' } });
-    proxy = await startUiProxy({ socketPath: c.client('m02').socketPath });
+    proxy = await startUiProxy({ socketPath: path.join(c.memberDir('m02'), 'unix.socket') });
   });
 
   after(async () => {

@@ -9,6 +9,7 @@ import { parseBody } from '../request.js';
 import { apiExtensions } from '../extensions.js';
 import { hostArchitecture } from '../../cluster/members.js';
 import { createHash } from 'node:crypto';
+import { identityOf, isTrusted } from '../auth.js';
 
 const configBody = z.object({ config: z.record(z.string(), z.unknown()).optional() }).passthrough();
 
@@ -17,13 +18,14 @@ export function registerServerRoutes(r: Router): void {
   const m = r.member;
   r.on('GET', '/', async (_req, reply) => sync(reply, ['/1.0']));
 
-  r.on('GET', '/1.0', async (_req, reply) => {
+  r.on('GET', '/1.0', async (req, reply) => {
+    const common = { api_extensions: apiExtensions, api_status: 'stable', api_version: '1.0' };
+    // An untrusted client learns only what it needs to present a token (LXD's `api.ServerUntrusted`).
+    if (!isTrusted(identityOf(req))) return sync(reply, { ...common, auth: 'untrusted', public: false, auth_methods: ['tls'] });
     const config = await m.cluster.serverConfig();
     const info = {
       config: { ...config, 'cluster.https_address': m.address, 'core.https_address': m.address },
-      api_extensions: apiExtensions,
-      api_status: 'stable',
-      api_version: '1.0',
+      ...common,
       auth: 'trusted',
       public: false,
       auth_methods: ['tls'],

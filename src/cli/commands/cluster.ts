@@ -1,7 +1,7 @@
 // `roost cluster ...`: members (list, show, get/set/unset) and evacuate/restore.
 
 import type { Command } from 'commander';
-import { ApiClientError, type Operation } from '../../client/client.js';
+import { ApiClientError, type Operation, type RoostClient } from '../../client/client.js';
 import { type JsonObject, asArray, asObject, isObject, str, stringList, stringMap } from '../../client/json.js';
 import { formatBytes } from '../../util/units.js';
 import type { CliContext } from '../context.js';
@@ -75,8 +75,8 @@ export function renderPlan(metadata: unknown): string {
   return out;
 }
 
-async function requireExtension(ctx: CliContext, extension: string, feature: string): Promise<void> {
-  const server = await ctx.client().get('/1.0');
+async function requireExtension(client: RoostClient, extension: string, feature: string): Promise<void> {
+  const server = await client.get('/1.0');
   if (!stringList(asObject(server).api_extensions).includes(extension)) {
     throw new Error(`The server does not support ${feature} (missing API extension "${extension}")`);
   }
@@ -89,7 +89,8 @@ interface MemberStateFlags {
   parallel?: string;
 }
 
-async function changeMemberState(ctx: CliContext, action: MemberAction, member: string, flags: MemberStateFlags): Promise<void> {
+async function changeMemberState(ctx: CliContext, action: MemberAction, rawMember: string, flags: MemberStateFlags): Promise<void> {
+  const { client, name: member } = ctx.target(rawMember, 'cluster member');
   const body = evacuateRequestBody({
     action,
     mode: flags.action,
@@ -97,10 +98,9 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
     parallel: flags.parallel === undefined ? undefined : parsePositiveInt(flags.parallel, '--parallel'),
   });
   const path = `/1.0/cluster/members/${seg(member)}/state`;
-  const client = ctx.client();
 
   if (flags.dryRun) {
-    await requireExtension(ctx, planExtension, '--dry-run');
+    await requireExtension(client, planExtension, '--dry-run');
     const res = await client.request('POST', path, body);
     if (res.type !== 'sync') throw new Error('The server started an operation instead of returning a plan');
     ctx.write(renderPlan(res.metadata));
@@ -140,8 +140,8 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
 }
 
 /** `roost cluster show`: the member, plus its evacuation progress when the server reports one. */
-async function showMember(ctx: CliContext, member: string): Promise<void> {
-  const client = ctx.client();
+async function showMember(ctx: CliContext, rawMember: string): Promise<void> {
+  const { client, name: member } = ctx.target(rawMember, 'cluster member');
   const info = asObject(await client.get(`/1.0/cluster/members/${seg(member)}`));
   let evacuation: unknown;
   try {
@@ -162,10 +162,11 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .command('list')
     .alias('ls')
     .description('List cluster members')
+    .argument('[remote]', '[<remote>:]')
     .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
-    .action(async (opts: { format: string }) => {
+    .action(async (remote: string | undefined, opts: { format: string }) => {
       const format = parseFormat(opts.format);
-      const client = ctx.client();
+      const client = ctx.remoteOnly(remote, 'roost cluster list [<remote>:]');
       const members = asArray(await client.get('/1.0/cluster/members?recursion=1'));
       const instances = asArray(await client.get('/1.0/instances?recursion=1'));
       ctx.write(renderList(format, { header: memberHeader, rows: memberRows(members, instances), data: members }));
@@ -175,10 +176,11 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .command('remove')
     .alias('rm')
     .description('Remove a member from the cluster (refused while it holds instances; --force for a member that is gone)')
-    .argument('<member>')
+    .argument('<member>', '[<remote>:]<member>')
     .option('--force', 'remove a member that is gone for good; its instances and volumes are forgotten')
     .option('--yes', 'do not ask for confirmation of --force')
-    .action(async (member: string, flags: { force?: boolean; yes?: boolean }) => {
+    .action(async (rawMember: string, flags: { force?: boolean; yes?: boolean }) => {
+      const { client, name: member } = ctx.target(rawMember, 'cluster member');
       if (flags.force && !flags.yes) {
         // As lxc does, a forced removal asks first: it forgets whatever the member held.
         const question = `Forcing the removal of "${member}" forgets every instance and storage volume it holds, with their data.
@@ -187,7 +189,7 @@ Only do this for a member that is gone for good; otherwise move its instances aw
 Are you really sure you want to force removing ${member}? (yes/no): `;
         if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
       }
-      const lost = asObject(await ctx.client().request('DELETE', `/1.0/cluster/members/${seg(member)}${flags.force ? '?force=1' : ''}`).then((r) => r.metadata));
+      const lost = asObject(await client.request('DELETE', `/1.0/cluster/members/${seg(member)}${flags.force ? '?force=1' : ''}`).then((r) => r.metadata));
       ctx.print(`Member ${member} removed`);
       for (const name of stringList(lost.instances)) ctx.print(`  instance ${name} was on it and is gone from the cluster`);
       for (const name of stringList(lost.volumes)) ctx.print(`  storage volume ${name} was on it and is gone from the cluster`);
@@ -196,43 +198,46 @@ Are you really sure you want to force removing ${member}? (yes/no): `;
   cluster
     .command('show')
     .description('Show a cluster member, with its running or last evacuation')
-    .argument('<member>')
+    .argument('<member>', '[<remote>:]<member>')
     .action((member: string) => showMember(ctx, member));
 
   cluster
     .command('get')
     .description('Get a cluster member configuration key')
-    .argument('<member>')
+    .argument('<member>', '[<remote>:]<member>')
     .argument('<key>')
-    .action(async (member: string, key: string) => {
-      const info = await ctx.client().get(`/1.0/cluster/members/${seg(member)}`);
+    .action(async (rawMember: string, key: string) => {
+      const { client, name: member } = ctx.target(rawMember, 'cluster member');
+      const info = await client.get(`/1.0/cluster/members/${seg(member)}`);
       ctx.print(stringMap(asObject(info).config)[key] ?? '');
     });
 
   cluster
     .command('set')
     .description('Set a cluster member configuration key')
-    .argument('<member>')
+    .argument('<member>', '[<remote>:]<member>')
     .argument('<key>')
     .argument('<value>')
-    .action(async (member: string, key: string, value: string) => {
-      await ctx.client().runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: value } });
+    .action(async (rawMember: string, key: string, value: string) => {
+      const { client, name: member } = ctx.target(rawMember, 'cluster member');
+      await client.runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: value } });
     });
 
   cluster
     .command('unset')
     .description('Unset a cluster member configuration key')
-    .argument('<member>')
+    .argument('<member>', '[<remote>:]<member>')
     .argument('<key>')
-    .action(async (member: string, key: string) => {
-      await ctx.client().runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: '' } });
+    .action(async (rawMember: string, key: string) => {
+      const { client, name: member } = ctx.target(rawMember, 'cluster member');
+      await client.runAsync('PATCH', `/1.0/cluster/members/${seg(member)}`, { config: { [key]: '' } });
     });
 
   const stateCommand = (name: MemberAction, description: string, modeHelp: string): Command =>
     cluster
       .command(name)
       .description(description)
-      .argument('<member>')
+      .argument('<member>', '[<remote>:]<member>')
       .option('--force', 'Do not ask for confirmation')
       .option('--action <mode>', modeHelp)
       .option('--dry-run', 'Print the plan without changing anything')

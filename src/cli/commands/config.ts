@@ -1,11 +1,14 @@
 // `roost config get|set|unset|show`: an instance's config, or the server's (`/1.0`) when no instance is
-// named; which one is decided by the argument count as `lxc config` does (see parseConfigArgs).
+// named; which one is decided by the argument count as `lxc config` does (see parseConfigArgs). And
+// `roost config trust ...` (./trust.ts).
 
 import type { Command } from 'commander';
 import { asObject, stringMap } from '../../client/json.js';
 import type { CliContext } from '../context.js';
 import { renderYaml } from '../format.js';
-import { configPath, parseConfigArgs, seg } from '../requests.js';
+import { type ConfigTarget, configPath, parseConfigArgs } from '../requests.js';
+import type { RoostClient } from '../../client/client.js';
+import { registerTrustCommands } from './trust.js';
 
 /** What `lxc config show` prints: the writable part of an instance, or `config:` of the server. */
 export function configShowObject(kind: 'server' | 'instance', metadata: unknown, expanded = false): Record<string, unknown> {
@@ -22,6 +25,17 @@ export function configShowObject(kind: 'server' | 'instance', metadata: unknown,
   };
 }
 
+/**
+ * Where `roost config` reads and writes, with the client that reaches it: the instance form's name may
+ * carry a remote, and a remote alone (`prod:`) means that remote's server config, as in `lxc config`.
+ */
+function configTarget(ctx: CliContext, target: ConfigTarget): { client: RoostClient; path: string; kind: 'server' | 'instance' } {
+  if (target.kind === 'server') return { client: ctx.client(), path: configPath(target), kind: 'server' };
+  const { client, name } = ctx.target(target.name);
+  if (name === '') return { client, path: configPath({ kind: 'server' }), kind: 'server' };
+  return { client, path: configPath({ kind: 'instance', name }), kind: 'instance' };
+}
+
 /** Register `roost config`. */
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   const config = program.command('config').description('Manage instance and server configuration');
@@ -29,39 +43,44 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
   config
     .command('get')
     .description('Get a configuration key (of an instance, or of the server without one)')
-    .argument('<args...>', '[<instance>] <key>')
+    .argument('<args...>', '[<remote>:][<instance>] <key>')
     .action(async (args: string[]) => {
       const { target, key } = parseConfigArgs('get', args);
-      const metadata = await ctx.client().get(configPath(target));
+      const { client, path } = configTarget(ctx, target);
+      const metadata = await client.get(path);
       ctx.print(stringMap(asObject(metadata).config)[key] ?? '');
     });
 
   config
     .command('set')
     .description('Set configuration keys (of an instance, or of the server without one)')
-    .argument('<args...>', '[<instance>] <key> <value>, or [<instance>] <key>=<value>...')
+    .argument('<args...>', '[<remote>:][<instance>] <key> <value>, or [<remote>:][<instance>] <key>=<value>...')
     .action(async (args: string[]) => {
       const { target, values } = parseConfigArgs('set', args);
-      await ctx.client().runAsync('PATCH', configPath(target), { config: values });
+      const { client, path } = configTarget(ctx, target);
+      await client.runAsync('PATCH', path, { config: values });
     });
 
   config
     .command('unset')
     .description('Unset a configuration key (of an instance, or of the server without one)')
-    .argument('<args...>', '[<instance>] <key>')
+    .argument('<args...>', '[<remote>:][<instance>] <key>')
     .action(async (args: string[]) => {
       const { target, values } = parseConfigArgs('unset', args);
-      await ctx.client().runAsync('PATCH', configPath(target), { config: values });
+      const { client, path } = configTarget(ctx, target);
+      await client.runAsync('PATCH', path, { config: values });
     });
 
   config
     .command('show')
     .description('Show the configuration of an instance, or of the server without one')
-    .argument('[instance]')
+    .argument('[instance]', '[<remote>:][<instance>]')
     .option('-e, --expanded', 'Show the expanded configuration (profiles applied)')
     .action(async (instance: string | undefined, flags: { expanded?: boolean }) => {
-      const path = instance === undefined ? '/1.0' : `/1.0/instances/${seg(instance)}`;
-      const metadata = await ctx.client().get(path);
-      ctx.write(renderYaml(configShowObject(instance === undefined ? 'server' : 'instance', metadata, flags.expanded)));
+      const { client, path, kind } = configTarget(ctx, instance === undefined ? { kind: 'server' } : { kind: 'instance', name: instance });
+      const metadata = await client.get(path);
+      ctx.write(renderYaml(configShowObject(kind, metadata, flags.expanded)));
     });
+
+  registerTrustCommands(config, ctx);
 }

@@ -26,14 +26,15 @@ export function registerExecCommand(program: Command, ctx: CliContext): void {
   program
     .command('exec')
     .description('Run a command in an instance (streamed; a terminal when both ends are one)')
-    .argument('<instance>')
+    .argument('<instance>', '[<remote>:]<instance>')
     .argument('<command...>', 'the command and its arguments (put them after --)')
     .option('--env <KEY=VALUE...>', 'environment variables')
     .option('--cwd <dir>', 'working directory inside the instance')
     .option('-t, --force-interactive', 'give the command a terminal')
     .option('-T, --force-noninteractive', 'no terminal, even when both ends are one')
     .option('-n, --disable-stdin', 'no input (the command reads end of file)')
-    .action(async (instance: string, command: string[], flags: ExecFlags) => {
+    .action(async (rawInstance: string, command: string[], flags: ExecFlags) => {
+      const { client, name: instance } = ctx.target(rawInstance, 'instance');
       if (flags.forceInteractive && flags.forceNoninteractive) throw new Error("You can't pass -t and -T at the same time");
       const stdin = flags.disableStdin ? undefined : (ctx.io.stdin as TerminalInput | undefined);
       const stdout = ctx.io.stdout as OutputStream & { columns?: number; rows?: number };
@@ -43,7 +44,6 @@ export function registerExecCommand(program: Command, ctx: CliContext): void {
       const environment = parseConfigPairs(flags.env ?? []);
       const term = ctx.env.TERM;
       if (interactive && term && environment.TERM === undefined) environment.TERM = term;
-      const client = ctx.client();
       const { response, finished } = await client.beginAsync('POST', `/1.0/instances/${seg(instance)}/exec`, {
         command,
         environment,

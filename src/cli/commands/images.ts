@@ -33,9 +33,10 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .command('import')
     .description('Import a unified image tarball (metadata.yaml + rootfs/)')
     .argument('<tarball>')
+    .argument('[remote]', '[<remote>:]')
     .option('--alias <name>', 'Alias for the new image')
-    .action(async (file: string, flags: { alias?: string }) => {
-      const client = ctx.client();
+    .action(async (file: string, remote: string | undefined, flags: { alias?: string }) => {
+      const client = ctx.remoteOnly(remote, 'roost image import <tarball> [<remote>:]');
       const result = await client.upload('/1.0/images', file, { 'x-lxd-filename': basename(file) });
       const fingerprint = str(result.operation?.metadata ?? result.response.metadata, 'fingerprint');
       if (!fingerprint) throw new Error('The server did not report the image fingerprint');
@@ -47,9 +48,10 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .command('list')
     .alias('ls')
     .description('List images')
+    .argument('[remote]', '[<remote>:]')
     .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
-    .action(async (flags: { format: string }) => {
-      const images = asArray(await ctx.client().get('/1.0/images?recursion=1'));
+    .action(async (remote: string | undefined, flags: { format: string }) => {
+      const images = asArray(await ctx.remoteOnly(remote, 'roost image list [<remote>:]').get('/1.0/images?recursion=1'));
       ctx.write(renderList(parseFormat(flags.format), { header: imageHeader, rows: imageRows(images), data: images }));
     });
 
@@ -57,10 +59,10 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .command('delete')
     .alias('rm')
     .description('Delete images (by alias or fingerprint)')
-    .argument('<image...>')
+    .argument('<image...>', '[<remote>:]<alias or fingerprint>...')
     .action(async (names: string[]) => {
-      const client = ctx.client();
-      for (const name of names) {
+      for (const raw of names) {
+        const { client, name } = ctx.target(raw, 'image');
         let fp = name;
         try {
           fp = str(await client.get(`/1.0/images/aliases/${seg(name)}`), 'target');

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { asArray, asObject, bool, num, str } from '../../client/json.js';
 import { formatBytes } from '../../util/units.js';
 import type { CliContext } from '../context.js';
+import { parseRemoteName } from '../../client/config.js';
 import { formatTime, parseFormat, renderList, upperState } from '../format.js';
 import {
   instanceCreateBody,
@@ -85,14 +86,27 @@ interface CreateFlags {
 }
 
 async function createInstance(ctx: CliContext, first: string | undefined, second: string | undefined, flags: CreateFlags, start: boolean): Promise<void> {
-  const { image, name } = parseLaunchArgs(first, second);
+  const args = parseLaunchArgs(first, second);
+  const { client, remote, name } = ctx.target(args.name);
+  if (name === '') throw new Error('Instance name is required; usage: roost launch [<image>] [<remote>:]<name>');
+  const image = args.image === undefined ? undefined : imageOn(ctx, args.image, remote);
   const body = instanceCreateBody({ name, image, type: flags.type, config: parseConfigPairs(flags.config), empty: flags.empty });
-  const client = ctx.client();
   ctx.print(`Creating ${name}`);
   await client.runAsync('POST', withTarget('/1.0/instances', flags.target), body);
   if (!start) return;
   ctx.print(`Starting ${name}`);
   await client.runAsync('PUT', `/1.0/instances/${seg(name)}/state`, instanceStateBody('start'));
+}
+
+/**
+ * The image name for an instance created on `remote`: a plain name is an image of that remote; a
+ * `<remote>:` prefix must name the same remote (images are not copied between clusters).
+ */
+function imageOn(ctx: CliContext, image: string, remote: string): string {
+  if (!image.includes(':')) return image;
+  const parsed = ctx.target(image);
+  if (parsed.remote !== remote) throw new Error(`The image is on remote "${parsed.remote}" and the instance on "${remote}"; copying images between remotes is not supported`);
+  return parsed.name;
 }
 
 interface StateFlags {
@@ -105,9 +119,9 @@ async function changeState(ctx: CliContext, action: 'start' | 'stop' | 'restart'
     force: flags.force,
     timeout: flags.timeout === undefined ? undefined : parseInteger(flags.timeout, '--timeout'),
   });
-  const client = ctx.client();
   let failed = 0;
-  for (const name of names) {
+  for (const raw of names) {
+    const { client, name } = ctx.target(raw, 'instance');
     try {
       await client.runAsync('PUT', `/1.0/instances/${seg(name)}/state`, body);
     } catch (err) {
@@ -129,10 +143,12 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .command('list')
     .alias('ls')
     .description('List instances')
+    .argument('[remote]', '[<remote>:]')
     .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
-    .action(async (opts: { format: string }) => {
+    .action(async (remote: string | undefined, opts: { format: string }) => {
       const format = parseFormat(opts.format);
-      const instances = asArray(await ctx.client().get('/1.0/instances?recursion=2'));
+      const client = ctx.remoteOnly(remote, 'roost list [<remote>:]');
+      const instances = asArray(await client.get('/1.0/instances?recursion=2'));
       ctx.write(renderList(format, { header: instanceHeader, rows: instanceRows(instances), data: instances }));
     });
 
@@ -140,8 +156,8 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     program
       .command(name)
       .description(description)
-      .argument('[image-or-name]', 'Image alias, or the instance name when it is the only argument')
-      .argument('[name]', 'Instance name')
+      .argument('[image-or-name]', 'Image alias, or the instance name ([<remote>:]<name>) when it is the only argument')
+      .argument('[name]', 'Instance name, [<remote>:]<name>')
       .option('--type <type>', 'Instance type (process, container)')
       .option('--target <member>', 'Cluster member to create the instance on')
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
@@ -157,7 +173,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     program
       .command(action)
       .description(`${action[0]?.toUpperCase()}${action.slice(1)} instances`)
-      .argument('<names...>')
+      .argument('<names...>', '[<remote>:]<name>...')
       .option('-f, --force', 'Force the action (stop: kill instead of a clean shutdown)')
       .option('--timeout <seconds>', 'Time to wait for a clean shutdown (-1: wait forever)')
       .action((names: string[], flags: StateFlags) => changeState(ctx, action, names, flags));
@@ -167,11 +183,11 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .command('delete')
     .alias('rm')
     .description('Delete instances')
-    .argument('<names...>')
+    .argument('<names...>', '[<remote>:]<name>...')
     .option('-f, --force', 'Stop running instances first')
     .action(async (names: string[], flags: { force?: boolean }) => {
-      const client = ctx.client();
-      for (const name of names) {
+      for (const raw of names) {
+        const { client, name } = ctx.target(raw, 'instance');
         const path = `/1.0/instances/${seg(name)}`;
         const status = str(await client.get(path), 'status');
         if (status === 'Running' || status === 'Frozen') {
@@ -186,21 +202,25 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .command('move')
     .alias('mv')
     .description('Move an instance to another cluster member (or rename it)')
-    .argument('<name>')
-    .argument('[new-name]')
+    .argument('<name>', '[<remote>:]<name>')
+    .argument('[new-name]', '[<remote>:]<new-name>')
     .option('--target <member>', 'Cluster member to move the instance to')
-    .action(async (name: string, newName: string | undefined, flags: { target?: string }) => {
-      const { path, body } = moveRequest(name, { newName, target: flags.target });
-      await ctx.client().runAsync('POST', path, body);
+    .action(async (rawName: string, rawNewName: string | undefined, flags: { target?: string }) => {
+      const source = ctx.target(rawName, 'instance');
+      const dest = rawNewName === undefined ? undefined : parseRemoteName(rawNewName, ctx.env);
+      if (dest && dest.remote !== source.remote) throw new Error('Moving instances between remotes is not supported');
+      const newName = dest && dest.name !== '' ? dest.name : undefined;
+      const { path, body } = moveRequest(source.name, { newName, target: flags.target });
+      await source.client.runAsync('POST', path, body);
     });
 
   program
     .command('info')
     .description('Show an instance\'s state and resources')
-    .argument('<name>')
+    .argument('<name>', '[<remote>:]<name>')
     .option('--show-log', 'Show the instance\'s output log')
-    .action(async (name: string, flags: { showLog?: boolean }) => {
-      const client = ctx.client();
+    .action(async (raw: string, flags: { showLog?: boolean }) => {
+      const { client, name } = ctx.target(raw, 'instance');
       const path = `/1.0/instances/${seg(name)}`;
       const instance = await client.get(path);
       const state = await client.get(`${path}/state`);

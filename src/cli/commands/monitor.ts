@@ -70,14 +70,16 @@ export function registerMonitorCommand(program: Command, ctx: CliContext): void 
   program
     .command('monitor')
     .description('Print events as they happen (until interrupted)')
+    .argument('[remote]', '[<remote>:]')
     .option('--type <type>', 'Event type to show: lifecycle, operation, logging (repeatable; default all)', collect, [])
     .option('--pretty', 'Human-readable lines (short for --format pretty)')
     .option('-f, --format <format>', 'Format (yaml|json|pretty)', 'yaml')
-    .action(async (flags: { type: string[]; pretty?: boolean; format: string }) => {
+    .action(async (remote: string | undefined, flags: { type: string[]; pretty?: boolean; format: string }) => {
       const format = flags.pretty ? 'pretty' : parseMonitorFormat(flags.format);
+      const client = ctx.remoteOnly(remote, 'roost monitor [<remote>:]');
       const signal = ctx.io.signal;
       if (signal?.aborted) return;
-      const sub = await ctx.client().events(monitorTypes(flags.type), (event) => ctx.write(renderEvent(event, format)));
+      const sub = await client.events(monitorTypes(flags.type), (event) => ctx.write(renderEvent(event, format)));
       const stop = (): void => sub.close();
       signal?.addEventListener('abort', stop, { once: true });
       try {

@@ -35,27 +35,31 @@ export function registerOperationCommands(program: Command, ctx: CliContext): vo
     .command('list')
     .alias('ls')
     .description('List operations')
+    .argument('[remote]', '[<remote>:]')
     .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
-    .action(async (flags: { format: string }) => {
+    .action(async (remote: string | undefined, flags: { format: string }) => {
       const format = parseFormat(flags.format);
-      const operations = flattenOperations(await ctx.client().get('/1.0/operations?recursion=1'));
+      const client = ctx.remoteOnly(remote, 'roost operation list [<remote>:]');
+      const operations = flattenOperations(await client.get('/1.0/operations?recursion=1'));
       ctx.write(renderList(format, { header: operationHeader, rows: operationRows(operations), data: operations }));
     });
 
   operation
     .command('show')
     .description('Show an operation')
-    .argument('<id>')
-    .action(async (id: string) => {
-      ctx.write(renderYaml(await ctx.client().get(`/1.0/operations/${seg(id)}`)));
+    .argument('<id>', '[<remote>:]<id>')
+    .action(async (raw: string) => {
+      const { client, name: id } = ctx.target(raw, 'operation');
+      ctx.write(renderYaml(await client.get(`/1.0/operations/${seg(id)}`)));
     });
 
   operation
     .command('cancel')
     .aliases(['delete', 'rm'])
     .description('Cancel an operation')
-    .argument('<id>')
-    .action(async (id: string) => {
-      await ctx.client().request('DELETE', `/1.0/operations/${seg(id)}`);
+    .argument('<id>', '[<remote>:]<id>')
+    .action(async (raw: string) => {
+      const { client, name: id } = ctx.target(raw, 'operation');
+      await client.request('DELETE', `/1.0/operations/${seg(id)}`);
     });
 }

@@ -29,13 +29,14 @@ export function registerStorageCommands(program: Command, ctx: CliContext): void
   volume
     .command('create')
     .description('Create a custom volume')
-    .argument('<pool>')
+    .argument('<pool>', '[<remote>:]<pool>')
     .argument('<volume>')
     .argument('[config...]', 'key=value pairs')
     .option('--target <member>', 'Cluster member to create the volume on')
-    .action(async (pool: string, name: string, config: string[], flags: { target?: string }) => {
+    .action(async (rawPool: string, name: string, config: string[], flags: { target?: string }) => {
+      const { client, name: pool } = ctx.target(rawPool, 'storage pool');
       const path = withTarget(`/1.0/storage-pools/${seg(pool)}/volumes/custom`, flags.target);
-      await ctx.client().runAsync('POST', path, volumeCreateBody(name, parseConfigPairs(config)));
+      await client.runAsync('POST', path, volumeCreateBody(name, parseConfigPairs(config)));
       ctx.print(`Storage volume ${name} created`);
     });
 
@@ -43,11 +44,12 @@ export function registerStorageCommands(program: Command, ctx: CliContext): void
     .command('list')
     .alias('ls')
     .description('List the volumes of a pool')
-    .argument('<pool>')
+    .argument('<pool>', '[<remote>:]<pool>')
     .option('-f, --format <format>', 'Format (table|json|yaml|csv)', 'table')
-    .action(async (pool: string, flags: { format: string }) => {
+    .action(async (rawPool: string, flags: { format: string }) => {
       const format = parseFormat(flags.format);
-      const volumes = asArray(await ctx.client().get(`/1.0/storage-pools/${seg(pool)}/volumes?recursion=1`));
+      const { client, name: pool } = ctx.target(rawPool, 'storage pool');
+      const volumes = asArray(await client.get(`/1.0/storage-pools/${seg(pool)}/volumes?recursion=1`));
       ctx.write(renderList(format, { header: volumeHeader, rows: volumeRows(volumes), data: volumes }));
     });
 
@@ -55,25 +57,26 @@ export function registerStorageCommands(program: Command, ctx: CliContext): void
     .command('delete')
     .alias('rm')
     .description('Delete a custom volume')
-    .argument('<pool>')
+    .argument('<pool>', '[<remote>:]<pool>')
     .argument('<volume>')
     .option('--target <member>', 'Cluster member the volume is on')
-    .action(async (pool: string, name: string, flags: { target?: string }) => {
+    .action(async (rawPool: string, name: string, flags: { target?: string }) => {
+      const { client, name: pool } = ctx.target(rawPool, 'storage pool');
       const path = withTarget(`/1.0/storage-pools/${seg(pool)}/volumes/custom/${seg(name)}`, flags.target);
-      await ctx.client().runAsync('DELETE', path);
+      await client.runAsync('DELETE', path);
       ctx.print(`Storage volume ${name} deleted`);
     });
 
   volume
     .command('attach')
     .description('Attach a custom volume to an instance')
-    .argument('<pool>')
+    .argument('<pool>', '[<remote>:]<pool>')
     .argument('<volume>')
-    .argument('<instance>')
+    .argument('<instance>', 'an instance of the same remote')
     .argument('<device-or-path...>', '[<device name>] <path>')
-    .action(async (pool: string, name: string, instance: string, rest: string[]) => {
+    .action(async (rawPool: string, name: string, instance: string, rest: string[]) => {
+      const { client, name: pool } = ctx.target(rawPool, 'storage pool');
       const { device, config } = volumeAttachDevice(pool, name, rest);
-      const client = ctx.client();
       const path = `/1.0/instances/${seg(instance)}`;
       const current = await client.request('GET', path);
       if (device in asObject(asObject(current.metadata).devices)) throw new Error('The device already exists');

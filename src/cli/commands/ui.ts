@@ -43,8 +43,10 @@ export function registerUiCommand(program: Command, ctx: CliContext): void {
         if (!(err instanceof ApiClientError)) throw err;
         ctx.warn(`Warning: ${err.message}`);
       }
+      const { endpoint } = client;
+      if (endpoint.kind !== 'unix') throw new Error(`roost ui serves the UI of a member on this host; a remote member serves it itself at https://${endpoint.address}/ui/`);
       const stop = interrupted(ctx.io.signal);
-      const proxy = await startUiProxy({ socketPath: client.socketPath, port });
+      const proxy = await startUiProxy({ socketPath: endpoint.socketPath, port });
       try {
         ctx.print(`Web UI of this member: ${proxy.url}`);
         ctx.print('Only this host can open it (the address carries an access token). Press Ctrl-C to stop.');
