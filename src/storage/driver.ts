@@ -21,6 +21,12 @@ export function volumeKey(ref: VolumeRef): string {
   return ref.snapshot === undefined ? base : `${base}/${ref.snapshot}`;
 }
 
+/** An instance's root volume and its snapshots, in that order: what a move carries and checks for the instance. */
+export function rootVolumeRefs(project: string, name: string, snapshots: readonly string[]): VolumeRef[] {
+  const root: VolumeRef = { type: 'container', project, name };
+  return [root, ...snapshots.map((s) => snapshotRef(root, s))];
+}
+
 /** The ref of snapshot `snapshot` of the volume `ref`. */
 export function snapshotRef(ref: VolumeRef, snapshot: string): VolumeRef {
   return { type: ref.type, project: ref.project, name: ref.name, snapshot };
