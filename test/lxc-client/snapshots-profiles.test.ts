@@ -13,6 +13,8 @@ import { hasCommand, requireCommand } from '../helpers/prereq.js';
 import { sha256Tree, startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { lxc, lxcOk } from '../helpers/lxc-client.js';
 import { launchWorkload, runState, seedVolume, setPower } from '../evacuation/world.js';
+import { runCli } from '../../src/cli/run.js';
+import { Capture } from '../cli/helpers/fake-lxd.js';
 
 const installHint = 'apt-get install -y lxd-client';
 
@@ -26,6 +28,14 @@ async function meta<T>(c: TestCluster, member: string, url: string): Promise<T> 
   const res = await c.raw(member, 'GET', url);
   assert.equal(res.status, 200, `GET ${url}: ${res.text}`);
   return res.body?.metadata as T;
+}
+
+/** Roost's own CLI against a member of the cluster: exit code and what it printed. */
+async function roost(c: TestCluster, member: string, argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const code = await runCli(argv, { stdout, stderr, env: { ROOST_DIR: c.memberDir(member) } });
+  return { code, out: stdout.text, err: stderr.text };
 }
 
 /** A failed `lxc` run: exit 1 and LXD's `Error: <text>`. */
@@ -217,6 +227,43 @@ describe('lxc snapshots and profiles with process instances', () => {
     // Removing the root disk from default would leave its instances without one.
     assert.equal((await c.raw('m01', 'PUT', '/1.0/profiles/default', { json: { config: {}, description: '', devices: {} } })).status, 400);
     assert.equal(await c.world(), before);
+  });
+
+  it('roost snapshot, info, restore, delete and roost profile commands do the same', async (t: TestContext) => {
+    if (!requireCommand(t, 'lxc', installHint)) return;
+    const c = cluster();
+    const ok = async (argv: string[]): Promise<string> => {
+      const r = await roost(c, 'm01', argv);
+      assert.equal(r.code, 0, `roost ${argv.join(' ')}: ${r.err}`);
+      return r.out;
+    };
+    const root = c.instanceDir('m02', 'p1');
+    await writeFile(path.join(root, 'cli.txt'), 'one\n');
+    await ok(['snapshot', 'p1', 'cli']);
+    await writeFile(path.join(root, 'cli.txt'), 'two\n');
+    assert.match(await ok(['info', 'p1']), /Snapshots:\n[^]*\| cli +\| \d{4}\/\d\d\/\d\d \d\d:\d\d UTC \| +\| NO +\|/);
+    await ok(['restore', 'p1', 'cli']);
+    assert.equal(await readFile(path.join(root, 'cli.txt'), 'utf8'), 'one\n');
+    await ok(['delete', 'p1/cli']);
+    assert.equal(existsSync(snapshotDir(c, 'm02', 'p1', 'cli')), false);
+    const bad = await roost(c, 'm01', ['snapshot', 'p1', 'a/b']);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.err, 'Error: Invalid snapshot name: Cannot contain "/"\n');
+
+    assert.equal(await ok(['profile', 'create', 'cli']), 'Profile cli created\n');
+    await ok(['profile', 'set', 'cli', 'user.origin', 'roost-cli']);
+    assert.equal(await ok(['profile', 'add', 'p1', 'cli']), 'Profile cli added to p1\n');
+    assert.match(await ok(['profile', 'show', 'cli']), /config:\n {2}user\.origin: roost-cli\n[^]*used_by:\n- \/1\.0\/instances\/p1\n/);
+    assert.match(await ok(['profile', 'list']), /\| cli +\| +\| 1 +\|/);
+    assert.equal((await meta<{ expanded_config: Record<string, string> }>(c, 'm01', '/1.0/instances/p1')).expanded_config['user.origin'], 'roost-cli');
+    await ok(['profile', 'remove', 'p1', 'cli']);
+    await ok(['profile', 'unset', 'cli', 'user.origin']);
+    await ok(['launch', 'p4', '--type', 'process', '--target', 'm02', '-p', 'default', '-p', 'cli', '-c', 'process.command=sleep 600']);
+    assert.deepEqual((await meta<{ profiles: string[] }>(c, 'm01', '/1.0/instances/p4')).profiles, ['default', 'cli']);
+    const inUse = await roost(c, 'm01', ['profile', 'delete', 'cli']);
+    assert.equal(inUse.err, 'Error: Profile is currently in use\n');
+    await ok(['delete', '--force', 'p4']);
+    assert.equal(await ok(['profile', 'delete', 'cli']), 'Profile cli deleted\n');
   });
 
   it('lxc profile rename renames it in the instances that use it', async (t: TestContext) => {
