@@ -4,10 +4,10 @@ import type { FastifyReply } from 'fastify';
 import type { OperationRecord } from '../store/schema.js';
 import { operationToApi } from '../operations/operations.js';
 
-/** Send a sync response. */
-export function sync(reply: FastifyReply, metadata: unknown, etag?: string): FastifyReply {
+/** Send a sync response (`code` 201 with a Location header for LXD's `SyncResponseLocation`). */
+export function sync(reply: FastifyReply, metadata: unknown, etag?: string, code = 200): FastifyReply {
   if (etag) void reply.header('ETag', `"${etag}"`);
-  return reply.code(200).send({ type: 'sync', status: 'Success', status_code: 200, operation: '', error_code: 0, error: '', metadata });
+  return reply.code(code).send({ type: 'sync', status: 'Success', status_code: 200, operation: '', error_code: 0, error: '', metadata });
 }
 
 /** Send an async response for an operation (HTTP 202 with Location). */

@@ -16,6 +16,8 @@ import { registerServerRoutes } from './routes/server.js';
 import { registerClusterRoutes } from './routes/cluster.js';
 import { registerInstanceRoutes } from './routes/instances.js';
 import { registerStorageRoutes } from './routes/storage.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
+import { registerProfileRoutes } from './routes/profiles.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerInternalRoutes } from './routes/internal.js';
@@ -129,6 +131,8 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerServerRoutes(router);
   registerClusterRoutes(router);
   registerInstanceRoutes(router);
+  registerSnapshotRoutes(router);
+  registerProfileRoutes(router);
   registerFileRoutes(router);
   registerStorageRoutes(router);
   registerImageRoutes(router);

@@ -133,6 +133,8 @@ export interface CreateInstanceOptions {
   type?: string;
   config?: Record<string, string>;
   empty?: boolean;
+  /** `-p` flags in order; none: the `default` profile. */
+  profiles?: string[];
 }
 
 /** Body of `POST /1.0/instances`, as `lxc init` sends it; `type` is left to the server unless given. */
@@ -143,7 +145,7 @@ export function instanceCreateBody(opts: CreateInstanceOptions): JsonObject {
     source: opts.image === undefined ? { type: 'none' } : { type: 'image', alias: opts.image },
     config: opts.config ?? {},
     devices: {},
-    profiles: ['default'],
+    profiles: opts.profiles !== undefined && opts.profiles.length > 0 ? opts.profiles : ['default'],
   };
   if (opts.type !== undefined) body.type = opts.type;
   return body;

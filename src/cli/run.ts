@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerConfigCommands } from './commands/config.js';
 import { registerInstanceCommands } from './commands/instances.js';
+import { registerProfileCommands } from './commands/profiles.js';
 import { registerLocalClusterCommands } from './commands/local.js';
 import { registerMonitorCommand } from './commands/monitor.js';
 import { registerOperationCommands } from './commands/operations.js';
@@ -36,6 +37,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerLocalClusterCommands(program, ctx);
   registerClusterCommands(program, ctx);
   registerInstanceCommands(program, ctx);
+  registerProfileCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerStorageCommands(program, ctx);
   registerImageCommands(program, ctx);

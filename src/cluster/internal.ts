@@ -41,7 +41,7 @@ export const internalRoutes = {
 } as const;
 
 /** A volume named on the wire. */
-export const volumeRefSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string() });
+export const volumeRefSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string(), snapshot: z.string().optional() });
 
 /** `POST /internal/instances/start`. */
 export const startInstanceBody = z.object({
@@ -116,7 +116,7 @@ export type DiscardBody = z.infer<typeof discardBody>;
 
 /** The volume a stream request (`volume`, `delta`) carries, from its query string. */
 export function streamRef(query: Record<string, unknown>): VolumeRef | null {
-  const r = volumeRefSchema.safeParse({ type: query.type, project: query.project, name: query.name });
+  const r = volumeRefSchema.safeParse({ type: query.type, project: query.project, name: query.name, snapshot: query.snapshot });
   return r.success ? r.data : null;
 }
 
@@ -287,5 +287,7 @@ export class MoveTarget {
 }
 
 function refQuery(ref: VolumeRef): URLSearchParams {
-  return new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+  const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
+  if (ref.snapshot !== undefined) q.set('snapshot', ref.snapshot);
+  return q;
 }

@@ -2,10 +2,11 @@
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
 // parallel, one request per member).
 
-import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type InstanceRecord, type MemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
-import { expandDevices } from '../config/devices.js';
+import { expandInstance, profileSets } from '../config/expand.js';
+import { volumeKey } from '../storage/driver.js';
 import type { Member } from '../daemon/context.js';
 import type { CapacityReport } from './internal.js';
 
@@ -15,7 +16,7 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
   const volumeBytes: Record<string, number> = {};
   for (const ref of await m.pool.listVolumes()) {
     // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
-    volumeBytes[`${ref.type}/${ref.project}/${ref.name}`] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
+    volumeBytes[volumeKey(ref)] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
   }
   const running: Record<string, boolean> = {};
   for (const [k, st] of await m.instances.localStates()) running[k] = st.status === 'Running';
@@ -25,13 +26,17 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
 /** Build a snapshot of the whole cluster as seen from member `m`. */
 export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
-  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes()]);
+  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles()]);
   const instances: InstanceRecord[] = [];
   const volumes: VolumeRecord[] = [];
+  const profiles: ProfileRecord[] = [];
   for (const kv of kvs) {
     if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
+    else if (kv.key.startsWith(keys.profiles())) profiles.push(JSON.parse(kv.value) as ProfileRecord);
     else volumes.push(JSON.parse(kv.value) as VolumeRecord);
   }
+  // The planner and placement read expanded config and devices only, so they need no profile reads.
+  const sets = profileSets(profiles, new Set(instances.map((r) => r.project)));
   const reports = new Map<string, CapacityReport>();
   await Promise.all(
     views.map(async (v) => {
@@ -51,15 +56,20 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   const instanceSnaps: InstanceSnapshot[] = instances.map((r) => {
     const report = reports.get(r.location);
     const key = `${r.project}/${r.name}`;
+    const expanded = expandInstance(r, sets.get(r.project) ?? new Map());
+    const root = { type: 'container' as const, project: r.project, name: r.name };
+    // A move carries the snapshots too, so they count in what the target's pool must hold.
+    const rootBytes = [undefined, ...(r.snapshots ?? []).map((s) => s.name)]
+      .reduce((sum, snapshot) => sum + (report?.volumeBytes[volumeKey(snapshot === undefined ? root : { ...root, snapshot })] ?? 0), 0);
     return {
       name: r.name,
       project: r.project,
       type: r.type,
       location: r.location,
       architecture: r.architecture,
-      config: r.config,
-      devices: expandDevices(r.devices),
-      rootBytes: report?.volumeBytes[`container/${key}`] ?? 0,
+      config: expanded.config,
+      devices: expanded.devices,
+      rootBytes,
       running: report ? report.running[key] === true : r.config['volatile.last_state.power'] === 'RUNNING',
     };
   });

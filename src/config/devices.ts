@@ -1,16 +1,11 @@
-// Instance devices: validation, profile expansion (the default profile's root disk), and which custom
-// volumes an instance carries. One definition here, below every engine, serves the API, the drivers,
-// storage, placement and moves, so the planner and the mover can never disagree about what moves.
+// Instance devices: validation, the root disk, and which custom volumes an instance carries. One definition
+// here, below every engine, serves the API, the drivers, storage, placement and moves, so the planner and
+// the mover can never disagree about what moves. Devices reach these functions expanded (expand.ts).
 
 import { errors } from '../errors/index.js';
 
 /** Device types Roost accepts in config. */
 export const deviceTypes = ['disk', 'nic', 'unix-char', 'unix-block', 'usb', 'gpu', 'none', 'proxy'] as const;
-
-/** The default profile's devices: a root disk on the `default` pool. */
-export const defaultProfileDevices: Record<string, Record<string, string>> = {
-  root: { type: 'disk', path: '/', pool: 'default' },
-};
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -53,9 +48,14 @@ export function checkDevices(devices: Record<string, unknown>): void {
   }
 }
 
-/** Devices after applying the default profile (instance devices override profile ones by name). */
-export function expandDevices(devices: Record<string, Record<string, string>>): Record<string, Record<string, string>> {
-  return { ...defaultProfileDevices, ...devices };
+/** Whether expanded devices have a root disk (a pool disk at `/`): every instance keeps its data on one. */
+export function hasRootDisk(expanded: Record<string, Record<string, string>>): boolean {
+  return Object.values(expanded).some((d) => d.type === 'disk' && d.path === '/' && d.pool !== undefined);
+}
+
+/** Refuse (400, LXD's words) expanded devices without a root disk. */
+export function checkRootDisk(expanded: Record<string, Record<string, string>>): void {
+  if (!hasRootDisk(expanded)) throw errors.badRequest('Invalid devices: Failed detecting root disk device: No root device could be found');
 }
 
 /** Custom volumes attached to an instance as disk devices. */

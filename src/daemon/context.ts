@@ -9,6 +9,8 @@ import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Operations } from '../operations/operations.js';
 import type { InstanceService } from '../instances/service.js';
+import type { ProfileService } from '../profiles/service.js';
+import type { SnapshotService } from '../instances/snapshots.js';
 import type { VolumeService } from '../storage/volumes.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { Migrator } from '../migration/move.js';
@@ -33,6 +35,8 @@ export interface Member {
   events: EventBus;
   operations: Operations;
   instances: InstanceService;
+  profiles: ProfileService;
+  snapshots: SnapshotService;
   volumes: VolumeService;
   pool: StorageDriver;
   migrator: Migrator;

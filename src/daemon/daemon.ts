@@ -14,6 +14,8 @@ import { InternalClient } from '../cluster/internal.js';
 import { ClusterService } from '../cluster/members.js';
 import { EventBus } from '../operations/events.js';
 import { Operations } from '../operations/operations.js';
+import { ProfileService } from '../profiles/service.js';
+import { SnapshotService } from '../instances/snapshots.js';
 import { InstanceService } from '../instances/service.js';
 import { VolumeService } from '../storage/volumes.js';
 import { DirPool } from '../storage/drivers/dir.js';
@@ -83,12 +85,15 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const cluster = new ClusterService(store, options.name, log);
     const peers = new PeerClient(cert);
     const internal = new InternalClient(peers);
-    const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, events, log });
+    const profiles = new ProfileService(store, events);
+    await profiles.ensureDefault();
+    const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, profiles, events, log });
     const volumes = new VolumeService(store, options.name, pool, events);
     const migrator = new Migrator({ store, member: options.name, pool, instances, internal, cluster, events, log });
     const member: Member = {
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
-      events, operations, instances, volumes, pool, migrator,
+      events, operations, instances, profiles, volumes, pool, migrator,
+      snapshots: new SnapshotService({ store, member: options.name, pool, instances, events }),
       images: new ImageService(store, options.name, dir, internal, cluster, events),
       execSessions: new ExecSessions(),
     };

@@ -11,14 +11,16 @@ import type { Store, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
 import { DriverError, type ExecInvocation, type ExecOptions, type FilesRoot, type InstanceDriver, type InstanceRuntimeState, type InstanceSpec } from './driver.js';
 import { startExec } from './exec.js';
-import type { StorageDriver } from '../storage/driver.js';
+import { snapshotRef, type StorageDriver, type VolumeRef } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
 import { errors, ApiError } from '../errors/index.js';
 import { checkConfig, checkUserChange, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { checkDevices, expandDevices, attachedVolumes } from '../config/devices.js';
+import { checkDevices, checkRootDisk, attachedVolumes } from '../config/devices.js';
+import { expandInstance, type ExpandedInstance, type ProfileSet } from '../config/expand.js';
+import type { ProfileClaim, ProfileService } from '../profiles/service.js';
 
 /** Files served under `/1.0/instances/<n>/logs/`: the workload's logs and recorded exec output. */
 const logFilePattern = /^(?:[A-Za-z0-9._-]+\.log|exec_[A-Za-z0-9-]+\.(?:stdout|stderr))$/;
@@ -71,6 +73,7 @@ export interface InstanceServiceDeps {
   memberDir: string;
   pool: StorageDriver;
   drivers: Map<string, InstanceDriver>;
+  profiles: ProfileService;
   events: EventBus;
   log: Logger;
 }
@@ -102,14 +105,29 @@ export class InstanceService {
     return { record: JSON.parse(kv.value) as InstanceRecord, modRevision: kv.modRevision };
   }
 
-  /** Everything a driver needs to run `record` on this member. */
-  spec(record: InstanceRecord): InstanceSpec {
-    const devices = expandDevices(record.devices);
+  /** The profiles of `project`, to expand instances with (one store read). */
+  async profileSet(project: string): Promise<ProfileSet> {
+    return this.deps.profiles.set(project);
+  }
+
+  /** What `record` is once its profiles apply (LXD's expanded config and devices). */
+  async expanded(record: InstanceRecord): Promise<ExpandedInstance> {
+    return expandInstance(record, await this.profileSet(record.project));
+  }
+
+  /** Everything a driver needs to run `record` on this member (its profiles read now). */
+  async specOf(record: InstanceRecord): Promise<InstanceSpec> {
+    return this.spec(record, await this.profileSet(record.project));
+  }
+
+  /** Everything a driver needs to run `record` on this member, expanded with `profiles`. */
+  spec(record: InstanceRecord, profiles: ProfileSet): InstanceSpec {
+    const { config, devices } = expandInstance(record, profiles);
     return {
       name: record.name,
       project: record.project,
       type: record.type,
-      config: record.config,
+      config,
       devices,
       rootPath: this.deps.pool.volumePath({ type: 'container', project: record.project, name: record.name }),
       runtimeDir: this.runtimeDir(record.project, record.name),
@@ -126,15 +144,26 @@ export class InstanceService {
     return join(this.deps.memberDir, 'instances', `${project}_${name}`);
   }
 
-  /** Validate a create request (everything but placement); throws ApiError 400. */
+  /** The profiles a create request lists, with what its transaction must compare and write (404, LXD's words, for a missing one). */
+  private async claimForCreate(req: CreateInstance): Promise<ProfileClaim> {
+    return this.deps.profiles.claim(req.project, req.profiles, req.profiles, (name) => errors.requestedProfileNotFound(name));
+  }
+
+  /** What a create request would be once its profiles apply; 404 for a profile that does not exist. */
+  async expandCreate(req: CreateInstance): Promise<ExpandedInstance> {
+    return expandInstance(req, (await this.claimForCreate(req)).set);
+  }
+
+  /** Validate a create request (everything but placement); throws ApiError 400 (404 for a missing profile). */
   async validateCreate(req: CreateInstance): Promise<void> {
     checkInstanceName(req.name);
     this.driver(req.type);
     const problem = checkConfig('instance', req.config);
     if (problem) throw errors.badRequest(problem);
     checkDevices(req.devices);
-    for (const p of req.profiles) if (p !== 'default') throw errors.profileNotFound();
-    for (const v of attachedVolumes(expandDevices(req.devices))) {
+    const expanded = await this.expandCreate(req);
+    checkRootDisk(expanded.devices);
+    for (const v of attachedVolumes(expanded.devices)) {
       const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
       if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
     }
@@ -142,7 +171,7 @@ export class InstanceService {
 
   /** Refuse (400) a new instance on `member` whose attached custom volumes live on another member. */
   async checkVolumesOn(req: CreateInstance, member: string): Promise<void> {
-    for (const v of attachedVolumes(expandDevices(req.devices))) {
+    for (const v of attachedVolumes((await this.expandCreate(req)).devices)) {
       const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
       const vol = kv ? (JSON.parse(kv.value) as VolumeRecord) : null;
       if (vol && vol.location !== member) {
@@ -182,16 +211,19 @@ export class InstanceService {
         throw err;
       }
       const guard = await this.memberGuard(false);
-      const r = await store.txn([...guard, { key: keys.instance(req.project, req.name), modRevision: 0 }], [
+      const claim = await this.claimForCreate(req);
+      const r = await store.txn([...guard, ...claim.compares, { key: keys.instance(req.project, req.name), modRevision: 0 }], [
+        ...claim.ops,
         { type: 'put', key: keys.instance(req.project, req.name), value: JSON.stringify(record) },
       ]);
       if (!r.succeeded) {
         const exists = await store.get(keys.instance(req.project, req.name));
         if (!exists) await pool.deleteVolume(ref);
         if (exists) throw errors.instanceExists(req.name);
-        throw errors.memberEvacuated();
+        if ((await this.memberGuard(false).catch(() => null)) === null) throw errors.memberEvacuated();
+        throw errors.conflict(`A profile of instance "${req.name}" changed while it was created; try again`);
       }
-      await this.driver(record.type).create(this.spec(record));
+      await this.driver(record.type).create(this.spec(record, claim.set));
       this.deps.events.lifecycle('instance-created', `/1.0/instances/${record.name}`, { location: member, type: record.type }, record.project);
       return record;
     });
@@ -209,9 +241,9 @@ export class InstanceService {
     return [{ key: kv.key, modRevision: kv.modRevision }];
   }
 
-  /** Runtime state from the driver (re-adopting an instance left running by an earlier daemon). */
-  async state(record: InstanceRecord): Promise<InstanceRuntimeState> {
-    return this.driver(record.type).state(this.spec(record));
+  /** Runtime state from the driver (re-adopting an instance left running by an earlier daemon); `profiles` spares a read. */
+  async state(record: InstanceRecord, profiles?: ProfileSet): Promise<InstanceRuntimeState> {
+    return this.driver(record.type).state(this.spec(record, profiles ?? (await this.profileSet(record.project))));
   }
 
   /** Start an instance held here; records `volatile.last_state.power=RUNNING` first, guarded by the member's state. */
@@ -224,7 +256,8 @@ export class InstanceService {
     const { record, modRevision } = await this.load(project, name);
     this.assertLocal(record);
     const driver = this.driver(record.type);
-    const spec = this.spec(record);
+    const profiles = await this.profileSet(project);
+    const spec = this.spec(record, profiles);
     const current = await driver.state(spec);
     const guard = await this.memberGuard(options.allowRestoring === true);
     const moveKv = await this.deps.store.get(keys.move(project, name));
@@ -244,7 +277,7 @@ export class InstanceService {
     }
     if (current.status === 'Running') return;
     await mkdir(spec.runtimeDir, { recursive: true });
-    await driver.start(this.spec(next));
+    await driver.start(this.spec(next, profiles));
     this.deps.events.lifecycle('instance-started', `/1.0/instances/${name}`, {}, project);
   }
 
@@ -258,9 +291,9 @@ export class InstanceService {
     const { record } = await this.load(project, name);
     this.assertLocal(record);
     const driver = this.driver(record.type);
-    const spec = this.spec(record);
+    const spec = await this.specOf(record);
     const current = await driver.state(spec);
-    const timeout = options.timeoutSeconds ?? Number(configValue('instance', record.config, 'boot.host_shutdown_timeout'));
+    const timeout = options.timeoutSeconds ?? Number(configValue('instance', spec.config, 'boot.host_shutdown_timeout'));
     if (current.status === 'Running') {
       if (!options.force) this.deps.events.lifecycle('instance-shutdown', `/1.0/instances/${name}`, {}, project);
       await driver.stop(spec, { force: options.force === true, timeoutSeconds: options.force ? 0 : timeout });
@@ -294,7 +327,6 @@ export class InstanceService {
       if (problem) throw errors.badRequest(problem);
     }
     if (change.devices) checkDevices(change.devices);
-    for (const p of change.profiles ?? []) if (p !== 'default') throw errors.profileNotFound();
     for (;;) {
       const { record, modRevision } = await this.load(project, name);
       if (etag !== undefined && etag !== instanceEtag(record)) throw errors.preconditionFailed();
@@ -311,17 +343,11 @@ export class InstanceService {
       if (change.devices) next.devices = replace ? change.devices : dropEmpty({ ...record.devices, ...change.devices });
       if (change.description !== undefined) next.description = change.description;
       if (change.profiles) next.profiles = change.profiles;
-      for (const v of attachedVolumes(expandDevices(next.devices))) {
-        const kv = await this.deps.store.get(keys.volume(project, 'default', v.volume));
-        if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
-        const vol = JSON.parse(kv.value) as VolumeRecord;
-        if (vol.location !== record.location) {
-          throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}", the instance on "${record.location}"`);
-        }
-      }
+      const claim = await this.claimFor(next, record);
+      await this.checkExpanded(next, claim.set);
       const r = await this.deps.store.txn(
-        [{ key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: 0 }],
-        [{ type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
+        [{ key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: 0 }, ...claim.compares],
+        [...claim.ops, { type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
       );
       if (r.succeeded) {
         this.deps.events.lifecycle('instance-updated', `/1.0/instances/${name}`, {}, project);
@@ -331,12 +357,31 @@ export class InstanceService {
     }
   }
 
-  /** Delete a stopped instance held here (its volume, driver state, then the record). */
+  /** The profiles `next` lists (404 for a missing one), guarded; those `current` does not list yet are claimed. */
+  private async claimFor(next: InstanceRecord, current: InstanceRecord): Promise<ProfileClaim> {
+    return this.deps.profiles.claim(next.project, next.profiles, next.profiles.filter((p) => !current.profiles.includes(p)));
+  }
+
+  /** Refuse (400) an instance that expanded has no root disk, or a custom volume missing or on another member. */
+  private async checkExpanded(record: InstanceRecord, profiles: ProfileSet): Promise<void> {
+    const { devices } = expandInstance(record, profiles);
+    checkRootDisk(devices);
+    for (const v of attachedVolumes(devices)) {
+      const kv = await this.deps.store.get(keys.volume(record.project, 'default', v.volume));
+      if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
+      const vol = JSON.parse(kv.value) as VolumeRecord;
+      if (vol.location !== record.location) {
+        throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}", the instance on "${record.location}"`);
+      }
+    }
+  }
+
+  /** Delete a stopped instance held here (the record, then driver state, its snapshots and its volume). */
   async delete(project: string, name: string): Promise<void> {
     await this.locks.run(`${project}/${name}`, async () => {
       const { record, modRevision } = await this.load(project, name);
       this.assertLocal(record);
-      const spec = this.spec(record);
+      const spec = await this.specOf(record);
       const driver = this.driver(record.type);
       if ((await driver.state(spec)).status === 'Running') throw errors.badRequest('The instance is currently running, stop it first');
       const r = await this.deps.store.txn(
@@ -345,7 +390,9 @@ export class InstanceService {
       );
       if (!r.succeeded) throw errors.instanceBusy(name);
       await driver.delete(spec);
-      await this.deps.pool.deleteVolume({ type: 'container', project, name });
+      const root: VolumeRef = { type: 'container', project, name };
+      for (const snapshot of await this.deps.pool.listSnapshots(root)) await this.deps.pool.deleteVolume(snapshotRef(root, snapshot));
+      await this.deps.pool.deleteVolume(root);
       await rm(spec.runtimeDir, { recursive: true, force: true });
       this.deps.events.lifecycle('instance-deleted', `/1.0/instances/${name}`, {}, project);
     });
@@ -360,9 +407,12 @@ export class InstanceService {
   /** Runtime state of every local instance, keyed `project/name`. */
   async localStates(): Promise<Map<string, InstanceRuntimeState>> {
     const out = new Map<string, InstanceRuntimeState>();
+    const sets = new Map<string, ProfileSet>();
     for (const r of await this.localRecords()) {
       try {
-        out.set(`${r.project}/${r.name}`, await this.state(r));
+        let profiles = sets.get(r.project);
+        if (!profiles) sets.set(r.project, (profiles = await this.profileSet(r.project)));
+        out.set(`${r.project}/${r.name}`, await this.state(r, profiles));
       } catch (err) {
         this.deps.log.warn({ err, instance: r.name }, 'could not read instance state');
       }
@@ -419,7 +469,7 @@ export class InstanceService {
   async execInvocation(record: InstanceRecord, command: string[], options: ExecOptions): Promise<ExecInvocation> {
     this.assertLocal(record);
     try {
-      return await this.driver(record.type).execInvocation(this.spec(record), command, options);
+      return await this.driver(record.type).execInvocation(await this.specOf(record), command, options);
     } catch (err) {
       if (err instanceof DriverError) throw errors.badRequest(err.message);
       throw err;
@@ -456,7 +506,7 @@ export class InstanceService {
   /** Where the files of an instance held here are (file push and pull). */
   async filesRoot(record: InstanceRecord): Promise<FilesRoot> {
     this.assertLocal(record);
-    return this.driver(record.type).filesRoot(this.spec(record));
+    return this.driver(record.type).filesRoot(await this.specOf(record));
   }
 
   private assertLocal(record: InstanceRecord): void {

@@ -25,9 +25,10 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { Store, Op, Compare } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
-import type { StorageDriver, VolumeFootprint, VolumeRef } from '../storage/driver.js';
+import { rootVolumeRefs, snapshotRef, volumeKey, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
-import { attachedVolumes, expandDevices } from '../config/devices.js';
+import { attachedVolumes } from '../config/devices.js';
+import { expandInstance } from '../config/expand.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
 import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
@@ -186,13 +187,14 @@ export class Migrator {
       if (record.location !== member) throw errors.badRequest(`Instance "${ref.name}" is not on member "${member}"`);
       const running = (await svc.state(record)).status === 'Running';
       loaded.push({ record, modRevision, running });
-      for (const v of attachedVolumes(expandDevices(record.devices))) volumeNames.add(v.volume);
+      for (const v of attachedVolumes((await svc.expanded(record)).devices)) volumeNames.add(v.volume);
     }
     const project = loaded[0]?.record.project ?? 'default';
     await this.checkVolumeSharing(project, [...volumeNames], req.instances.map((i) => i.name));
     const volumeKvs = await Promise.all([...volumeNames].map((v) => store.get(keys.volume(project, 'default', v))));
+    // Each instance's root volume with its snapshots, then the custom volumes: every one copied and checked.
     const refs: VolumeRef[] = [
-      ...loaded.map((l) => ({ type: 'container' as const, project: l.record.project, name: l.record.name })),
+      ...loaded.flatMap((l) => rootVolumeRefs(l.record.project, l.record.name, (l.record.snapshots ?? []).map((s) => s.name))),
       ...[...volumeNames].map((name) => ({ type: 'custom' as const, project, name })),
     ];
 
@@ -397,13 +399,17 @@ export class Migrator {
       const kv = await store.get(keys.instance(j.project, j.instance));
       if (kv) {
         const record = JSON.parse(kv.value) as InstanceRecord;
-        await svc.driver(record.type).delete(svc.spec(record)).catch((err: unknown) =>
+        await svc.driver(record.type).delete(await svc.specOf(record)).catch((err: unknown) =>
           this.deps.log.warn({ err, instance: j.instance }, 'could not remove the driver state of a moved instance'),
         );
       }
       await rm(svc.runtimeDir(j.project, j.instance), { recursive: true, force: true });
     }
-    for (const ref of refs) await pool.deleteVolume(ref);
+    // Snapshots first (as found here: the instance and every snapshot of it now live on the target).
+    for (const ref of refs) {
+      if (ref.type === 'container') for (const s of await pool.listSnapshots(ref)) await pool.deleteVolume(snapshotRef(ref, s));
+      await pool.deleteVolume(ref);
+    }
     await store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
     for (const j of journals) {
       events.lifecycle('instance-migrated', `/1.0/instances/${j.instance}`, { source: j.source, target: j.target }, j.project);
@@ -465,7 +471,7 @@ export class Migrator {
     const volumes = new Set<string>();
     for (const name of names) {
       const { record } = await this.deps.instances.load(project, name);
-      for (const v of attachedVolumes(expandDevices(record.devices))) volumes.add(v.volume);
+      for (const v of attachedVolumes((await this.deps.instances.expanded(record)).devices)) volumes.add(v.volume);
     }
     await this.checkVolumeSharing(project, [...volumes], names);
   }
@@ -474,10 +480,11 @@ export class Migrator {
   private async checkVolumeSharing(project: string, volumes: string[], moving: string[]): Promise<void> {
     if (volumes.length === 0) return;
     const { kvs } = await this.deps.store.range(keys.instances(project));
+    const profiles = await this.deps.instances.profileSet(project);
     for (const kv of kvs) {
       const other = JSON.parse(kv.value) as InstanceRecord;
       if (moving.includes(other.name)) continue;
-      const shared = attachedVolumes(expandDevices(other.devices)).find((v) => volumes.includes(v.volume));
+      const shared = attachedVolumes(expandInstance(other, profiles).devices).find((v) => volumes.includes(v.volume));
       if (shared) {
         throw errors.badRequest(`Storage volume "${shared.volume}" is also attached to instance "${other.name}"; move them together`);
       }
@@ -504,7 +511,7 @@ export class Migrator {
     await this.assertIncoming(id);
     const { pool, member } = this.deps;
     for (const ref of refs) {
-      await this.volumeLocks.run(refKey(ref), async () => {
+      await this.volumeLocks.run(volumeKey(ref), async () => {
         if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
       });
     }
@@ -552,7 +559,7 @@ export class Migrator {
       const slots = this.staging.get(id);
       if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
       const path = await this.deps.pool.createStaging(ref, id);
-      slots.set(refKey(ref), { ref, path });
+      slots.set(volumeKey(ref), { ref, path });
       const { landed, syncMs } = await this.receiving(id, ref, () => receiveCopy(path, this.countReceived(id, body)));
       this.deps.log.info({ move: id, volume: ref.name, entries: landed.length, syncMs }, 'copy made durable');
       return { landed };
@@ -592,7 +599,7 @@ export class Migrator {
     await this.assertIncoming(id);
     const slots = this.staging.get(id);
     if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
-    const key = refKey(ref);
+    const key = volumeKey(ref);
     if (fresh) slots.set(key, { ref, path: await this.deps.pool.createStaging(ref, id) });
     const slot = slots.get(key);
     if (!slot) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
@@ -607,7 +614,7 @@ export class Migrator {
     const placed = this.placed.get(id) ?? [];
     this.placed.set(id, placed);
     for (const { ref, path } of slots.values()) {
-      await this.volumeLocks.run(refKey(ref), () => this.deps.pool.commitStaging(ref, path));
+      await this.volumeLocks.run(volumeKey(ref), () => this.deps.pool.commitStaging(ref, path));
       placed.push(ref);
     }
     this.staging.delete(id);
@@ -618,10 +625,12 @@ export class Migrator {
   async discardIncoming(id: string, project: string, instances: string[], volumes: string[]): Promise<void> {
     await this.dropStaging(id);
     this.placed.delete(id);
-    const refs: VolumeRef[] = [
-      ...instances.map((name) => ({ type: 'container' as const, project, name })),
-      ...volumes.map((name) => ({ type: 'custom' as const, project, name })),
-    ];
+    const refs: VolumeRef[] = [];
+    for (const name of instances) {
+      const root: VolumeRef = { type: 'container', project, name };
+      refs.push(...(await this.deps.pool.listSnapshots(root)).map((s) => snapshotRef(root, s)), root);
+    }
+    refs.push(...volumes.map((name) => ({ type: 'custom' as const, project, name })));
     for (const ref of refs) await this.removeUnowned(ref, id);
   }
 
@@ -648,7 +657,7 @@ export class Migrator {
    * about to rename a fresh copy into place.
    */
   private async removeUnowned(ref: VolumeRef, undoing?: string): Promise<boolean> {
-    return this.volumeLocks.run(refKey(ref), async () => {
+    return this.volumeLocks.run(volumeKey(ref), async () => {
       if (!(await this.deps.pool.volumeExists(ref)) || (await this.ownedHere(ref))) return false;
       const { kvs } = await this.deps.store.range(keys.moves());
       const arriving = kvs
@@ -672,11 +681,13 @@ export class Migrator {
     if (!j || j.target !== this.deps.member) throw errors.badRequest(`no move ${id} is headed to member "${this.deps.member}"`);
   }
 
-  /** True if the store says this volume's data lives on this member. */
+  /** True if the store says this volume's data lives on this member (a snapshot's: its instance's, which lists it). */
   private async ownedHere(ref: VolumeRef): Promise<boolean> {
     const kv = await this.deps.store.get(ref.type === 'container' ? keys.instance(ref.project, ref.name) : keys.volume(ref.project, 'default', ref.name));
     if (!kv) return false;
-    return (JSON.parse(kv.value) as { location: string }).location === this.deps.member;
+    const record = JSON.parse(kv.value) as { location: string; snapshots?: { name: string }[] };
+    if (ref.snapshot !== undefined && !(record.snapshots ?? []).some((s) => s.name === ref.snapshot)) return false;
+    return record.location === this.deps.member;
   }
 
   /**
@@ -829,10 +840,6 @@ export class Migrator {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
   }
-}
-
-function refKey(ref: VolumeRef): string {
-  return `${ref.type}/${ref.project}/${ref.name}`;
 }
 
 function errorCode(err: unknown): string | undefined {

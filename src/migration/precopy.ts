@@ -27,7 +27,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MoveTarget, TreeEntry } from '../cluster/internal.js';
 import type { InstanceService } from '../instances/service.js';
-import type { StorageDriver, VolumeRef } from '../storage/driver.js';
+import { volumeKey, type StorageDriver, type VolumeRef } from '../storage/driver.js';
 import type { InstanceRecord } from '../store/schema.js';
 import type { Logger } from '../util/log.js';
 import { compareTrees, digestVolume, manifestFootprint, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
@@ -135,7 +135,7 @@ export class Precopy {
     const out: { ref: VolumeRef; now: Manifest; changes: Changes }[] = [];
     for (const ref of this.req.refs) {
       const now = await scanTree(this.req.pool.volumePath(ref));
-      out.push({ ref, now, changes: changesSince(full ? null : (this.sent.get(refKey(ref)) ?? null), now) });
+      out.push({ ref, now, changes: changesSince(full ? null : (this.sent.get(volumeKey(ref)) ?? null), now) });
     }
     return out;
   }
@@ -149,7 +149,7 @@ export class Precopy {
       this.throwIfAborted();
       if (!fresh) this.bytesTotal += s.changes.bytes;
       bytes += await this.send(s.ref, s.changes, fresh);
-      this.sent.set(refKey(s.ref), s.now);
+      this.sent.set(volumeKey(s.ref), s.now);
     }
     this.req.log.info(
       {
@@ -229,7 +229,3 @@ function unchanged(was: Seen, now: Seen): boolean {
 }
 
 // ---- small helpers ----
-
-function refKey(ref: VolumeRef): string {
-  return `${ref.type}/${ref.project}/${ref.name}`;
-}

@@ -29,11 +29,11 @@ export interface InstanceSnapshot {
   type: string;
   location: string;
   architecture: string;
-  /** Instance config including `volatile.*`. */
+  /** Instance config after profile expansion (`config/expand.ts`), `volatile.*` included. */
   config: Record<string, string>;
   /** Devices after profile expansion. */
   devices: Record<string, Record<string, string>>;
-  /** Bytes of its root volume. */
+  /** Bytes of its root volume and its snapshots (a move carries them all). */
   rootBytes: number;
   /** Whether it runs now (or, for a member that is down, whether it should: last_state.power). */
   running: boolean;

@@ -3,11 +3,33 @@
 /** Volume kinds in a pool, as LXD names them in the API. */
 export type VolumeType = 'container' | 'custom';
 
-/** Which volume. Root volumes have type `container` and the instance's name. */
+/**
+ * Which volume. Root volumes have type `container` and the instance's name; a snapshot of a root volume is
+ * the same ref with `snapshot` set to the snapshot's name (a volume of its own, as LXD's `container` snapshots).
+ */
 export interface VolumeRef {
   type: VolumeType;
   project: string;
   name: string;
+  /** Set for a snapshot: its name. Only `container` volumes have snapshots. */
+  snapshot?: string;
+}
+
+/** One key per volume and per snapshot (`type/project/name[/snapshot]`): what maps, capacity reports and logs key on. */
+export function volumeKey(ref: VolumeRef): string {
+  const base = `${ref.type}/${ref.project}/${ref.name}`;
+  return ref.snapshot === undefined ? base : `${base}/${ref.snapshot}`;
+}
+
+/** An instance's root volume and its snapshots, in that order: what a move carries and checks for the instance. */
+export function rootVolumeRefs(project: string, name: string, snapshots: readonly string[]): VolumeRef[] {
+  const root: VolumeRef = { type: 'container', project, name };
+  return [root, ...snapshots.map((s) => snapshotRef(root, s))];
+}
+
+/** The ref of snapshot `snapshot` of the volume `ref`. */
+export function snapshotRef(ref: VolumeRef, snapshot: string): VolumeRef {
+  return { type: ref.type, project: ref.project, name: ref.name, snapshot };
 }
 
 /** Capacity of a pool's backing file system. */
@@ -50,12 +72,27 @@ export interface StorageDriver {
   readonly poolName: string;
   /** Create the pool's directories if missing. */
   init(): Promise<void>;
-  /** Directory holding the volume's files. */
+  /** Directory holding the volume's (or the snapshot's) files. */
   volumePath(ref: VolumeRef): string;
   createVolume(ref: VolumeRef): Promise<void>;
   volumeExists(ref: VolumeRef): Promise<boolean>;
-  /** Remove the volume and all its files. Missing volumes are not an error. */
+  /**
+   * Remove the volume and all its files; with a snapshot ref, that snapshot (which is how snapshots are
+   * deleted; a volume's own deletion leaves its snapshots alone). Missing volumes are not an error.
+   */
   deleteVolume(ref: VolumeRef): Promise<void>;
+  /**
+   * Make snapshot `snapshot.snapshot` of its volume: a copy of the volume as it is now, taken while its
+   * instance may be running (as LXD's dir driver does: no freeze, files that vanish during the copy are
+   * left out), durable before it appears. Fails if the snapshot exists.
+   */
+  createSnapshot(snapshot: VolumeRef): Promise<void>;
+  /** Replace the volume's content with a copy of the snapshot, at once (a crash leaves one or the other); the snapshot stays. */
+  restoreSnapshot(snapshot: VolumeRef): Promise<void>;
+  /** Give a snapshot another name; fails if that name is taken. */
+  renameSnapshot(snapshot: VolumeRef, newName: string): Promise<void>;
+  /** Names of the snapshots of volume `ref` in the pool, sorted. */
+  listSnapshots(ref: VolumeRef): Promise<string[]>;
   /** Bytes used by the volume's files. */
   volumeUsage(ref: VolumeRef): Promise<number>;
   /** What a copy of the volume would take on a pool (blocks and inodes); placement counts it. */
@@ -69,7 +106,7 @@ export interface StorageDriver {
   discardStaging(stagingPath: string): Promise<void>;
   /** Staging directories left over (for cleanup after a crash), with the move id each belongs to. */
   listStaging(): Promise<{ path: string; moveId: string }[]>;
-  /** Every volume present in the pool. */
+  /** Every volume present in the pool, snapshots included (as snapshot refs). */
   listVolumes(): Promise<VolumeRef[]>;
   /** Finish deletions that failed half way (what a later retry of `deleteVolume` no longer sees), not those under way. */
   emptyTrash(): Promise<void>;

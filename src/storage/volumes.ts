@@ -1,11 +1,12 @@
 // Custom storage volumes: records in the store, data in the member's pool.
 
 import type { Store } from '../store/store.js';
-import { keys, type InstanceRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type InstanceRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
 import type { StorageDriver } from './driver.js';
 import { errors } from '../errors/index.js';
 import { checkConfig } from '../config/keys.js';
-import { attachedVolumes, checkVolumeName, expandDevices } from '../config/devices.js';
+import { attachedVolumes, checkVolumeName } from '../config/devices.js';
+import { expandInstance, profileSets } from '../config/expand.js';
 import type { EventBus } from '../operations/events.js';
 
 /** Custom volumes held by this member. */
@@ -54,12 +55,18 @@ export class VolumeService {
     return record;
   }
 
-  /** Instances that have the volume attached. */
+  /** Instances that have the volume attached (by their own devices or a profile's). */
   async usedBy(project: string, name: string): Promise<string[]> {
-    const { kvs } = await this.store.range(keys.instances(project));
-    return kvs
-      .map((kv) => JSON.parse(kv.value) as InstanceRecord)
-      .filter((r) => attachedVolumes(expandDevices(r.devices)).some((v) => v.volume === name))
+    const { kvs } = await this.store.rangeMany([keys.instances(project), keys.profiles(project)]);
+    const instances: InstanceRecord[] = [];
+    const profiles: ProfileRecord[] = [];
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.profiles(project))) profiles.push(JSON.parse(kv.value) as ProfileRecord);
+      else instances.push(JSON.parse(kv.value) as InstanceRecord);
+    }
+    const set = profileSets(profiles, [project]).get(project) ?? new Map<string, ProfileRecord>();
+    return instances
+      .filter((r) => attachedVolumes(expandInstance(r, set).devices).some((v) => v.volume === name))
       .map((r) => `/1.0/instances/${r.name}`);
   }
 

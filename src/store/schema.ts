@@ -47,6 +47,44 @@ export interface InstanceRecord {
   devices: Record<string, DeviceConfig>;
   createdAt: string;
   lastUsedAt: string;
+  /**
+   * Its snapshots, oldest first (absent in records written before Roost had snapshots). They live in the
+   * instance's record so that a move's one commit transaction carries them along with its location.
+   */
+  snapshots?: InstanceSnapshotRecord[];
+}
+
+/**
+ * A snapshot of an instance: what the instance was when it was taken. Its data is a volume of its own
+ * beside the root volume (`VolumeRef` with `snapshot`), on the instance's member.
+ */
+export interface InstanceSnapshotRecord {
+  /** Unique among the instance's snapshots; no `/`, `?`, `&` or `+` (LXD's rule). */
+  name: string;
+  createdAt: string;
+  /** When it may go (LXD's `expires_at`), or null for never; shown, not yet acted on. */
+  expiresAt: string | null;
+  /** Always false: Roost takes no stateful (CRIU) snapshots. */
+  stateful: false;
+  architecture: string;
+  description: string;
+  ephemeral: boolean;
+  /** The instance's own config (volatile keys included), devices and profiles when the snapshot was taken. */
+  profiles: string[];
+  config: Record<string, string>;
+  devices: Record<string, DeviceConfig>;
+}
+
+/**
+ * A profile: config and devices instances apply in order before their own (`config/expand.ts`). Every
+ * project has `default`, which starts with the root disk and can be changed but never deleted or renamed.
+ */
+export interface ProfileRecord {
+  name: string;
+  project: string;
+  description: string;
+  config: Record<string, string>;
+  devices: Record<string, DeviceConfig>;
 }
 
 /** A custom storage volume on a member's local pool. */
@@ -190,6 +228,8 @@ export const keys = {
   heartbeats: () => 'heartbeats/',
   instance: (project: string, name: string) => `instances/${project}/${name}`,
   instances: (project?: string) => (project ? `instances/${project}/` : 'instances/'),
+  profile: (project: string, name: string) => `profiles/${project}/${name}`,
+  profiles: (project?: string) => (project ? `profiles/${project}/` : 'profiles/'),
   volume: (project: string, pool: string, name: string) => `volumes/${project}/${pool}/${name}`,
   volumes: (project?: string, pool?: string) =>
     project ? (pool ? `volumes/${project}/${pool}/` : `volumes/${project}/`) : 'volumes/',

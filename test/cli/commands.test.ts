@@ -240,9 +240,11 @@ describe('roost commands against a fake member', () => {
     fake.on('GET', '/1.0/instances/p1', sync({ name: 'p1', type: 'process', status: 'Running', location: 'm1', created_at: '2026-11-25T14:49:58Z' }));
     fake.on('GET', '/1.0/instances/p1/state', sync({ status: 'Running', processes: 1 }));
     fake.on('GET', '/1.0/instances/p1/logs/output.log', { raw: 'hello\nworld\n' });
+    fake.on('GET', '/1.0/instances/p1/snapshots?recursion=1', sync([]));
     const r = await roost(['info', 'p1', '--show-log']);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^Name: p1\nStatus: RUNNING\nType: process\nLocation: m1\n/);
+    assert.doesNotMatch(r.out, /Snapshots:/, 'no snapshots, no table');
     assert.match(r.out, /\n\nLog:\n\nhello\nworld\n$/);
   });
 

@@ -1,7 +1,7 @@
 // The real `lxc` client (Debian lxd-client) driving a system container of a real two-member cluster: it
 // lists it as a CONTAINER with its location, and `lxc stop` / `lxc start` (asked through the member that
 // does not run it) succeed and change LXC's own state of the container. Never with stdin, always with a
-// timeout.
+// timeout. Snapshots of the running container restore its files.
 
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -105,5 +105,20 @@ describe('the real lxc client with a system container', () => {
     assert.match(info, /^Location: m02$/m);
     const processes = Number(/^\s+Processes: (\d+)$/m.exec(info)?.[1]);
     assert.ok(processes > 0, info);
+  });
+
+  it('lxc snapshot of the running container, then lxc restore, gives its files back and keeps it running', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    assert.ok(c);
+    ok(await lxc('m01', 'exec', 'web', '--', 'sh', '-c', 'echo before > /snapshot-probe'), 'write the probe');
+    ok(await lxc('m01', 'snapshot', 'web', 's1'), 'lxc snapshot web s1');
+    assert.equal((await c.instance('web')).status, 'Running', 'a container is snapshotted live');
+    assert.match(ok(await lxc('m01', 'list', 'web'), 'lxc list web'), /\| web +\| RUNNING +\|.*\| 1 +\| m02 +\|/);
+    ok(await lxc('m01', 'exec', 'web', '--', 'sh', '-c', 'echo after > /snapshot-probe'), 'change the probe');
+    ok(await lxc('m01', 'restore', 'web', 's1'), 'lxc restore web s1');
+    assert.equal((await c.instance('web')).status, 'Running', 'restore starts it again');
+    assert.equal(ok(await lxc('m01', 'exec', 'web', '--', 'cat', '/snapshot-probe'), 'read the probe'), 'before\n');
+    ok(await lxc('m01', 'delete', 'web/s1'), 'lxc delete web/s1');
+    assert.match(ok(await lxc('m01', 'list', 'web'), 'lxc list web'), /\| web +\| RUNNING +\|.*\| 0 +\| m02 +\|/);
   });
 });

@@ -90,8 +90,9 @@ export interface TestCluster {
   /** `<member dir>/storage-pools/default/.staging`: incoming copies of moves. */
   stagingDir(member: string): string;
   /**
-   * Everything a refused request must leave alone, as one comparable string: instance, volume, member
-   * and move records, the server config, and the volume and staging directories of every member.
+   * Everything a refused request must leave alone, as one comparable string: instance, volume, profile,
+   * member and move records, the server config, and the volume, snapshot and staging directories of every
+   * member.
    */
   world(): Promise<string>;
   /** Pid of a member's daemon, or null. */
@@ -282,12 +283,16 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
     stagingDir: (m) => path.join(memberDir(m), 'storage-pools', 'default', '.staging'),
     async world() {
       const st = await cluster.store();
-      const { kvs } = await st.rangeMany([keys.instances(), keys.volumes(), keys.members(), keys.serverConfig(), keys.moves()]);
+      const { kvs } = await st.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.members(), keys.serverConfig(), keys.moves()]);
       const dirs: string[] = [];
       for (const m of names) {
         for (const sub of ['containers', 'custom', '.staging']) {
           const d = path.join(memberDir(m), 'storage-pools', 'default', sub);
           for (const e of await readdir(d).catch(() => [] as string[])) dirs.push(`${m}/${sub}/${e}`);
+        }
+        const snapshots = path.join(memberDir(m), 'storage-pools', 'default', 'containers-snapshots');
+        for (const e of await readdir(snapshots).catch(() => [] as string[])) {
+          for (const s of await readdir(path.join(snapshots, e)).catch(() => [] as string[])) dirs.push(`${m}/containers-snapshots/${e}/${s}`);
         }
       }
       return JSON.stringify({ records: kvs.map((kv) => `${kv.key}=${kv.value}`), dirs: dirs.sort() });

@@ -58,6 +58,49 @@ describe('dir pool', () => {
     assert.deepEqual(await fsp.readdir(path.join(fx.root, '.staging')), [], 'the emptied move directory is removed');
   });
 
+  it('keeps snapshots as LXD lays them out: containers-snapshots/<project>_<name>/<snapshot>', async () => {
+    const ref = { type: 'container' as const, project: 'default', name: 'snappy' };
+    await fx.pool.createVolume(ref);
+    await fx.pool.createSnapshot({ ...ref, snapshot: 'snap0' });
+    assert.equal(fx.pool.volumePath({ ...ref, snapshot: 'snap0' }), path.join(fx.root, 'containers-snapshots/default_snappy/snap0'));
+    const staging = await fx.pool.createStaging({ ...ref, snapshot: 'snap_1' }, 'm3');
+    assert.equal(path.basename(staging), 'container-snapshot_default_snappy_snap_1');
+    await fx.pool.discardStaging(staging);
+    await fx.pool.deleteVolume({ ...ref, snapshot: 'snap0' });
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, 'containers-snapshots')), [], 'the last snapshot takes its directory along');
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.copying')), [], 'no copy is left behind');
+    await fx.pool.deleteVolume(ref);
+  });
+
+  it('a restore cut short between its two renames is finished at the next start; one cut short before them is dropped', async () => {
+    const ref = { type: 'container' as const, project: 'default', name: 'restoring' };
+    await fx.pool.createVolume(ref);
+    await fsp.writeFile(path.join(fx.pool.volumePath(ref), 'state'), 'old');
+    // Cut short before the volume went: the restored copy waits, the volume is whole; the copy is dropped.
+    const waiting = path.join(fx.root, '.restoring', 'container_default_restoring');
+    await fsp.mkdir(waiting);
+    await fsp.writeFile(path.join(waiting, 'state'), 'restored');
+    await fx.reopen();
+    assert.equal(await fsp.readFile(path.join(fx.pool.volumePath(ref), 'state'), 'utf8'), 'old');
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.restoring')), []);
+    // Cut short after the volume went to the trash: the restored copy takes its place.
+    await fsp.mkdir(waiting);
+    await fsp.writeFile(path.join(waiting, 'state'), 'restored');
+    await fsp.rename(fx.pool.volumePath(ref), path.join(fx.root, '.deleting', 'old-volume'));
+    const again = await fx.reopen();
+    assert.equal(await fsp.readFile(path.join(again.volumePath(ref), 'state'), 'utf8'), 'restored');
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.restoring')), []);
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.deleting')), []);
+    await again.deleteVolume(ref);
+  });
+
+  it('init removes a snapshot copy a crash left unfinished', async () => {
+    await fsp.mkdir(path.join(fx.root, '.copying', 'half'), { recursive: true });
+    await fsp.writeFile(path.join(fx.root, '.copying', 'half', 'x'), 'x');
+    await fx.reopen();
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.copying')), []);
+  });
+
   it('rejects project names with an underscore, which would make directory names ambiguous', async () => {
     await assert.rejects(fx.pool.createVolume({ type: 'custom', project: 'a_b', name: 'c' }), /underscore/);
   });

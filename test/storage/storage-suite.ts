@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { StorageDriver, VolumeRef } from '../../src/storage/driver.js';
+import { snapshotRef, type StorageDriver, type VolumeRef } from '../../src/storage/driver.js';
 
 /** What a storage driver's test file provides to run the shared suite. */
 export interface StorageFixture {
@@ -164,6 +164,95 @@ export function storageSuite(name: string, factory: () => Promise<StorageFixture
       const after = (await fx.pool.listVolumes()).map(key);
       for (const ref of made) assert.ok(!after.includes(key(ref)), `${key(ref)} no longer listed`);
       await fx.pool.discardStaging(staging);
+    });
+
+    it('a snapshot keeps the volume as it was when taken, whatever the volume does next', async () => {
+      const ref = fresh();
+      await fx.pool.createVolume(ref);
+      const dir = fx.pool.volumePath(ref);
+      await writeSampleTree(dir);
+      const before = await snapshotTree(dir);
+      const snap0 = snapshotRef(ref, 'snap0');
+      await fx.pool.createSnapshot(snap0);
+      assert.notEqual(fx.pool.volumePath(snap0), dir);
+      await fsp.writeFile(path.join(dir, 'etc/conf.d/app.conf'), 'changed\n');
+      await fsp.rm(path.join(dir, 'blob.bin'));
+      await fsp.writeFile(path.join(dir, 'new.txt'), 'new');
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(snap0)), before, 'modes, links and bytes as they were');
+      assert.equal(await fx.pool.volumeExists(snap0), true);
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['snap0']);
+      await fx.pool.createSnapshot(snapshotRef(ref, 'snap1'));
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['snap0', 'snap1']);
+      const key = (r: VolumeRef): string => `${r.type}/${r.name}/${r.snapshot ?? ''}`;
+      const listed = (await (await fx.reopen()).listVolumes()).map(key);
+      for (const r of [ref, snap0, snapshotRef(ref, 'snap1')]) assert.ok(listed.includes(key(r)), `${key(r)} listed`);
+      assert.ok((await fx.pool.volumeFootprint(snap0)).bytes > 70_000, 'a snapshot has a footprint of its own');
+      await assert.rejects(fx.pool.createSnapshot(snap0), /already exists/);
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(snap0)), before, 'a refused snapshot leaves the one there alone');
+    });
+
+    it('restoring a snapshot gives the volume exactly its content back, and keeps the snapshot', async () => {
+      const ref = fresh();
+      await fx.pool.createVolume(ref);
+      const dir = fx.pool.volumePath(ref);
+      await writeSampleTree(dir);
+      const before = await snapshotTree(dir);
+      const snap = snapshotRef(ref, 'before-upgrade');
+      await fx.pool.createSnapshot(snap);
+      await fsp.rm(path.join(dir, 'etc'), { recursive: true });
+      await fsp.writeFile(path.join(dir, 'junk'), 'junk');
+      await fsp.chmod(path.join(dir, 'script.sh'), 0o600);
+      await fx.pool.restoreSnapshot(snap);
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(ref)), before);
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(snap)), before, 'the snapshot stays as it was');
+      await fsp.writeFile(path.join(fx.pool.volumePath(ref), 'after'), 'x');
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(snap)), before, 'the restored volume is a copy, not the snapshot');
+    });
+
+    it('snapshots are renamed and deleted one by one; deleting the volume leaves them to be deleted on their own', async () => {
+      const ref = fresh();
+      await fx.pool.createVolume(ref);
+      await fsp.writeFile(path.join(fx.pool.volumePath(ref), 'data'), 'one');
+      const a = snapshotRef(ref, 'a');
+      await fx.pool.createSnapshot(a);
+      await fx.pool.createSnapshot(snapshotRef(ref, 'b'));
+      await assert.rejects(fx.pool.renameSnapshot(a, 'b'), /already exists/);
+      await fx.pool.renameSnapshot(a, 'c');
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['b', 'c']);
+      assert.equal(await fsp.readFile(path.join(fx.pool.volumePath(snapshotRef(ref, 'c')), 'data'), 'utf8'), 'one');
+      await fx.pool.deleteVolume(snapshotRef(ref, 'b'));
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['c']);
+      await fx.pool.deleteVolume(ref);
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['c']);
+      await fx.pool.deleteVolume(snapshotRef(ref, 'c'));
+      assert.deepEqual(await fx.pool.listSnapshots(ref), []);
+      await fx.pool.deleteVolume(snapshotRef(ref, 'c')); // gone already: not an error
+    });
+
+    it('a snapshot arrives through staging like a volume', async () => {
+      const ref = fresh();
+      const snap = snapshotRef(ref, 'moved');
+      const staging = await fx.pool.createStaging(snap, 'move-snapshot');
+      const root = await fx.pool.createStaging(ref, 'move-snapshot');
+      assert.notEqual(staging, root, 'a snapshot stages apart from its volume');
+      await writeSampleTree(staging);
+      const expected = await snapshotTree(staging);
+      await fx.pool.commitStaging(snap, staging);
+      await fx.pool.commitStaging(ref, root);
+      assert.deepEqual(await snapshotTree(fx.pool.volumePath(snap)), expected);
+      assert.deepEqual(await fx.pool.listSnapshots(ref), ['moved']);
+    });
+
+    it('refuses snapshot names that could escape the pool, and snapshots of volumes that do not exist', async () => {
+      const ref = fresh();
+      await fx.pool.createVolume(ref);
+      for (const name of ['', '.', '..', 'a/b', '../x', 'nul\0byte']) {
+        assert.throws(() => fx.pool.volumePath(snapshotRef(ref, name)), Error, JSON.stringify(name));
+        await assert.rejects(fx.pool.createSnapshot(snapshotRef(ref, name)), Error, JSON.stringify(name));
+      }
+      await assert.rejects(fx.pool.createSnapshot(snapshotRef(fresh(), 's')), /not found/);
+      await assert.rejects(fx.pool.createSnapshot(snapshotRef(fresh('custom'), 's')), /no snapshots/);
+      await assert.rejects(fx.pool.restoreSnapshot(snapshotRef(ref, 'missing')), /not found/);
     });
 
     it('reports sane pool usage', async () => {

@@ -7,11 +7,12 @@ import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
 import { forwardTo, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
-import type { InstanceRecord } from '../../store/schema.js';
+import type { InstanceRecord, InstanceSnapshotRecord } from '../../store/schema.js';
 import { keys } from '../../store/schema.js';
 import type { InstanceRuntimeState } from '../../instances/driver.js';
 import { instanceEtag, type CreateInstance } from '../../instances/service.js';
-import { attachedVolumes, expandDevices } from '../../config/devices.js';
+import { attachedVolumes } from '../../config/devices.js';
+import { expandInstance, type ProfileSet } from '../../config/expand.js';
 import { placeNewInstance } from '../../placement/index.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { parseBytes } from '../../util/units.js';
@@ -36,10 +37,13 @@ const createBody = z.object({
 }).passthrough();
 
 const updateBody = z.object({
-  config: z.record(z.string(), z.unknown()).optional(),
-  devices: z.record(z.string(), stringMap).optional(),
+  config: z.record(z.string(), z.unknown()).nullish(),
+  devices: z.record(z.string(), stringMap).nullish(),
   profiles: z.array(z.string()).nullable().optional(),
   description: z.string().optional(),
+  /** A snapshot to restore (`lxc restore`); the rest of the body is then ignored, as LXD does. */
+  restore: z.string().optional(),
+  stateful: z.boolean().optional(),
 }).passthrough();
 
 const stateBody = z.object({
@@ -83,9 +87,33 @@ export function stateToApi(st: InstanceRuntimeState | null): Record<string, unkn
   };
 }
 
-/** An instance as LXD's API shows it (recursion 1; `state` added for recursion 2). */
-export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null, withState: boolean): Record<string, unknown> {
+/** LXD's time for "never" (Go's zero time), which clients test with IsZero. */
+const zeroTime = '0001-01-01T00:00:00Z';
+
+/** A snapshot as LXD's API shows it (`InstanceSnapshot`), expanded with the profiles it lists. */
+export function snapshotToApi(s: InstanceSnapshotRecord, profiles: ProfileSet): Record<string, unknown> {
+  const expanded = expandInstance(s, profiles);
+  return {
+    architecture: s.architecture,
+    config: s.config,
+    devices: s.devices,
+    ephemeral: s.ephemeral,
+    profiles: s.profiles,
+    expires_at: s.expiresAt ?? zeroTime,
+    created_at: s.createdAt,
+    expanded_config: expanded.config,
+    expanded_devices: expanded.devices,
+    last_used_at: zeroTime,
+    name: s.name,
+    stateful: s.stateful,
+    description: s.description,
+  };
+}
+
+/** An instance as LXD's API shows it (recursion 1; `state` and `snapshots` added for recursion 2), expanded with `profiles`. */
+export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null, withState: boolean, profiles: ProfileSet): Record<string, unknown> {
   const status = st?.status ?? 'Error';
+  const expanded = expandInstance(r, profiles);
   const out: Record<string, unknown> = {
     architecture: r.architecture,
     config: r.config,
@@ -95,8 +123,8 @@ export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null
     stateful: false,
     description: r.description,
     created_at: r.createdAt,
-    expanded_config: r.config,
-    expanded_devices: expandDevices(r.devices),
+    expanded_config: expanded.config,
+    expanded_devices: expanded.devices,
     name: r.name,
     status,
     status_code: statusCodes[status] ?? 112,
@@ -107,7 +135,8 @@ export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null
   };
   if (withState) {
     out.state = stateToApi(st);
-    out.snapshots = null;
+    // Null when there are none, as LXD answers; `lxc list` counts them for its SNAPSHOTS column.
+    out.snapshots = (r.snapshots ?? []).length > 0 ? (r.snapshots ?? []).map((x) => snapshotToApi(x, profiles)) : null;
     out.backups = null;
   }
   return out;
@@ -148,8 +177,8 @@ export function registerInstanceRoutes(r: Router): void {
     const records = kvs.map((kv) => JSON.parse(kv.value) as InstanceRecord);
     const level = recursion(req);
     if (level === 0) return sync(reply, records.map((x) => `/1.0/instances/${x.name}`));
-    const states = await clusterStates(m, records);
-    return sync(reply, records.map((x) => instanceToApi(x, states.get(`${x.project}/${x.name}`) ?? null, level > 1)));
+    const [states, profiles] = await Promise.all([clusterStates(m, records), m.profiles.set(project)]);
+    return sync(reply, records.map((x) => instanceToApi(x, states.get(`${x.project}/${x.name}`) ?? null, level > 1, profiles)));
   });
 
   r.on('POST', '/1.0/instances', async (req, reply) => {
@@ -199,19 +228,25 @@ export function registerInstanceRoutes(r: Router): void {
 
   r.owned('GET', '/1.0/instances/:name', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    const st = await m.instances.state(record);
-    return sync(reply, instanceToApi(record, st, recursion(req) > 0), instanceEtag(record));
+    const profiles = await m.profiles.set(record.project);
+    const st = await m.instances.state(record, profiles);
+    return sync(reply, instanceToApi(record, st, recursion(req) > 0, profiles), instanceEtag(record));
   });
 
   const update = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const body = parseBody(req, updateBody);
+    if (replace && body.restore !== undefined && body.restore !== '') {
+      // The client names the snapshot `<instance>/<snapshot>`, as LXD's API takes it.
+      const snapshot = body.restore.startsWith(`${name}/`) ? body.restore.slice(name.length + 1) : body.restore;
+      return restore(req, reply, project, name, snapshot, body.stateful === true);
+    }
     const ifMatch = req.headers['if-match'];
     const etag = typeof ifMatch === 'string' && ifMatch !== '' ? ifMatch.replace(/^"|"$/g, '') : undefined;
     await m.instances.update(project, name, {
-      config: body.config,
-      devices: body.devices,
+      config: body.config ?? undefined,
+      devices: body.devices ?? undefined,
       description: body.description,
       profiles: body.profiles ?? undefined,
     }, replace, etag);
@@ -221,6 +256,25 @@ export function registerInstanceRoutes(r: Router): void {
       resources: { instances: [`/1.0/instances/${name}`] },
       project,
       run: async () => undefined,
+    });
+    return asyncReply(reply, op);
+  };
+  // `lxc restore`: the member holding the instance runs it (its pool has the snapshot).
+  const restore = async (req: FastifyRequest, reply: FastifyReply, project: string, name: string, snapshot: string, stateful: boolean) => {
+    const { record } = await m.instances.load(project, name);
+    if (await forwardTo(r, req, reply, record.location)) return reply;
+    if (stateful) throw errors.statefulSnapshot();
+    await m.snapshots.get(project, name, snapshot).catch(() => {
+      throw errors.restoreSnapshotNotFound(name, snapshot);
+    });
+    if (await m.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
+    const op = await m.operations.begin({
+      description: 'Restoring snapshot',
+      resources: { instances: [`/1.0/instances/${name}`], instances_snapshots: [`/1.0/instances/${name}/snapshots/${snapshot}`] },
+      project,
+      run: async () => {
+        await m.snapshots.restore(project, name, snapshot);
+      },
     });
     return asyncReply(reply, op);
   };
@@ -372,7 +426,8 @@ function execResult(ctx: RunContext, code: number): Record<string, unknown> {
 /** Pick a member for a new instance without --target (placement over a fresh snapshot). */
 async function chooseMember(m: Member, create: CreateInstance): Promise<string> {
   const snapshot = await readSnapshot(m);
-  const volumes = attachedVolumes(expandDevices(create.devices));
+  const expanded = await m.instances.expandCreate(create);
+  const volumes = attachedVolumes(expanded.devices);
   if (volumes.length > 0) {
     const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.volume && v.project === create.project);
     if (vol) return vol.location;
@@ -380,10 +435,10 @@ async function chooseMember(m: Member, create: CreateInstance): Promise<string> 
   const placed = placeNewInstance(snapshot, {
     project: create.project,
     architecture: snapshot.members.find((x) => x.name === m.name)?.architecture ?? 'x86_64',
-    cpu: Number(create.config['limits.cpu'] ?? 0) || 0,
-    memoryBytes: parseBytes(create.config['limits.memory'] ?? '') ?? 0,
+    cpu: Number(expanded.config['limits.cpu'] ?? 0) || 0,
+    memoryBytes: parseBytes(expanded.config['limits.memory'] ?? '') ?? 0,
     bytes: 0,
-    group: create.config['placement.group'],
+    group: expanded.config['placement.group'],
   });
   if (!placed.ok) throw errors.badRequest(`No suitable cluster member for the instance: ${placed.reason}`);
   return placed.member;

@@ -1,10 +1,11 @@
-// Instance commands: list, init, launch, start/stop/restart, delete, move, info.
+// Instance commands: list, init, launch, start/stop/restart, delete (of snapshots too), move, info.
 
 import type { Command } from 'commander';
 import { asArray, asObject, bool, num, str } from '../../client/json.js';
 import { formatBytes } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { parseRemoteName } from '../../client/config.js';
+import { renderSnapshots, splitSnapshotName } from './profiles.js';
 import { formatTime, parseFormat, renderList, upperState } from '../format.js';
 import {
   instanceCreateBody,
@@ -83,6 +84,7 @@ interface CreateFlags {
   target?: string;
   config: string[];
   empty?: boolean;
+  profile: string[];
 }
 
 async function createInstance(ctx: CliContext, first: string | undefined, second: string | undefined, flags: CreateFlags, start: boolean): Promise<void> {
@@ -90,7 +92,7 @@ async function createInstance(ctx: CliContext, first: string | undefined, second
   const { client, remote, name } = ctx.target(args.name);
   if (name === '') throw new Error('Instance name is required; usage: roost launch [<image>] [<remote>:]<name>');
   const image = args.image === undefined ? undefined : imageOn(ctx, args.image, remote);
-  const body = instanceCreateBody({ name, image, type: flags.type, config: parseConfigPairs(flags.config), empty: flags.empty });
+  const body = instanceCreateBody({ name, image, type: flags.type, config: parseConfigPairs(flags.config), empty: flags.empty, profiles: flags.profile });
   ctx.print(`Creating ${name}`);
   await client.runAsync('POST', withTarget('/1.0/instances', flags.target), body);
   if (!start) return;
@@ -162,6 +164,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       .option('--target <member>', 'Cluster member to create the instance on')
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
       .option('--empty', 'Create the instance without an image')
+      .option('-p, --profile <profile>', 'Profile to apply, in order (repeatable; default: default)', collect, [])
       .action((first: string | undefined, second: string | undefined, flags: CreateFlags) =>
         createInstance(ctx, first, second, flags, start),
       );
@@ -188,6 +191,11 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .action(async (names: string[], flags: { force?: boolean }) => {
       for (const raw of names) {
         const { client, name } = ctx.target(raw, 'instance');
+        const snapshot = splitSnapshotName(name);
+        if (snapshot) {
+          await client.runAsync('DELETE', `/1.0/instances/${seg(snapshot.instance)}/snapshots/${seg(snapshot.snapshot)}`);
+          continue;
+        }
         const path = `/1.0/instances/${seg(name)}`;
         const status = str(await client.get(path), 'status');
         if (status === 'Running' || status === 'Frozen') {
@@ -225,6 +233,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       const instance = await client.get(path);
       const state = await client.get(`${path}/state`);
       ctx.write(renderInstanceInfo(instance, state));
+      ctx.write(renderSnapshots(asArray(await client.get(`${path}/snapshots?recursion=1`))));
       if (flags.showLog) {
         const log = await client.requestRaw('GET', `${path}/logs/output.log`);
         ctx.write(`\nLog:\n\n${log.text}`);

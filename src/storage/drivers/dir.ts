@@ -1,14 +1,19 @@
 // The `dir` storage driver: a pool is a directory on the member's file system, each volume a directory in it.
 // Layout under the pool root:
 //   containers/<project>_<name>/              root volumes
+//   containers-snapshots/<project>_<name>/<snapshot>/  snapshots of root volumes (LXD's layout)
 //   custom/<project>_<name>/                  custom volumes
 //   .staging/<moveId>/<type>_<project>_<name>/  incoming copies, renamed into place when complete
+//                                             (`<type>-snapshot_<project>_<name>_<snapshot>` for snapshots)
+//   .copying/<random>/                        snapshots and restores being copied, renamed into place when complete
+//   .restoring/<type>_<project>_<name>/       a restored copy about to replace its volume (see restoreSnapshot)
 //   .deleting/<random>/                       volumes being removed (renamed out of sight first)
 // Modes, as LXD lays a pool out: the pool root 0711, the directories above volumes 0700, a new volume 0700.
 // A volume's own root is part of its content (a container's `/` gets the image's mode, and moves carry it),
 // so the 0700 directories above the volumes are what keeps every volume private; they and the root are
 // tightened at every start, whatever an older install left.
 
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import { promises as fsp } from 'node:fs';
@@ -17,8 +22,12 @@ import { entryFootprint, type PoolUsage, type StorageDriver, type VolumeFootprin
 
 const volumeDirs: Record<VolumeType, string> = { container: 'containers', custom: 'custom' };
 const volumeTypes = Object.keys(volumeDirs) as VolumeType[];
+/** Volume types that have snapshots, and where they are kept. */
+const snapshotDirs: Partial<Record<VolumeType, string>> = { container: 'containers-snapshots' };
 const stagingDir = '.staging';
 const deletingDir = '.deleting';
+const copyingDir = '.copying';
+const restoringDir = '.restoring';
 /** How many files are fsynced at once when committing; enough to keep the disk queue busy. */
 const syncParallelism = 16;
 /** The pool root: traversable by anyone (as LXD's), listable by the daemon user only. */
@@ -43,12 +52,15 @@ export class DirPool implements StorageDriver {
   async init(): Promise<void> {
     await fsp.mkdir(this.root, { recursive: true, mode: poolRootMode });
     await fsp.chmod(this.root, poolRootMode);
-    for (const dir of [...Object.values(volumeDirs), stagingDir, deletingDir]) {
+    for (const dir of [...Object.values(volumeDirs), ...Object.values(snapshotDirs), stagingDir, deletingDir, copyingDir, restoringDir]) {
       await fsp.mkdir(path.join(this.root, dir), { recursive: true, mode: privateDirMode });
       await fsp.chmod(path.join(this.root, dir), privateDirMode);
     }
     // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
     await this.emptyDir(path.join(this.root, deletingDir));
+    // A crash during a snapshot or a restore leaves its incomplete copy here; nothing refers to it.
+    await this.emptyDir(path.join(this.root, copyingDir));
+    await this.finishRestores();
     // A crash between commitStaging's rename and the removal of its move directory leaves that directory
     // empty; listStaging shows only its entries, so no recovery would ever see (and remove) it.
     for (const move of await readDirOrEmpty(path.join(this.root, stagingDir))) {
@@ -58,10 +70,19 @@ export class DirPool implements StorageDriver {
 
   volumePath(ref: VolumeRef): string {
     checkRef(ref);
+    if (ref.snapshot !== undefined) return path.join(this.snapshotsPath(ref), ref.snapshot);
     return path.join(this.root, volumeDirs[ref.type], `${ref.project}_${ref.name}`);
   }
 
+  /** The directory holding the snapshots of the volume `ref` belongs to. */
+  private snapshotsPath(ref: VolumeRef): string {
+    const dir = snapshotDirs[ref.type];
+    if (dir === undefined) throw new Error(`Volumes of type "${ref.type}" have no snapshots`);
+    return path.join(this.root, dir, `${ref.project}_${ref.name}`);
+  }
+
   async createVolume(ref: VolumeRef): Promise<void> {
+    if (ref.snapshot !== undefined) throw new Error(`Snapshot "${ref.snapshot}" of volume "${ref.name}" is made with createSnapshot`);
     const target = this.volumePath(ref);
     await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
     try {
@@ -78,6 +99,102 @@ export class DirPool implements StorageDriver {
 
   async deleteVolume(ref: VolumeRef): Promise<void> {
     await this.removeTree(this.volumePath(ref));
+    if (ref.snapshot !== undefined) await removeIfEmpty(this.snapshotsPath(ref));
+  }
+
+  async createSnapshot(snapshot: VolumeRef): Promise<void> {
+    const target = this.volumePath(snapshot);
+    const source = this.volumePath(parentRef(snapshot));
+    if (!(await lstatOrNull(source))?.isDirectory()) {
+      throw new Error(`Storage volume "${snapshot.name}" (${snapshot.type}, project "${snapshot.project}") not found in pool "${this.poolName}"`);
+    }
+    if (await lstatOrNull(target)) throw this.existsError(snapshot);
+    const copy = await this.copyOf(source);
+    try {
+      await renameInto(copy, target, () => this.existsError(snapshot));
+    } catch (err) {
+      await this.removeTree(copy);
+      throw err;
+    }
+  }
+
+  async restoreSnapshot(snapshot: VolumeRef): Promise<void> {
+    const source = this.volumePath(snapshot);
+    const volume = parentRef(snapshot);
+    const target = this.volumePath(volume);
+    if (!(await lstatOrNull(source))?.isDirectory()) {
+      throw new Error(`Snapshot "${String(snapshot.snapshot)}" of storage volume "${snapshot.name}" not found in pool "${this.poolName}"`);
+    }
+    const copy = await this.copyOf(source);
+    // The complete copy waits under a name that says which volume it replaces; `finishRestores` completes
+    // the swap if the daemon dies between the two renames below (the volume gone, the copy not yet in place).
+    const waiting = path.join(this.root, restoringDir, stagingEntry(volume));
+    await fsp.rm(waiting, { recursive: true, force: true });
+    await fsp.rename(copy, waiting);
+    await syncPath(path.join(this.root, restoringDir));
+    const trash = path.join(this.root, deletingDir, randomUUID());
+    try {
+      await fsp.rename(target, trash);
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') {
+        await this.removeTree(waiting);
+        throw err;
+      }
+    }
+    await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
+    await fsp.rename(waiting, target);
+    await syncPath(path.dirname(target));
+    await syncPath(path.join(this.root, restoringDir));
+    await this.purge(trash);
+  }
+
+  async renameSnapshot(snapshot: VolumeRef, newName: string): Promise<void> {
+    const from = this.volumePath(snapshot);
+    const to = this.volumePath({ ...snapshot, snapshot: newName });
+    if (!(await lstatOrNull(from))?.isDirectory()) {
+      throw new Error(`Snapshot "${String(snapshot.snapshot)}" of storage volume "${snapshot.name}" not found in pool "${this.poolName}"`);
+    }
+    await renameInto(from, to, () => this.existsError({ ...snapshot, snapshot: newName }));
+  }
+
+  async listSnapshots(ref: VolumeRef): Promise<string[]> {
+    checkRef(ref);
+    const names = (await readDirOrEmpty(this.snapshotsPath(parentRef(ref)))).filter((e) => e.isDirectory()).map((e) => e.name);
+    return names.sort();
+  }
+
+  /**
+   * A durable copy of the tree at `source` in `.copying`, for a snapshot or a restore to rename into place.
+   * `cp -a` keeps modes, owners (as root), times, symlinks, hard links and special files, and shares blocks
+   * where the file system can (reflinks); files the running instance removes during the copy are left out,
+   * as LXD's dir driver leaves them out of its rsync.
+   */
+  private async copyOf(source: string): Promise<string> {
+    const copy = path.join(this.root, copyingDir, randomUUID());
+    try {
+      await copyTree(source, copy);
+      await syncTree(copy);
+      return copy;
+    } catch (err) {
+      await this.removeTree(copy);
+      throw err;
+    }
+  }
+
+  /** After a crash during restoreSnapshot: a waiting copy whose volume is gone takes its place; one whose volume is still there was never used. */
+  private async finishRestores(): Promise<void> {
+    for (const entry of await readDirOrEmpty(path.join(this.root, restoringDir))) {
+      const waiting = path.join(this.root, restoringDir, entry.name);
+      const volume = entry.isDirectory() ? refOfStagingEntry(entry.name) : null;
+      if (volume && !(await lstatOrNull(this.volumePath(volume)))) {
+        const target = this.volumePath(volume);
+        await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
+        await fsp.rename(waiting, target);
+        await syncPath(path.dirname(target));
+      } else {
+        await fsp.rm(waiting, { recursive: true, force: true });
+      }
+    }
   }
 
   async volumeUsage(ref: VolumeRef): Promise<number> {
@@ -167,9 +284,15 @@ export class DirPool implements StorageDriver {
     const out: VolumeRef[] = [];
     for (const type of volumeTypes) {
       for (const entry of await readDirOrEmpty(path.join(this.root, volumeDirs[type]))) {
-        const cut = entry.name.indexOf('_');
-        if (!entry.isDirectory() || cut <= 0 || cut === entry.name.length - 1) continue;
-        out.push({ type, project: entry.name.slice(0, cut), name: entry.name.slice(cut + 1) });
+        const ref = entry.isDirectory() ? splitVolumeDir(type, entry.name) : null;
+        if (ref) out.push(ref);
+      }
+      const snapshots = snapshotDirs[type];
+      if (snapshots === undefined) continue;
+      for (const entry of await readDirOrEmpty(path.join(this.root, snapshots))) {
+        const ref = entry.isDirectory() ? splitVolumeDir(type, entry.name) : null;
+        if (!ref) continue;
+        for (const snapshot of await this.listSnapshots(ref)) out.push({ ...ref, snapshot });
       }
     }
     return out;
@@ -191,6 +314,11 @@ export class DirPool implements StorageDriver {
       if (errorCode(err) === 'ENOENT') return;
       throw err;
     }
+    await this.purge(trash);
+  }
+
+  /** Remove a tree already renamed into the trash. */
+  private async purge(trash: string): Promise<void> {
     // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY). What cannot be removed
     // now (an immutable file) stays in the trash, out of sight, for `emptyTrash` (or the next start).
     this.removing.add(trash);
@@ -233,7 +361,28 @@ export class DirPool implements StorageDriver {
 
 /** A staging directory's name encodes its volume so that leftovers can be told apart after a crash. */
 function stagingEntry(ref: VolumeRef): string {
+  if (ref.snapshot !== undefined) return `${ref.type}-snapshot_${ref.project}_${ref.name}_${ref.snapshot}`;
   return `${ref.type}_${ref.project}_${ref.name}`;
+}
+
+/** The volume a `.restoring` entry (named as `stagingEntry` names a volume) replaces, or null for anything else. */
+function refOfStagingEntry(entry: string): VolumeRef | null {
+  const cut = entry.indexOf('_');
+  const type = entry.slice(0, cut) as VolumeType;
+  if (cut <= 0 || !volumeTypes.includes(type)) return null;
+  return splitVolumeDir(type, entry.slice(cut + 1));
+}
+
+/** `<project>_<name>` back into a ref; as in LXD, project names have no underscore, so the first one splits it. */
+function splitVolumeDir(type: VolumeType, entry: string): VolumeRef | null {
+  const cut = entry.indexOf('_');
+  if (cut <= 0 || cut === entry.length - 1) return null;
+  return { type, project: entry.slice(0, cut), name: entry.slice(cut + 1) };
+}
+
+/** The volume a snapshot ref belongs to (the ref itself for a volume). */
+function parentRef(ref: VolumeRef): VolumeRef {
+  return { type: ref.type, project: ref.project, name: ref.name };
 }
 
 function checkRef(ref: VolumeRef): void {
@@ -242,6 +391,56 @@ function checkRef(ref: VolumeRef): void {
   // The directory name is `<project>_<name>`; as in LXD, project names have no underscore, so it splits back.
   if (ref.project.includes('_')) throw new Error(`Invalid project name "${ref.project}": may not contain underscores`);
   checkSegment('volume name', ref.name);
+  if (ref.snapshot !== undefined) {
+    if (snapshotDirs[ref.type] === undefined) throw new Error(`Volumes of type "${ref.type}" have no snapshots`);
+    checkSegment('snapshot name', ref.snapshot);
+  }
+}
+
+/**
+ * Rename the complete tree `from` to `to` (a name that must be free) durably: the directories whose entries
+ * changed are fsynced. rename(2) would silently replace an empty directory, hence the check first.
+ */
+async function renameInto(from: string, to: string, exists: () => Error): Promise<void> {
+  if (await lstatOrNull(to)) throw exists();
+  await fsp.mkdir(path.dirname(to), { recursive: true, mode: privateDirMode });
+  try {
+    await fsp.rename(from, to);
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === 'EEXIST' || code === 'ENOTEMPTY' || code === 'ENOTDIR') throw exists();
+    throw err;
+  }
+  await syncPath(path.dirname(to));
+  if (path.dirname(from) !== path.dirname(to)) await syncPath(path.dirname(from));
+}
+
+/** Lines of `cp`'s complaints kept for an error message. */
+const copyErrorLines = 5;
+
+/** `cp -a` of the tree at `source` to `target` (which must not exist); complaints about files that vanished meanwhile are not failures. */
+async function copyTree(source: string, target: string): Promise<void> {
+  const problems: string[] = [];
+  let pending = '';
+  const take = (line: string): void => {
+    // A running instance removed the file between cp's listing and its copy: left out, as rsync's "vanished".
+    if (line.trim() === '' || /: No such file or directory$/.test(line)) return;
+    if (problems.length < copyErrorLines) problems.push(line.trim());
+  };
+  const code = await new Promise<number>((resolve, reject) => {
+    const child = spawn('cp', ['-a', '--reflink=auto', '--no-target-directory', '--', source, target], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop() ?? '';
+      lines.forEach(take);
+    });
+    child.once('error', reject);
+    child.once('close', (exit) => resolve(exit ?? 1));
+  });
+  take(pending);
+  if (problems.length > 0) throw new Error(`Copying ${source} failed: ${problems.join('; ')}`);
+  if (code !== 0 && !(await lstatOrNull(target))?.isDirectory()) throw new Error(`Copying ${source} failed (cp exited ${code})`);
 }
 
 function checkSegment(what: string, value: string): void {
