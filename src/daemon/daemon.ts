@@ -19,6 +19,7 @@ import { VolumeService } from '../storage/volumes.js';
 import { DirPool } from '../storage/drivers/dir.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
 import { LxcDriver } from '../instances/drivers/lxc.js';
+import { SimDriver } from '../instances/drivers/sim.js';
 import type { InstanceDriver } from '../instances/driver.js';
 import { Migrator } from '../migration/move.js';
 import { buildApi } from '../api/server.js';
@@ -75,6 +76,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const drivers = new Map<string, InstanceDriver>([
       ['process', new ProcessDriver()],
       ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
+      // Simulated instances, for scale simulation and benchmarks; never chosen without `type: sim`.
+      ['sim', new SimDriver()],
     ]);
     const events = new EventBus(store, options.name);
     await events.start();
