@@ -7,7 +7,9 @@ import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../place
 import { parseBytes } from '../util/units.js';
 import { expandDevices } from '../config/devices.js';
 import type { Member } from '../daemon/context.js';
+import type { Store } from '../store/store.js';
 import type { CapacityReport } from './internal.js';
+import type { ClusterService, MemberView } from './members.js';
 
 /** Capacity of this member (served to peers on `/internal/capacity`). */
 export async function localCapacity(m: Member): Promise<CapacityReport> {
@@ -22,8 +24,25 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
   return { poolFreeBytes: usage.freeBytes, poolTotalBytes: usage.totalBytes, volumeBytes, running };
 }
 
+/** What reading a snapshot needs: the store, the membership view, and each member's capacity report. */
+export interface SnapshotReader {
+  store: Store;
+  cluster: Pick<ClusterService, 'members'>;
+  /** The capacity report of a member that is not Offline (its own, or asked over the member link). */
+  capacity(member: MemberView): Promise<CapacityReport>;
+}
+
 /** Build a snapshot of the whole cluster as seen from member `m`. */
 export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
+  return readSnapshotWith({
+    store: m.store,
+    cluster: m.cluster,
+    capacity: (v) => (v.record.name === m.name ? localCapacity(m) : m.internal.capacity(v.record.address)),
+  });
+}
+
+/** Build a snapshot of the whole cluster through `reader` (a member, or a benchmark reading as one). */
+export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
   const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes()]);
   const instances: InstanceRecord[] = [];
@@ -37,11 +56,7 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
     views.map(async (v) => {
       if (v.status === 'Offline') return;
       try {
-        const report =
-          v.record.name === m.name
-            ? await localCapacity(m)
-            : await m.internal.capacity(v.record.address);
-        reports.set(v.record.name, report);
+        reports.set(v.record.name, await m.capacity(v));
       } catch {
         // An unreachable member offers nothing; placement will not pick it.
       }
