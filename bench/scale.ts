@@ -6,18 +6,22 @@
 // per moved instance (a watch on every key counts each revision, i.e. each transaction that wrote), peak RSS of
 // each process, and `GET /1.0/instances?recursion=1` with 10,000 instances.
 //
-// Instances are created through the API (`POST /1.0/instances?target=<member>` on that member, then the
-// operation's `/wait`), many at once; creation is not what is measured, its time is printed for information.
+// Instances are created directly (creation is not what is measured): each one's empty root volume in its
+// member's pool, its runtime directory and its record, as `InstanceService.create` leaves them, records written
+// a hundred per transaction; ROOST_BENCH_CREATE=api creates them through the API instead (`POST
+// /1.0/instances?target=<member>`, many at once), which takes minutes at this size. The source member's
+// instances are then started through the API.
 //
 // Run: npm run bench -- scale
 //   ROOST_BENCH_BACKENDS=sqlite,etcd   which stores (default both)
 //   ROOST_BENCH_MEMBERS=100 ROOST_BENCH_PER_PROCESS=10 ROOST_BENCH_INSTANCES=10000 ROOST_BENCH_ON_SOURCE=1000
 //   ROOST_BENCH_PARALLEL=<n>           the evacuation's `parallel` (default: cluster.evacuation_parallelism, 4)
 //   ROOST_BENCH_STORE_PER_MEMBER=1     every member its own store object (as one member per process has)
+//   ROOST_BENCH_CREATE=api             create the instances through the API rather than directly
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -26,15 +30,17 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Table from 'cli-table3';
 import { pino } from 'pino';
-import { RoostClient } from '../src/client/client.js';
-import { ClusterService } from '../src/cluster/members.js';
+import { ApiClientError, RoostClient } from '../src/client/client.js';
+import { ClusterService, hostArchitecture } from '../src/cluster/members.js';
 import { PeerClient } from '../src/cluster/peers.js';
 import { InternalClient } from '../src/cluster/internal.js';
 import { readSnapshotWith } from '../src/cluster/snapshot.js';
 import { planEvacuation } from '../src/evacuation/planner.js';
 import { openStore } from '../src/store/index.js';
-import { keys, type ClusterCertificateRecord } from '../src/store/schema.js';
-import type { Store, WatchEvent } from '../src/store/store.js';
+import { keys, type ClusterCertificateRecord, type InstanceRecord } from '../src/store/schema.js';
+import type { Compare, Op, Store, WatchEvent } from '../src/store/store.js';
+import { maxOpsPerTxn } from '../src/store/batch.js';
+import { DirPool } from '../src/storage/drivers/dir.js';
 import { startEtcdCluster, type EtcdCluster } from '../test/helpers/etcd.js';
 import { median } from './lib.js';
 
@@ -49,6 +55,7 @@ const backends = (process.env.ROOST_BENCH_BACKENDS ?? 'sqlite,etcd').split(',').
 const parallel = process.env.ROOST_BENCH_PARALLEL ? Number(process.env.ROOST_BENCH_PARALLEL) : undefined;
 const storePerMember = process.env.ROOST_BENCH_STORE_PER_MEMBER === '1';
 const createConcurrency = env('ROOST_BENCH_CREATE_CONCURRENCY', 64);
+const createVia = process.env.ROOST_BENCH_CREATE === 'api' ? 'api' : 'direct';
 const goals = { planMs: 50, evacuateSqliteS: 10, evacuateEtcdS: 20, rssMb: 300, listMs: 100 };
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const hostScript = join(repo, 'bench', 'scale', 'host.ts');
@@ -163,6 +170,67 @@ async function drainerPlan(logs: string[], member: string): Promise<Figures['dra
   return null;
 }
 
+/** Create every instance through the API on its member (`POST /1.0/instances?target=`), many at once. */
+async function createThroughApi(backend: string, placed: { name: string; member: string }[], client: (m: string) => RoostClient): Promise<void> {
+  const t = performance.now();
+  let created = 0;
+  await pool(placed, createConcurrency, async ({ name, member }) => {
+    const c = client(member);
+    const res = await c.request('POST', `/1.0/instances?target=${member}`, { name, type: 'sim', source: { type: 'none' } });
+    if (res.type !== 'async') throw new Error(`creating ${name}: no operation`);
+    const op = (await c.get(`${res.operation}/wait?timeout=120`)) as { status: string; err: string };
+    if (op.status !== 'Success') throw new Error(`creating ${name}: ${op.err}`);
+    if (++created % 1000 === 0) console.log(`[${backend}] created ${created} instances (${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  });
+}
+
+/**
+ * Create every instance as `InstanceService.create` leaves it, without the API: its (empty) root volume in its
+ * member's pool, its runtime directory, and its record, written a hundred per store transaction. Creation is
+ * not what this benchmark measures, and through the API it takes minutes at this size.
+ */
+async function createDirectly(backend: string, storeUrl: string, dir: string, placed: { name: string; member: string }[]): Promise<void> {
+  const store = await openStore(storeUrl);
+  try {
+    const pools = new Map<string, DirPool>();
+    const now = new Date().toISOString();
+    const arch = hostArchitecture();
+    const ops: Op[] = [];
+    const compares: Compare[] = [];
+    await pool(placed, 32, async ({ name, member }) => {
+      let p = pools.get(member);
+      if (!p) pools.set(member, (p = new DirPool('default', join(dir, member, 'storage-pools', 'default'))));
+      await p.createVolume({ type: 'container', project: 'default', name });
+      await mkdir(join(dir, member, 'instances', `default_${name}`), { recursive: true, mode: 0o700 });
+    });
+    for (const { name, member } of placed) {
+      const record: InstanceRecord = {
+        name,
+        project: 'default',
+        type: 'sim',
+        location: member,
+        architecture: arch,
+        description: '',
+        ephemeral: false,
+        profiles: ['default'],
+        config: {},
+        devices: {},
+        createdAt: now,
+        lastUsedAt: '1970-01-01T00:00:00Z',
+      };
+      compares.push({ key: keys.instance('default', name), modRevision: 0 });
+      ops.push({ type: 'put', key: keys.instance('default', name), value: JSON.stringify(record) });
+    }
+    for (let i = 0; i < ops.length; i += maxOpsPerTxn) {
+      const r = await store.txn(compares.slice(i, i + maxOpsPerTxn), ops.slice(i, i + maxOpsPerTxn));
+      if (!r.succeeded) throw new Error('an instance to create exists already');
+    }
+    console.log(`[${backend}] wrote ${placed.length} instance records and volumes directly`);
+  } finally {
+    await store.close();
+  }
+}
+
 async function runBackend(backend: string): Promise<Figures> {
   const dir = await mkdtemp(join(os.tmpdir(), 'roost-scale-'));
   let etcd: EtcdCluster | null = null;
@@ -209,23 +277,25 @@ async function runBackend(backend: string): Promise<Figures> {
       placed.push({ name: `i${String(i + 1).padStart(5, '0')}`, member: others[i % others.length] as string });
     }
     t = performance.now();
-    let created = 0;
-    await pool(placed, createConcurrency, async ({ name, member }) => {
-      const c = client(member);
-      const res = await c.request('POST', `/1.0/instances?target=${member}`, { name, type: 'sim', source: { type: 'none' } });
-      if (res.type !== 'async') throw new Error(`creating ${name}: no operation`);
-      const op = (await c.get(`${res.operation}/wait?timeout=120`)) as { status: string; err: string };
-      if (op.status !== 'Success') throw new Error(`creating ${name}: ${op.err}`);
-      if (++created % 1000 === 0) console.log(`[${backend}] created ${created} instances (${((performance.now() - t) / 1000).toFixed(0)} s)`);
-    });
+    if (createVia === 'api') await createThroughApi(backend, placed, client);
+    else await createDirectly(backend, storeUrl, dir, placed);
     const createS = (performance.now() - t) / 1000;
     t = performance.now();
     await pool(placed.filter((p) => p.member === source), 32, async ({ name }) => {
       const c = client(source);
-      const res = await c.request('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
-      if (res.type !== 'async') return;
-      const op = (await c.get(`${res.operation}/wait?timeout=120`)) as { status: string; err: string };
-      if (op.status !== 'Success') throw new Error(`starting ${name}: ${op.err}`);
+      // Setup, not a measurement: a store too busy for a moment (503) is asked again, a few times.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const res = await c.request('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
+          if (res.type !== 'async') return;
+          const op = (await c.get(`${res.operation}/wait?timeout=120`)) as { status: string; err: string };
+          if (op.status !== 'Success') throw new Error(`starting ${name}: ${op.err}`);
+          return;
+        } catch (err) {
+          if (attempt >= 5 || !(err instanceof ApiClientError && err.status === 503)) throw err;
+          await new Promise((r) => setTimeout(r, 500 * attempt));
+        }
+      }
     });
     const startInstancesS = (performance.now() - t) / 1000;
     console.log(`[${backend}] ${placed.length} instances created in ${createS.toFixed(1)} s, ${shape.onSource} started in ${startInstancesS.toFixed(1)} s`);
