@@ -327,7 +327,7 @@ async function runBackend(backend: string): Promise<Figures> {
     const peers = new PeerClient(JSON.parse(certKv.value) as ClusterCertificateRecord);
     const internal = new InternalClient(peers);
     const quiet = pino({ level: 'silent' });
-    const snapshot = await readSnapshotWith({ store, cluster: new ClusterService(store, 'bench', quiet), capacity: (v) => internal.capacity(v.record.address) });
+    const snapshot = await readSnapshotWith({ store, cluster: new ClusterService(store, 'bench', quiet), capacity: (v, held) => internal.capacity(v.record.address, held) });
     const planTimes: number[] = [];
     for (let i = 0; i < 25; i++) {
       const t0 = performance.now();

@@ -1,6 +1,6 @@
 // Reads the cluster into the plain snapshot that placement and the planner decide on: one
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
-// parallel, one request per member).
+// parallel, one request per member, naming the instances the store read places there).
 
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
@@ -8,11 +8,11 @@ import { parseBytes } from '../util/units.js';
 import { expandDevices } from '../config/devices.js';
 import type { Member } from '../daemon/context.js';
 import type { Store } from '../store/store.js';
-import type { CapacityReport } from './internal.js';
+import type { CapacityReport, InstanceKeys } from './internal.js';
 import type { ClusterService, MemberView } from './members.js';
 
-/** Capacity of this member (served to peers on `/internal/capacity`). */
-export async function localCapacity(m: Member): Promise<CapacityReport> {
+/** Capacity of this member, with which of `instances` (those held here) run (served to peers on `/internal/capacity`). */
+export async function localCapacity(m: Member, instances: InstanceKeys): Promise<CapacityReport> {
   const usage = await m.pool.poolUsage();
   const volumeBytes: Record<string, number> = {};
   for (const ref of await m.pool.listVolumes()) {
@@ -20,7 +20,7 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
     volumeBytes[`${ref.type}/${ref.project}/${ref.name}`] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
   }
   const running: Record<string, boolean> = {};
-  for (const [k, st] of await m.instances.localStates()) running[k] = st.status === 'Running';
+  for (const [k, st] of await m.instances.statesOf(instances)) running[k] = st.status === 'Running';
   return { poolFreeBytes: usage.freeBytes, poolTotalBytes: usage.totalBytes, volumeBytes, running };
 }
 
@@ -28,8 +28,8 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
 export interface SnapshotReader {
   store: Store;
   cluster: Pick<ClusterService, 'members'>;
-  /** The capacity report of a member that is not Offline (its own, or asked over the member link). */
-  capacity(member: MemberView): Promise<CapacityReport>;
+  /** The capacity report of a member that is not Offline (its own, or asked over the member link), asking about `instances`. */
+  capacity(member: MemberView, instances: InstanceKeys): Promise<CapacityReport>;
 }
 
 /** Build a snapshot of the whole cluster as seen from member `m`. */
@@ -37,7 +37,7 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   return readSnapshotWith({
     store: m.store,
     cluster: m.cluster,
-    capacity: (v) => (v.record.name === m.name ? localCapacity(m) : m.internal.capacity(v.record.address)),
+    capacity: (v, instances) => (v.record.name === m.name ? localCapacity(m, instances) : m.internal.capacity(v.record.address, instances)),
   });
 }
 
@@ -51,12 +51,19 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
     if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
     else volumes.push(JSON.parse(kv.value) as VolumeRecord);
   }
+  // Each member is asked only about the instances this read places there.
+  const held = new Map<string, InstanceKeys>();
+  for (const r of instances) {
+    const list = held.get(r.location);
+    if (list) list.push({ project: r.project, name: r.name });
+    else held.set(r.location, [{ project: r.project, name: r.name }]);
+  }
   const reports = new Map<string, CapacityReport>();
   await Promise.all(
     views.map(async (v) => {
       if (v.status === 'Offline') return;
       try {
-        reports.set(v.record.name, await m.capacity(v));
+        reports.set(v.record.name, await m.capacity(v, held.get(v.record.name) ?? []));
       } catch {
         // An unreachable member offers nothing; placement will not pick it.
       }
