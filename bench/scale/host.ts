@@ -49,6 +49,20 @@ async function joinToken(socket: string, name: string): Promise<string> {
 }
 
 async function startMember(name: string, bootstrap: boolean, joinVia: string | undefined): Promise<RunningDaemon> {
+  // Setup, not a measurement: a SQLite store locked past its busy timeout by the other processes' writes (on a
+  // loaded machine) fails a join; a member whose start failed is started again, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startMemberOnce(name, bootstrap, joinVia);
+    } catch (err) {
+      if (attempt >= 4 || !(err instanceof Error && /database is locked|Cluster database unavailable/.test(err.message))) throw err;
+      log.warn({ err, member: name, attempt }, 'member start failed on a busy store; starting it again');
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+}
+
+async function startMemberOnce(name: string, bootstrap: boolean, joinVia: string | undefined): Promise<RunningDaemon> {
   const token = bootstrap ? undefined : await joinToken(joinVia ?? '', name);
   return startDaemon({
     name,
