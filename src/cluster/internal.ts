@@ -2,8 +2,10 @@
 // owns it whole: the paths, the request bodies (zod schemas the server validates with), the answers, and the
 // typed client every caller uses. Nothing else spells an `/internal/` path.
 //
-//   GET  /internal/instances/state          runtime state of every instance the member holds
-//   GET  /internal/capacity                 pool space, volume sizes and what runs (for placement)
+//   POST /internal/instances/state          runtime state of the named instances the member holds
+//   POST /internal/capacity                 pool space, volume sizes and which of the named instances run
+//                                           (for placement); the caller names the instances it read at the
+//                                           member, so the member reads those records, not every one
 //   GET  /internal/images/:fp               an image file (copied to a member on first use)
 //   POST /internal/instances/start|stop     start or stop an instance the member holds
 //   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
@@ -51,6 +53,13 @@ export const startInstanceBody = z.object({
   moveId: z.string().optional(),
 });
 export type StartInstanceBody = z.infer<typeof startInstanceBody>;
+
+/**
+ * `POST /internal/instances/state` and `/internal/capacity`: the instances the caller's store read places at the
+ * member. Naming them spares every member a read of every instance record in the cluster on each call.
+ */
+export const instanceKeysBody = z.object({ instances: z.array(z.object({ project: z.string(), name: z.string() })) });
+export type InstanceKeys = z.infer<typeof instanceKeysBody>['instances'];
 
 /** `POST /internal/instances/stop`: a restore or drainer stops an instance ahead of its copy (power state kept). */
 export const stopInstanceBody = z.object({ project: z.string(), name: z.string(), force: z.boolean().optional() });
@@ -151,7 +160,7 @@ export interface CapacityReport {
   poolTotalBytes: number;
   /** Bytes a copy of every volume held would take (whole blocks, `entryFootprint`), keyed `type/project/name`. */
   volumeBytes: Record<string, number>;
-  /** Which local instances run now, keyed `project/name`. */
+  /** Which of the instances asked about (those held here) run now, keyed `project/name`. */
   running: Record<string, boolean>;
 }
 
@@ -166,14 +175,14 @@ const slow = { stop: 600_000, stream: 600_000, digest: 600_000, commit: 600_000,
 export class InternalClient {
   constructor(private readonly peers: PeerClient) {}
 
-  /** Runtime states of every instance the member at `address` holds, keyed `project/name`. */
-  async instanceStates(address: string): Promise<Record<string, InstanceRuntimeState>> {
-    return (await this.peers.call(address, 'GET', internalRoutes.instanceStates, { timeoutMs: 15_000 })) as Record<string, InstanceRuntimeState>;
+  /** Runtime states of those of `instances` the member at `address` holds, keyed `project/name`. */
+  async instanceStates(address: string, instances: InstanceKeys): Promise<Record<string, InstanceRuntimeState>> {
+    return (await this.peers.call(address, 'POST', internalRoutes.instanceStates, { json: { instances }, timeoutMs: 15_000 })) as Record<string, InstanceRuntimeState>;
   }
 
-  /** What the member at `address` offers placement. */
-  async capacity(address: string): Promise<CapacityReport> {
-    return (await this.peers.call(address, 'GET', internalRoutes.capacity, { timeoutMs: 10_000 })) as CapacityReport;
+  /** What the member at `address` offers placement, with which of `instances` (those it holds) run. */
+  async capacity(address: string, instances: InstanceKeys): Promise<CapacityReport> {
+    return (await this.peers.call(address, 'POST', internalRoutes.capacity, { json: { instances }, timeoutMs: 10_000 })) as CapacityReport;
   }
 
   /** An image file from the member at `address`. */

@@ -1,6 +1,6 @@
 // Reads the cluster into the plain snapshot that placement and the planner decide on: one
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
-// parallel, one request per member).
+// parallel, one request per member, naming the instances the store read places there).
 
 import { keys, type InstanceRecord, type MemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
@@ -8,10 +8,12 @@ import { parseBytes } from '../util/units.js';
 import { expandInstance, profileSets } from '../config/expand.js';
 import { volumeKey } from '../storage/driver.js';
 import type { Member } from '../daemon/context.js';
-import type { CapacityReport } from './internal.js';
+import type { Store } from '../store/store.js';
+import type { CapacityReport, InstanceKeys } from './internal.js';
+import type { ClusterService, MemberView } from './members.js';
 
-/** Capacity of this member (served to peers on `/internal/capacity`). */
-export async function localCapacity(m: Member): Promise<CapacityReport> {
+/** Capacity of this member, with which of `instances` (those held here) run (served to peers on `/internal/capacity`). */
+export async function localCapacity(m: Member, instances: InstanceKeys): Promise<CapacityReport> {
   const usage = await m.pool.poolUsage();
   const volumeBytes: Record<string, number> = {};
   for (const ref of await m.pool.listVolumes()) {
@@ -19,12 +21,29 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
     volumeBytes[volumeKey(ref)] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
   }
   const running: Record<string, boolean> = {};
-  for (const [k, st] of await m.instances.localStates()) running[k] = st.status === 'Running';
+  for (const [k, st] of await m.instances.statesOf(instances)) running[k] = st.status === 'Running';
   return { poolFreeBytes: usage.freeBytes, poolTotalBytes: usage.totalBytes, volumeBytes, running };
+}
+
+/** What reading a snapshot needs: the store, the membership view, and each member's capacity report. */
+export interface SnapshotReader {
+  store: Store;
+  cluster: Pick<ClusterService, 'members'>;
+  /** The capacity report of a member that is not Offline (its own, or asked over the member link), asking about `instances`. */
+  capacity(member: MemberView, instances: InstanceKeys): Promise<CapacityReport>;
 }
 
 /** Build a snapshot of the whole cluster as seen from member `m`. */
 export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
+  return readSnapshotWith({
+    store: m.store,
+    cluster: m.cluster,
+    capacity: (v, instances) => (v.record.name === m.name ? localCapacity(m, instances) : m.internal.capacity(v.record.address, instances)),
+  });
+}
+
+/** Build a snapshot of the whole cluster through `reader` (a member, or a benchmark reading as one). */
+export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
   const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles()]);
   const instances: InstanceRecord[] = [];
@@ -37,16 +56,19 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   }
   // The planner and placement read expanded config and devices only, so they need no profile reads.
   const sets = profileSets(profiles, new Set(instances.map((r) => r.project)));
+  // Each member is asked only about the instances this read places there.
+  const held = new Map<string, InstanceKeys>();
+  for (const r of instances) {
+    const list = held.get(r.location);
+    if (list) list.push({ project: r.project, name: r.name });
+    else held.set(r.location, [{ project: r.project, name: r.name }]);
+  }
   const reports = new Map<string, CapacityReport>();
   await Promise.all(
     views.map(async (v) => {
       if (v.status === 'Offline') return;
       try {
-        const report =
-          v.record.name === m.name
-            ? await localCapacity(m)
-            : await m.internal.capacity(v.record.address);
-        reports.set(v.record.name, report);
+        reports.set(v.record.name, await m.capacity(v, held.get(v.record.name) ?? []));
       } catch {
         // An unreachable member offers nothing; placement will not pick it.
       }

@@ -21,6 +21,7 @@ import { VolumeService } from '../storage/volumes.js';
 import { DirPool } from '../storage/drivers/dir.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
 import { LxcDriver } from '../instances/drivers/lxc.js';
+import { SimDriver } from '../instances/drivers/sim.js';
 import type { InstanceDriver } from '../instances/driver.js';
 import { Migrator } from '../migration/move.js';
 import { buildApi } from '../api/server.js';
@@ -42,6 +43,12 @@ export interface DaemonOptions {
   /** HTTPS listen address `host:port`. */
   address: string;
   storeUrl: string;
+  /**
+   * An open store this member shares with the other members of its process (the scale simulation runs many
+   * members per process, and one store object polls once for all of them); the member then neither opens
+   * nor closes a store of its own. Default: it opens `storeUrl` and closes it when it stops.
+   */
+  store?: Store;
   /** Create the cluster (certificate) if it does not exist yet. */
   bootstrap?: boolean;
   /** A join token from `POST /1.0/cluster/members` (LXD's `lxc cluster add`). */
@@ -68,7 +75,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   const log = options.log ?? createLogger(`roostd:${options.name}`);
   const socketGroup = options.socketGroup ?? process.getgid?.() ?? 0;
   await securePrivateLayout(dir, socketGroup);
-  const store = await openStore(options.storeUrl);
+  const ownStore = options.store === undefined;
+  const store = options.store ?? (await openStore(options.storeUrl));
   try {
     await admit(store, options);
     const cert = await ensureClusterCertificate(store);
@@ -77,6 +85,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const drivers = new Map<string, InstanceDriver>([
       ['process', new ProcessDriver()],
       ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
+      // Simulated instances, for scale simulation and benchmarks; never chosen without `type: sim`.
+      ['sim', new SimDriver()],
     ]);
     const events = new EventBus(store, options.name);
     await events.start();
@@ -161,11 +171,11 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       stop: async () => {
         await election.stop();
         await leading;
-        await stopDaemon(member, [httpsApp, unixApp]);
+        await stopDaemon(member, [httpsApp, unixApp], ownStore);
       },
     };
   } catch (err) {
-    await store.close().catch(() => undefined);
+    if (ownStore) await store.close().catch(() => undefined);
     throw err;
   }
 }
@@ -182,7 +192,7 @@ async function securePrivateLayout(dir: string, socketGroup: number): Promise<vo
   for (const file of ['roostd.pid', 'roostd.log']) await restrict(join(dir, file), privateFileMode);
 }
 
-async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
+async function stopDaemon(member: Member, apps: FastifyInstance[], closeStore: boolean): Promise<void> {
   member.migrator.stop();
   member.images.unwatch();
   member.operations.stop();
@@ -190,7 +200,7 @@ async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void
   await Promise.all(apps.map((a) => a.close().catch(() => undefined)));
   await member.events.stop();
   await member.peers.close();
-  await member.store.close();
+  if (closeStore) await member.store.close();
 }
 
 /**

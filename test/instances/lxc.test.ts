@@ -95,6 +95,7 @@ async function lxcFixture(member = `${runId}-suite`): Promise<LxcFixture> {
   const specs: InstanceSpec[] = [];
   return {
     driver,
+    workload: true,
     pool,
     lxcPath,
     memberName: member,

@@ -41,6 +41,7 @@ async function processFixture(): Promise<ProcessFixture> {
   process.on('exit', killOnExit);
   return {
     driver,
+    workload: true,
     pool,
     async makeSpec(name, config = {}) {
       const ref = { type: 'container' as const, project: 'default', name };

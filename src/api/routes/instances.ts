@@ -10,6 +10,7 @@ import { errors } from '../../errors/index.js';
 import type { InstanceRecord, InstanceSnapshotRecord } from '../../store/schema.js';
 import { keys } from '../../store/schema.js';
 import type { InstanceRuntimeState } from '../../instances/driver.js';
+import type { InstanceKeys } from '../../cluster/internal.js';
 import { instanceEtag, type CreateInstance } from '../../instances/service.js';
 import { attachedVolumes } from '../../config/devices.js';
 import { expandInstance, type ProfileSet } from '../../config/expand.js';
@@ -142,19 +143,24 @@ export function instanceToApi(r: InstanceRecord, st: InstanceRuntimeState | null
   return out;
 }
 
-/** Runtime states of all instances, asking each Online member for its own (in parallel). */
+/** Runtime states of `records`, asking each Online member about those it holds (in parallel). */
 async function clusterStates(m: Member, records: InstanceRecord[]): Promise<Map<string, InstanceRuntimeState | null>> {
   const out = new Map<string, InstanceRuntimeState | null>();
-  const locations = new Set(records.map((r) => r.location));
-  const views = await m.cluster.members();
+  const byLocation = new Map<string, InstanceKeys>();
+  for (const r of records) {
+    const list = byLocation.get(r.location);
+    if (list) list.push({ project: r.project, name: r.name });
+    else byLocation.set(r.location, [{ project: r.project, name: r.name }]);
+  }
+  const views = new Map((await m.cluster.members()).map((v) => [v.record.name, v]));
   await Promise.all(
-    [...locations].map(async (loc) => {
-      const view = views.find((v) => v.record.name === loc);
+    [...byLocation].map(async ([loc, held]) => {
+      const view = views.get(loc);
       try {
         if (loc === m.name) {
-          for (const [k, v] of await m.instances.localStates()) out.set(k, v);
+          for (const [k, v] of await m.instances.statesOf(held)) out.set(k, v);
         } else if (view && view.status !== 'Offline') {
-          const states = await m.internal.instanceStates(view.record.address);
+          const states = await m.internal.instanceStates(view.record.address, held);
           for (const [k, v] of Object.entries(states)) out.set(k, v);
         }
       } catch {

@@ -11,6 +11,7 @@ import {
   deletePathsBody,
   digestBody,
   discardBody,
+  instanceKeysBody,
   internalRoutes as routes,
   prepareBody,
   runMoveBody,
@@ -33,9 +34,9 @@ function streamBody(req: { body: unknown }): Readable {
 export function registerInternalRoutes(r: Router): void {
   const m = r.member;
 
-  r.on('GET', routes.instanceStates, async (_req, reply) => sync(reply, Object.fromEntries(await m.instances.localStates())));
+  r.on('POST', routes.instanceStates, async (req, reply) => sync(reply, Object.fromEntries(await m.instances.statesOf(parseBody(req, instanceKeysBody).instances))));
   r.on('GET', routes.image, async (req, reply) => reply.type('application/octet-stream').send(await m.images.open(param(req, 'fp'))));
-  r.on('GET', routes.capacity, async (_req, reply) => sync(reply, await localCapacity(m)));
+  r.on('POST', routes.capacity, async (req, reply) => sync(reply, await localCapacity(m, parseBody(req, instanceKeysBody).instances)));
 
   r.on('POST', routes.startInstance, async (req, reply) => {
     const body = parseBody(req, startInstanceBody);

@@ -160,7 +160,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       .description(description)
       .argument('[image-or-name]', 'Image alias, or the instance name ([<remote>:]<name>) when it is the only argument')
       .argument('[name]', 'Instance name, [<remote>:]<name>')
-      .option('--type <type>', 'Instance type (process, container)')
+      .option('--type <type>', 'Instance type (process, container, sim)')
       .option('--target <member>', 'Cluster member to create the instance on')
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
       .option('--empty', 'Create the instance without an image')
