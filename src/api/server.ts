@@ -10,6 +10,7 @@ import { StoreError } from '../store/store.js';
 import type { Member } from '../daemon/context.js';
 import { registerServerRoutes } from './routes/server.js';
 import { registerClusterRoutes } from './routes/cluster.js';
+import { registerGroupRoutes } from './routes/groups.js';
 import { registerInstanceRoutes } from './routes/instances.js';
 import { registerStorageRoutes } from './routes/storage.js';
 import { registerOperationRoutes } from './routes/operations.js';
@@ -113,6 +114,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   const router = new Router(app, member, origin);
   registerServerRoutes(router);
   registerClusterRoutes(router);
+  registerGroupRoutes(router);
   registerInstanceRoutes(router);
   registerFileRoutes(router);
   registerStorageRoutes(router);

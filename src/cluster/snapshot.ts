@@ -2,7 +2,8 @@
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
 // parallel, one request per member).
 
-import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
+import { groupsOf, resolveMembership } from './groups.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
 import { expandDevices } from '../config/devices.js';
@@ -25,13 +26,16 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
 /** Build a snapshot of the whole cluster as seen from member `m`. */
 export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
-  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes()]);
+  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.groups()]);
   const instances: InstanceRecord[] = [];
   const volumes: VolumeRecord[] = [];
+  const groups: GroupRecord[] = [];
   for (const kv of kvs) {
     if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
+    else if (kv.key.startsWith(keys.groups())) groups.push(JSON.parse(kv.value) as GroupRecord);
     else volumes.push(JSON.parse(kv.value) as VolumeRecord);
   }
+  const membership = resolveMembership(groups, views.map((v) => v.record.name).sort());
   const reports = new Map<string, CapacityReport>();
   await Promise.all(
     views.map(async (v) => {
@@ -47,7 +51,9 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
       }
     }),
   );
-  const members: MemberSnapshot[] = views.map((v) => memberSnapshot(v.record, v.status, reports.get(v.record.name)));
+  const members: MemberSnapshot[] = views.map((v) =>
+    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name)),
+  );
   const instanceSnaps: InstanceSnapshot[] = instances.map((r) => {
     const report = reports.get(r.location);
     const key = `${r.project}/${r.name}`;
@@ -76,11 +82,16 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
   };
 }
 
-function memberSnapshot(r: MemberRecord, status: MemberSnapshot['status'], report: CapacityReport | undefined): MemberSnapshot {
+function memberSnapshot(
+  r: MemberRecord,
+  status: MemberSnapshot['status'],
+  report: CapacityReport | undefined,
+  clusterGroups: string[],
+): MemberSnapshot {
   const cpu = Number(r.config['capacity.cpu'] ?? '') || r.host.cpus;
   const memory = parseBytes(r.config['capacity.memory'] ?? '') ?? r.host.memoryBytes;
   const diskCap = parseBytes(r.config['capacity.disk'] ?? '');
   const held = report ? Object.values(report.volumeBytes).reduce((a, b) => a + b, 0) : 0;
   const diskFree = !report ? 0 : diskCap !== null ? Math.max(0, Math.min(diskCap - held, report.poolFreeBytes)) : report.poolFreeBytes;
-  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree };
+  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree, clusterGroups };
 }

@@ -143,7 +143,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       .argument('[image-or-name]', 'Image alias, or the instance name when it is the only argument')
       .argument('[name]', 'Instance name')
       .option('--type <type>', 'Instance type (process, container)')
-      .option('--target <member>', 'Cluster member to create the instance on')
+      .option('--target <member>', 'Cluster member to create the instance on, or @<group> for any member of a cluster group')
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
       .option('--empty', 'Create the instance without an image')
       .action((first: string | undefined, second: string | undefined, flags: CreateFlags) =>
@@ -188,7 +188,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .description('Move an instance to another cluster member (or rename it)')
     .argument('<name>')
     .argument('[new-name]')
-    .option('--target <member>', 'Cluster member to move the instance to')
+    .option('--target <member>', 'Cluster member to move the instance to, or @<group> for any other member of a cluster group')
     .action(async (name: string, newName: string | undefined, flags: { target?: string }) => {
       const { path, body } = moveRequest(name, { newName, target: flags.target });
       await ctx.client().runAsync('POST', path, body);
