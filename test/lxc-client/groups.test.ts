@@ -1,0 +1,169 @@
+// Cluster groups as the real `lxc` client uses them: create, assign, list, show and delete groups;
+// `lxc launch`/`lxc init --target=@<group>` of busybox containers place inside the group and record it; evacuating the member that holds
+// such an instance moves it to another member of the group (the dry-run says so), or, when the group has
+// no other member, anywhere (and the dry-run says that); bad input is refused and changes nothing.
+
+import { after, before, describe, it } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { hasCommand, requireCommand } from '../helpers/prereq.js';
+import type { TestCluster } from '../helpers/cluster.js';
+import { lxc, lxcOk } from '../helpers/lxc-client.js';
+import { postState } from '../evacuation/world.js';
+import { containersPossible, importImage, requireContainers, startWithImage, teardown, type BuiltImage } from '../containers/support.js';
+
+let c: TestCluster;
+let image: BuiltImage | undefined;
+const install = 'apt-get install -y lxd-client';
+
+/** The prerequisites: the real client, and LXC with busybox as root for the containers. */
+function prerequisites(t: TestContext): boolean {
+  return requireCommand(t, 'lxc', install) && requireContainers(t);
+}
+
+/** Rows of an `lxc ... --format csv` listing. */
+function csv(out: string): string[][] {
+  return out.trim().split('\n').filter((l) => l !== '').map((l) => l.split(','));
+}
+
+/** The groups `lxc cluster group list` shows, as `name:count` in name order. */
+async function groupCounts(): Promise<string[]> {
+  const rows = csv(await lxcOk(c, 'm01', ['cluster', 'group', 'list', '--format', 'csv']));
+  return rows.map((r) => `${r[0] ?? ''}:${r[2] ?? ''}`);
+}
+
+/** The groups the API shows a member in. */
+async function memberGroups(member: string): Promise<string[]> {
+  return ((await c.client('m01').get(`/1.0/cluster/members/${member}`)) as { groups: string[] }).groups;
+}
+
+/** The dry-run plan entry of `name` for an evacuation of `member`. */
+async function plannedMove(member: string, name: string): Promise<{ target: string; reason: string }> {
+  const res = await postState(c, member, { action: 'evacuate', dry_run: true });
+  assert.equal(res.status, 200, res.text);
+  const plan = res.body?.metadata as { instances: { name: string; target: string; reason: string }[] };
+  const entry = plan.instances.find((i) => i.name === name);
+  assert.ok(entry, `${name} is in the plan: ${res.text}`);
+  return entry;
+}
+
+
+describe('cluster groups with the real lxc client', () => {
+  before(async () => {
+    if (!hasCommand('lxc') || !containersPossible()) return; // each test skips (or fails under CI) through prerequisites
+    ({ c, image } = await startWithImage(3));
+    await importImage(c, 'm01', image.tarball, 'busybox');
+  });
+  after(async () => {
+    await teardown(c, [image?.dir]);
+  });
+
+  it('lxc cluster group create, assign, list and show: a member is in default and the groups it was assigned', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    assert.deepEqual(await groupCounts(), ['default:3'], 'only default, holding every member');
+    assert.match(await lxcOk(c, 'm01', ['cluster', 'group', 'create', 'g1']), /Cluster group g1 created/);
+    assert.match(await lxcOk(c, 'm01', ['cluster', 'group', 'assign', 'm02', 'g1,default']), /Cluster member m02 added to cluster groups g1,default/);
+    await lxcOk(c, 'm02', ['cluster', 'group', 'assign', 'm03', 'g1,default']);
+    assert.deepEqual(await groupCounts(), ['default:3', 'g1:2']);
+    const shown = await lxcOk(c, 'm03', ['cluster', 'group', 'show', 'g1']);
+    assert.match(shown, /^name: g1$/m);
+    assert.match(shown, /^members:\n- m02\n- m03$/m);
+    assert.deepEqual(await memberGroups('m02'), ['default', 'g1']);
+    assert.deepEqual(await memberGroups('m01'), ['default']);
+    assert.match(await lxcOk(c, 'm01', ['cluster', 'show', 'm03']), /^groups:\n- default\n- g1$/m);
+  });
+
+  it('lxc launch --target=@g1 lands in g1 and records the group; evacuation keeps it in g1 and the dry-run says so', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    await lxcOk(c, 'm01', ['launch', 'busybox', 'inside', '--target=@g1']);
+    const placed = await c.instance('inside');
+    assert.ok(['m02', 'm03'].includes(placed.location), `placed on ${placed.location}, a member of g1`);
+    assert.equal(placed.config['volatile.cluster.group'], 'g1');
+    assert.equal(placed.status, 'Running');
+    const other = placed.location === 'm02' ? 'm03' : 'm02';
+
+    // Without the group rule, m01 (empty, first by name) would be chosen.
+    const move = await plannedMove(placed.location, 'inside');
+    assert.equal(move.target, other);
+    assert.match(move.reason, /stays in cluster group "g1"/);
+
+    await lxcOk(c, 'm01', ['cluster', 'evacuate', placed.location, '--force']);
+    const moved = await c.instance('inside');
+    assert.equal(moved.location, other, 'evacuation moved it to the other member of g1');
+    assert.equal(moved.status, 'Running');
+    await lxcOk(c, 'm01', ['cluster', 'restore', placed.location, '--force']);
+    assert.equal((await c.instance('inside')).location, placed.location, 'restore brought it home');
+  });
+
+  it('a group with no other member falls back to any member, and the dry-run says so', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    await lxcOk(c, 'm01', ['cluster', 'group', 'create', 'solo']);
+    await lxcOk(c, 'm01', ['cluster', 'group', 'assign', 'm01', 'solo,default']);
+    await lxcOk(c, 'm02', ['init', 'busybox', 'alone', '--target=@solo']);
+    const placed = await c.instance('alone');
+    assert.equal(placed.location, 'm01', 'the only member of solo');
+    const move = await plannedMove('m01', 'alone');
+    assert.ok(['m02', 'm03'].includes(move.target), `falls back to ${move.target}`);
+    assert.match(move.reason, /cluster group "solo" has no other member; placed outside the group/);
+  });
+
+  it('lxc move --target=@g1 moves inside the group', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    await lxcOk(c, 'm01', ['move', 'alone', '--target=@g1']);
+    const moved = await c.instance('alone');
+    assert.ok(['m02', 'm03'].includes(moved.location), `moved to ${moved.location}, a member of g1`);
+    assert.equal(moved.config['volatile.cluster.group'], 'g1');
+  });
+
+  it('bad input is refused with the right status and changes nothing', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    const before = await groupCounts();
+    const groupsOfM02 = await memberGroups('m02');
+
+    const badName = await lxc(c, 'm01', ['cluster', 'group', 'create', 'bad_name!']);
+    assert.equal(badName.code, 1);
+    assert.match(badName.stderr, /^Error: Invalid cluster group name "bad_name!"/m);
+    assert.equal((await c.raw('m01', 'POST', '/1.0/cluster/groups', { json: { name: 'a/b' } })).status, 400);
+    assert.equal((await c.raw('m01', 'POST', '/1.0/cluster/groups', { json: { name: 'g1' } })).status, 409);
+
+    const deleteDefault = await c.raw('m01', 'DELETE', '/1.0/cluster/groups/default');
+    assert.equal(deleteDefault.status, 403);
+    assert.equal(deleteDefault.body?.error_code, 403);
+    const withMembers = await lxc(c, 'm01', ['cluster', 'group', 'delete', 'g1']);
+    assert.equal(withMembers.code, 1);
+    assert.match(withMembers.stderr, /Only empty cluster groups can be removed/);
+    assert.equal((await c.raw('m01', 'DELETE', '/1.0/cluster/groups/g1')).status, 400);
+
+    const unknownMember = await lxc(c, 'm01', ['cluster', 'group', 'assign', 'm09', 'g1']);
+    assert.equal(unknownMember.code, 1);
+    assert.match(unknownMember.stderr, /Cluster member "m09" not found/);
+    const unknownGroup = await c.raw('m01', 'PATCH', '/1.0/cluster/members/m02', { json: { groups: ['g1', 'nosuch'] } });
+    assert.equal(unknownGroup.status, 404);
+    assert.match(unknownGroup.body?.error ?? '', /Cluster group "nosuch" not found/);
+    assert.equal((await c.raw('m01', 'PATCH', '/1.0/cluster/members/m02', { json: { groups: [] } })).status, 400);
+    const emptyAssign = await lxc(c, 'm01', ['cluster', 'group', 'assign', 'm02', '']);
+    assert.equal(emptyAssign.code, 1, 'a member cannot be left in no group');
+
+    const noGroup = await lxc(c, 'm01', ['init', 'busybox', 'nowhere', '--target=@nosuch']);
+    assert.equal(noGroup.code, 1);
+    assert.match(noGroup.stderr, /Cluster group "nosuch" not found/);
+    assert.equal((await c.raw('m01', 'GET', '/1.0/instances/nowhere')).status, 404, 'no instance was created');
+
+    assert.deepEqual(await groupCounts(), before, 'no group changed');
+    assert.deepEqual(await memberGroups('m02'), groupsOfM02, 'the member kept its groups');
+  });
+
+  it('lxc cluster group delete removes an empty group; a member can leave default but not its last group', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    await lxcOk(c, 'm01', ['cluster', 'group', 'create', 'spare']);
+    assert.match(await lxcOk(c, 'm01', ['cluster', 'group', 'delete', 'spare']), /Cluster group spare deleted/);
+    assert.ok(!(await groupCounts()).some((g) => g.startsWith('spare:')));
+    await lxcOk(c, 'm01', ['cluster', 'group', 'assign', 'm03', 'g1']);
+    assert.deepEqual(await memberGroups('m03'), ['g1']);
+    assert.ok((await groupCounts()).includes('default:2'));
+    const orphan = await c.raw('m01', 'PUT', '/1.0/cluster/groups/g1', { json: { description: '', members: ['m02'] } });
+    assert.equal(orphan.status, 400, orphan.text);
+    assert.match(orphan.body?.error ?? '', /"m03".*at least one cluster group/);
+    assert.deepEqual(await memberGroups('m03'), ['g1'], 'the refused edit changed nothing');
+  });
+});
