@@ -11,13 +11,36 @@ import { hasCommand, requireCommand } from '../helpers/prereq.js';
 import { idleCommand, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { lxc, lxcOk } from '../helpers/lxc-client.js';
 import { postState } from '../evacuation/world.js';
+import { Writable } from 'node:stream';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { runCli } from '../../src/cli/run.js';
 
 let c: TestCluster;
+let home = '';
 const install = 'apt-get install -y lxd-client';
 
 /** The prerequisite: the real client. */
 function prerequisites(t: TestContext): boolean {
   return requireCommand(t, 'lxc', install);
+}
+
+/** A stream that keeps what is written to it. */
+class Capture extends Writable {
+  text = '';
+  override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+/** Run `roost <args>` in this process against `member`, no stdin, not a terminal. */
+async function roost(member: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const code = await runCli(args, { stdout, stderr, env: { ROOST_DIR: c.memberDir(member), HOME: home } });
+  return { code, stdout: stdout.text, stderr: stderr.text };
 }
 
 /**
@@ -66,9 +89,11 @@ describe('cluster groups with the real lxc client', () => {
   before(async () => {
     if (!hasCommand('lxc')) return; // each test skips (or fails under CI) through prerequisites
     c = await startCluster({ members: 3 });
+    home = await mkdtemp(path.join(os.tmpdir(), 'roost-groups-'));
   });
   after(async () => {
     await c?.stop();
+    if (home !== '') await rm(home, { recursive: true, force: true });
   });
 
   it('lxc cluster group create, assign, list and show: a member is in default and the groups it was assigned', async (t: TestContext) => {
@@ -184,5 +209,27 @@ describe('cluster groups with the real lxc client', () => {
     assert.equal(orphan.status, 400, orphan.text);
     assert.match(orphan.body?.error ?? '', /"m03".*at least one cluster group/);
     assert.deepEqual(await memberGroups('m03'), ['g1'], 'the refused edit changed nothing');
+  });
+
+  it('roost cluster group create, assign, list, show and delete do the same through the roost CLI', async (t: TestContext) => {
+    if (!prerequisites(t)) return;
+    const create = await roost('m02', ['cluster', 'group', 'create', 'rack', '--description', 'second rack']);
+    assert.equal(create.code, 0, create.stderr);
+    assert.match(create.stdout, /Cluster group rack created/);
+    const assign = await roost('m02', ['cluster', 'group', 'assign', 'm01', 'rack,default,solo']);
+    assert.equal(assign.code, 0, assign.stderr);
+    assert.deepEqual(await memberGroups('m01'), ['default', 'rack', 'solo']);
+    const list = await roost('m01', ['cluster', 'group', 'list', '--format', 'csv']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.ok(csv(list.stdout).some((r) => r.join(',') === 'rack,second rack,1'), list.stdout);
+    const show = await roost('m03', ['cluster', 'group', 'show', 'rack']);
+    assert.match(show.stdout, /^members:\n- m01$/m);
+    const refused = await roost('m01', ['cluster', 'group', 'delete', 'rack']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /Only empty cluster groups can be removed/);
+    await roost('m01', ['cluster', 'group', 'assign', 'm01', 'default,solo']);
+    const deleted = await roost('m01', ['cluster', 'group', 'delete', 'rack']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.ok(!(await groupCounts()).some((g) => g.startsWith('rack:')));
   });
 });
