@@ -14,6 +14,7 @@ import { StoreError } from '../store/store.js';
 import type { Member } from '../daemon/context.js';
 import { registerServerRoutes } from './routes/server.js';
 import { registerClusterRoutes } from './routes/cluster.js';
+import { registerGroupRoutes } from './routes/groups.js';
 import { registerInstanceRoutes } from './routes/instances.js';
 import { registerStorageRoutes } from './routes/storage.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
@@ -130,6 +131,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   const router = new Router(app, member, origin);
   registerServerRoutes(router);
   registerClusterRoutes(router);
+  registerGroupRoutes(router);
   registerInstanceRoutes(router);
   registerSnapshotRoutes(router);
   registerProfileRoutes(router);

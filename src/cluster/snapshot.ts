@@ -2,7 +2,8 @@
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
 // parallel, one request per member, naming the instances the store read places there).
 
-import { keys, type InstanceRecord, type MemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { groupsOf, resolveMembership } from './groups.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
 import { expandInstance, profileSets } from '../config/expand.js';
@@ -45,13 +46,15 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
 /** Build a snapshot of the whole cluster through `reader` (a member, or a benchmark reading as one). */
 export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
-  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles()]);
+  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.groups()]);
   const instances: InstanceRecord[] = [];
   const volumes: VolumeRecord[] = [];
   const profiles: ProfileRecord[] = [];
+  const groups: GroupRecord[] = [];
   for (const kv of kvs) {
     if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
     else if (kv.key.startsWith(keys.profiles())) profiles.push(JSON.parse(kv.value) as ProfileRecord);
+    else if (kv.key.startsWith(keys.groups())) groups.push(JSON.parse(kv.value) as GroupRecord);
     else volumes.push(JSON.parse(kv.value) as VolumeRecord);
   }
   // The planner and placement read expanded config and devices only, so they need no profile reads.
@@ -63,6 +66,7 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
     if (list) list.push({ project: r.project, name: r.name });
     else held.set(r.location, [{ project: r.project, name: r.name }]);
   }
+  const membership = resolveMembership(groups, views.map((v) => v.record.name).sort());
   const reports = new Map<string, CapacityReport>();
   await Promise.all(
     views.map(async (v) => {
@@ -74,7 +78,9 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
       }
     }),
   );
-  const members: MemberSnapshot[] = views.map((v) => memberSnapshot(v.record, v.status, reports.get(v.record.name)));
+  const members: MemberSnapshot[] = views.map((v) =>
+    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name)),
+  );
   const instanceSnaps: InstanceSnapshot[] = instances.map((r) => {
     const report = reports.get(r.location);
     const key = `${r.project}/${r.name}`;
@@ -108,11 +114,16 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
   };
 }
 
-function memberSnapshot(r: MemberRecord, status: MemberSnapshot['status'], report: CapacityReport | undefined): MemberSnapshot {
+function memberSnapshot(
+  r: MemberRecord,
+  status: MemberSnapshot['status'],
+  report: CapacityReport | undefined,
+  clusterGroups: string[],
+): MemberSnapshot {
   const cpu = Number(r.config['capacity.cpu'] ?? '') || r.host.cpus;
   const memory = parseBytes(r.config['capacity.memory'] ?? '') ?? r.host.memoryBytes;
   const diskCap = parseBytes(r.config['capacity.disk'] ?? '');
   const held = report ? Object.values(report.volumeBytes).reduce((a, b) => a + b, 0) : 0;
   const diskFree = !report ? 0 : diskCap !== null ? Math.max(0, Math.min(diskCap - held, report.poolFreeBytes)) : report.poolFreeBytes;
-  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree };
+  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree, clusterGroups };
 }

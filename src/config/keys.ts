@@ -84,6 +84,8 @@ export const configKeys: readonly ConfigKey[] = [
     doc: 'Accepted for LXD compatibility.' },
   { name: 'volatile.evacuate.origin', scope: 'instance', default: '', validate: any, readOnly: true,
     doc: 'The member an evacuation moved the instance from (set by Roost).' },
+  { name: 'volatile.cluster.group', scope: 'instance', default: '', validate: any, readOnly: true,
+    doc: 'The cluster group `--target=@<group>` placed the instance into; evacuation keeps it there when it can (set by Roost).' },
   { name: 'volatile.last_state.power', scope: 'instance', default: '', validate: oneOf('RUNNING', 'STOPPED'), readOnly: true,
     doc: 'Power state recorded at the last start or stop (set by Roost).' },
   { name: 'volatile.', prefix: true, scope: 'instance', default: '', validate: any, readOnly: true,

@@ -47,6 +47,7 @@ export const errors = {
   volumeExists: (name: string) => new ApiError(409, `Storage volume "${name}" already exists`),
   poolNotFound: () => new ApiError(404, 'Storage pool not found'),
   memberNotFound: (name: string) => new ApiError(404, `Cluster member "${name}" not found`),
+  groupNotFound: (name: string) => new ApiError(404, `Cluster group "${name}" not found`),
   operationNotFound: () => new ApiError(404, 'Operation not found'),
   memberEvacuated: () => new ApiError(403, 'Cluster member is evacuated'),
   memberOffline: (name: string) => new ApiError(503, `Cluster member "${name}" is offline`),

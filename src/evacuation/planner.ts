@@ -5,17 +5,19 @@
 import { configValue } from '../config/keys.js';
 import {
   LoadLedger,
+  clusterGroupOf,
   compareText,
   cpuLimit,
   indexVolumes,
   listNames,
   localVolumes,
   memoryLimit,
+  groupMembers,
   pickTarget,
   placementGroup,
   volumeRefs,
 } from '../placement/index.js';
-import type { ClusterSnapshot, Demand, InstanceSnapshot, PlacementRequest, VolumeIndex, VolumeSnapshot } from '../placement/index.js';
+import type { ClusterSnapshot, Demand, InstanceSnapshot, PickResult, PlacementRequest, VolumeIndex, VolumeSnapshot } from '../placement/index.js';
 import { immovableReasons, type RuleContext } from './rules.js';
 
 /** What evacuation does with one instance; `none` is an instance that stays and is already stopped. */
@@ -262,8 +264,9 @@ export function planEvacuation(
   for (const u of moving) u.size = relativeSize(u.request, totals);
   moving.sort((a, b) => b.size - a.size || compareText(a.id, b.id));
 
+  const within = new Map<string, Set<string>>();
   for (const u of moving) {
-    const pick = pickTarget(ledger, u.request, { exclude: [member] });
+    const { pick, note } = pickInClusterGroup(ledger, u, member, snapshot, within);
     u.candidates.forEach((c, i) => {
       const others = u.candidates.filter((o) => o !== c).map((o) => o.inst.name);
       const together = others.length > 0 ? `moves with ${quoted(others)} (shared volume)` : '';
@@ -277,6 +280,7 @@ export function planEvacuation(
       const group = placementGroup(c.inst);
       ledger.place(pick.member, group === undefined ? { ...demand, project: c.inst.project } : { ...demand, project: c.inst.project, group });
       const notes = [d.reason];
+      if (note !== '') notes.push(note);
       if (together !== '') notes.push(together);
       if (!c.inst.running) notes.push('stays stopped');
       planned.set(c, {
@@ -296,6 +300,33 @@ export function planEvacuation(
   const instances = candidates.flatMap((c) => planned.get(c) ?? []);
   refusals.sort((a, b) => compareText(a.project, b.project) || compareText(a.name, b.name));
   return { member, mode: requested, instances, refusals };
+}
+
+/**
+ * Pick a target for a moving unit: inside the cluster group its instances were placed into
+ * (`volatile.cluster.group`) when a member of that group has room, else anywhere, with a note saying which.
+ * `within` caches each group's members across units.
+ */
+function pickInClusterGroup(
+  ledger: LoadLedger,
+  u: MovingUnit,
+  source: string,
+  snapshot: ClusterSnapshot,
+  within: Map<string, Set<string>>,
+): { pick: PickResult; note: string } {
+  const group = u.candidates.map((c) => clusterGroupOf(c.inst)).find((g) => g !== undefined);
+  if (group === undefined) return { pick: pickTarget(ledger, u.request, { exclude: [source] }), note: '' };
+  let members = within.get(group);
+  if (members === undefined) {
+    members = groupMembers(snapshot, group);
+    within.set(group, members);
+  }
+  const inGroup = pickTarget(ledger, u.request, { exclude: [source], within: members });
+  if (inGroup.ok) return { pick: inGroup, note: `stays in cluster group "${group}"` };
+  const anywhere = pickTarget(ledger, u.request, { exclude: [source] });
+  const others = [...members].some((name) => name !== source);
+  const why = others ? `no member of cluster group "${group}" fits (${inGroup.reason})` : `cluster group "${group}" has no other member`;
+  return { pick: anywhere, note: `${why}; placed outside the group` };
 }
 
 /** A planned instance that stays on the member: stopped if running, else nothing to do. */

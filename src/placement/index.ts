@@ -4,9 +4,12 @@ export type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot, VolumeSnapshot 
 export {
   LoadLedger,
   buildLedger,
+  clusterGroupKey,
+  clusterGroupOf,
   compareText,
   cpuLimit,
   describeDemand,
+  groupMembers,
   indexVolumes,
   instanceDemand,
   listNames,
@@ -19,4 +22,4 @@ export {
   placementRequest,
   volumeRefs,
 } from './placement.js';
-export type { Demand, MemberLoad, PickResult, PlacementRequest, VolumeIndex, VolumeRef } from './placement.js';
+export type { Demand, MemberLoad, PickOptions, PickResult, PlacementRequest, VolumeIndex, VolumeRef } from './placement.js';

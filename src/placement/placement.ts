@@ -82,6 +82,15 @@ export function placementGroup(inst: InstanceSnapshot): string | undefined {
   return g === '' ? undefined : g;
 }
 
+/** The instance key recording the cluster group `--target=@<group>` placed it into (LXD 6.x's name). */
+export const clusterGroupKey = 'volatile.cluster.group';
+
+/** The cluster group the instance was placed into, or undefined when it was placed without one. */
+export function clusterGroupOf(inst: Pick<InstanceSnapshot, 'config'>): string | undefined {
+  const g = inst.config[clusterGroupKey] ?? '';
+  return g === '' ? undefined : g;
+}
+
 /** What moving `inst` would take from a target: its limits and the bytes of its root and custom volumes. */
 export function instanceDemand(
   inst: InstanceSnapshot,
@@ -246,6 +255,14 @@ function shortfall(load: Readonly<MemberLoad>, request: Demand): string[] {
   return lacking;
 }
 
+/** Which members a pick may choose from. */
+export interface PickOptions {
+  /** Members never chosen (the member being evacuated, the instance's own). */
+  exclude: readonly string[];
+  /** When set, only these members are candidates (the members of a cluster group, for `--target=@<group>`). */
+  within?: ReadonlySet<string>;
+}
+
 /**
  * Choose the member for `request` by the rules of spec section 4: Online, not excluded, not
  * `scheduler.instance=manual`, same architecture, with room; then members without the request's
@@ -254,14 +271,14 @@ function shortfall(load: Readonly<MemberLoad>, request: Demand): string[] {
 export function pickTarget(
   ledger: LoadLedger,
   request: PlacementRequest,
-  options: { exclude: readonly string[] } = { exclude: [] },
+  options: PickOptions = { exclude: [] },
 ): PickResult {
   const holders = request.group !== undefined && request.group !== '' ? ledger.groupHolders(request.project, request.group) : undefined;
   let best: Readonly<MemberLoad> | undefined;
   let bestSpread = false;
   let bestShare = 0;
   for (const load of ledger.members) {
-    if (options.exclude.includes(load.member.name)) continue;
+    if (!candidate(load.member.name, options)) continue;
     if (ineligibility(load, request) !== null || !hasRoom(load, request)) continue;
     const spread = (holders?.get(load.member.name) ?? 0) === 0;
     const loadShare = memberLoadShare(load);
@@ -278,12 +295,25 @@ export function pickTarget(
     }
   }
   if (best !== undefined) return { ok: true, member: best.member.name };
-  return { ok: false, reason: noRoomReason(ledger, request, options.exclude) };
+  return { ok: false, reason: noRoomReason(ledger, request, options) };
 }
 
-/** Pick a member for a new instance created without `--target`: the same rules, nothing excluded. */
-export function placeNewInstance(snapshot: ClusterSnapshot, request: PlacementRequest): PickResult {
-  return pickTarget(new LoadLedger(snapshot), request);
+/** Whether `options` let a pick consider `member` at all. */
+function candidate(member: string, options: PickOptions): boolean {
+  return !options.exclude.includes(member) && (options.within === undefined || options.within.has(member));
+}
+
+/** The members of cluster group `group` in `snapshot` (empty if no member is in it). */
+export function groupMembers(snapshot: ClusterSnapshot, group: string): Set<string> {
+  return new Set(snapshot.members.filter((m) => m.clusterGroups.includes(group)).map((m) => m.name));
+}
+
+/**
+ * Pick a member for a new instance created without `--target` (the same rules, nothing excluded), or, with
+ * `within`, among the members of the cluster group `--target=@<group>` named.
+ */
+export function placeNewInstance(snapshot: ClusterSnapshot, request: PlacementRequest, within?: ReadonlySet<string>): PickResult {
+  return pickTarget(new LoadLedger(snapshot), request, within === undefined ? { exclude: [] } : { exclude: [], within });
 }
 
 /** What a request needs, as the refusal shows it (`2 CPU, 1.00GiB memory, 300.00MiB disk`). */
@@ -299,10 +329,10 @@ export function describeDemand(demand: Demand): string {
 const namesPerReason = 3;
 
 /** One line naming, per reason, the members that could not take `request` (computed only on refusal). */
-function noRoomReason(ledger: LoadLedger, request: PlacementRequest, exclude: readonly string[]): string {
+function noRoomReason(ledger: LoadLedger, request: PlacementRequest, options: PickOptions): string {
   const byReason = new Map<string, string[]>();
   for (const load of ledger.members) {
-    if (exclude.includes(load.member.name)) continue;
+    if (!candidate(load.member.name, options)) continue;
     const why = ineligibility(load, request) ?? `not enough ${shortfall(load, request).join(' and ')}`;
     const names = byReason.get(why);
     if (names === undefined) byReason.set(why, [load.member.name]);

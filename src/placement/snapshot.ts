@@ -20,6 +20,8 @@ export interface MemberSnapshot {
    * volumes hold, or, without `capacity.disk`, the pool's free space.
    */
   diskFree: number;
+  /** The cluster groups the member is in (`default` unless it was assigned elsewhere). */
+  clusterGroups: readonly string[];
 }
 
 /** An instance as placement sees it. */

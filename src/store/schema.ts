@@ -176,6 +176,17 @@ export interface EvacuationRecord {
   error: string;
 }
 
+/**
+ * A cluster group (LXD's `lxc cluster group`): members an instance can be placed among with
+ * `--target=@<group>`. A member in no group's list belongs to `default`, so new members join it by themselves.
+ */
+export interface GroupRecord {
+  name: string;
+  description: string;
+  /** Members explicitly in the group, in name order. */
+  members: string[];
+}
+
 /** A one-time token: to join the cluster (`lxc cluster add`) or to be trusted as a client (`lxc config trust add`). */
 export interface TokenRecord {
   kind: 'join' | 'trust';
@@ -247,6 +258,8 @@ export const keys = {
   /** The trust store: client certificates by fingerprint. */
   certificate: (fingerprint: string) => `certificates/${fingerprint}`,
   certificates: () => 'certificates/',
+  group: (name: string) => `groups/${name}`,
+  groups: () => 'groups/',
   events: () => 'events/',
   event: (id: string) => `events/${id}`,
 } as const;

@@ -498,3 +498,77 @@ test('a 10,000-instance cluster plans the evacuation of 1,000 instances correctl
   }
   assert.deepEqual(plan.refusals, []);
 });
+
+/** m1 is evacuated; m2 is empty and first by name, m3 and m4 form cluster group `g`. */
+function groupedMembers(): ReturnType<typeof member>[] {
+  return [
+    member('m1', { clusterGroups: ['default', 'g'] }),
+    member('m2'),
+    member('m3', { clusterGroups: ['default', 'g'] }),
+    member('m4', { clusterGroups: ['g'] }),
+  ];
+}
+
+test('evacuation keeps an instance inside the cluster group it was placed into, and says so', () => {
+  const plan = planEvacuation(
+    snapshot(groupedMembers(), [
+      instance('grouped', 'm1', { config: { 'volatile.cluster.group': 'g' } }),
+      instance('free', 'm1'),
+    ]),
+    'm1',
+  );
+  assert.deepEqual(plan.refusals, []);
+  assert.ok(['m3', 'm4'].includes(entry(plan, 'grouped').target ?? ''), `grouped goes to ${entry(plan, 'grouped').target}`);
+  assert.match(entry(plan, 'grouped').reason, /stays in cluster group "g"/);
+  assert.equal(entry(plan, 'free').target, 'm2', 'an instance placed without a group goes anywhere (m2 is the emptiest and first)');
+  assert.doesNotMatch(entry(plan, 'free').reason, /cluster group/);
+});
+
+test('evacuation leaves the cluster group when no other member of it has room, and says so', () => {
+  const full = [
+    member('m1', { clusterGroups: ['g'] }),
+    member('m2'),
+    member('m3', { clusterGroups: ['g'], diskFree: 10 * MiB }),
+  ];
+  const plan = planEvacuation(snapshot(full, [instance('grouped', 'm1', { config: { 'volatile.cluster.group': 'g' } })]), 'm1');
+  assert.equal(entry(plan, 'grouped').target, 'm2');
+  assert.match(entry(plan, 'grouped').reason, /no member of cluster group "g" fits \(.*m3: not enough disk.*\); placed outside the group/);
+
+  const alone = planEvacuation(
+    snapshot([member('m1', { clusterGroups: ['solo', 'default'] }), member('m2')], [
+      instance('single', 'm1', { config: { 'volatile.cluster.group': 'solo' } }),
+    ]),
+    'm1',
+  );
+  assert.equal(entry(alone, 'single').target, 'm2');
+  assert.match(entry(alone, 'single').reason, /cluster group "solo" has no other member; placed outside the group/);
+});
+
+test('the cluster group counts the moves planned before: the second instance leaves the group once it is full', () => {
+  const members = [
+    member('m1', { clusterGroups: ['g'] }),
+    member('m2'),
+    member('m3', { clusterGroups: ['g'], diskFree: 1536 * MiB }),
+  ];
+  const plan = planEvacuation(
+    snapshot(members, [
+      instance('a', 'm1', { config: { 'volatile.cluster.group': 'g' } }),
+      instance('b', 'm1', { config: { 'volatile.cluster.group': 'g' } }),
+    ]),
+    'm1',
+  );
+  const targets = [entry(plan, 'a').target, entry(plan, 'b').target].sort();
+  assert.deepEqual(targets, ['m2', 'm3'], 'one fits in the group, the other falls back');
+});
+
+test('a member of the cluster group that is not Online is never a target', () => {
+  const plan = planEvacuation(
+    snapshot(
+      [member('m1', { clusterGroups: ['g'] }), member('m2'), member('m3', { clusterGroups: ['g'], status: 'Evacuated' })],
+      [instance('grouped', 'm1', { config: { 'volatile.cluster.group': 'g' } })],
+    ),
+    'm1',
+  );
+  assert.equal(entry(plan, 'grouped').target, 'm2');
+  assert.match(entry(plan, 'grouped').reason, /m3: evacuated.*placed outside the group/);
+});

@@ -18,6 +18,7 @@ export function member(name: string, over: Partial<Omit<MemberSnapshot, 'name'>>
     cpuCapacity: 8,
     memoryCapacity: 16 * GiB,
     diskFree: 100 * GiB,
+    clusterGroups: ['default'],
     ...over,
   };
 }

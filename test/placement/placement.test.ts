@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   LoadLedger,
+  groupMembers,
   instanceDemand,
   pickTarget,
   placeNewInstance,
@@ -228,4 +229,14 @@ test('a thousand picks over a hundred members fill members evenly and never over
   for (let i = 0; i < 1000; i++) ledger.place(picked(ledger, req), req);
   for (const load of ledger.members) assert.equal(load.cpuUsed, 20);
   assert.equal(pickTarget(ledger, req).ok, false);
+});
+
+test('a new instance with --target=@<group> is placed only among the members of that cluster group', () => {
+  const snap = snapshot([member('m1'), member('m2', { clusterGroups: ['default', 'g'] }), member('m3', { clusterGroups: ['g'] })]);
+  const request = { cpu: 0, memoryBytes: 0, bytes: 0, architecture: 'x86_64', project: 'default' };
+  assert.deepEqual(placeNewInstance(snap, request), { ok: true, member: 'm1' }, 'without a group, m1 (first by name) wins');
+  assert.deepEqual(placeNewInstance(snap, request, groupMembers(snap, 'g')), { ok: true, member: 'm2' });
+  const none = placeNewInstance(snap, request, groupMembers(snap, 'empty'));
+  assert.equal(none.ok, false);
+  assert.match(none.ok ? '' : none.reason, /no other member/);
 });

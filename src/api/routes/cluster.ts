@@ -12,10 +12,14 @@ import type { Member } from '../../daemon/context.js';
 import { issueToken } from '../../cluster/tokens.js';
 import { requestPorts } from '../../daemon/drainer-ports.js';
 import { memberProgress, requestStateChange } from '../../evacuation/requests.js';
+import { GroupService, groupsOf } from '../../cluster/groups.js';
+import { checkConfig } from '../../config/keys.js';
 
 const memberUpdate = z.object({
   config: z.record(z.string(), z.unknown()).optional(),
   description: z.string().optional(),
+  /** The groups the member is to be in, exactly (`lxc cluster group assign`). */
+  groups: z.array(z.string()).nullable().optional(),
 }).passthrough();
 
 const stateRequest = z.object({
@@ -23,8 +27,8 @@ const stateRequest = z.object({
   mode: z.string().optional(),
 }).passthrough();
 
-/** A member as LXD's API shows it. */
-export function memberToApi(view: MemberView): Record<string, unknown> {
+/** A member as LXD's API shows it, with the cluster groups it is in. */
+export function memberToApi(view: MemberView, membership: ReadonlyMap<string, readonly string[]>): Record<string, unknown> {
   const r = view.record;
   return {
     server_name: r.name,
@@ -37,7 +41,7 @@ export function memberToApi(view: MemberView): Record<string, unknown> {
     description: r.description,
     config: r.config,
     roles: ['database'],
-    groups: ['default'],
+    groups: groupsOf(membership, r.name),
   };
 }
 
@@ -68,12 +72,15 @@ export async function localMemberState(m: Member): Promise<Record<string, unknow
 /** Register the cluster routes. */
 export function registerClusterRoutes(r: Router): void {
   const m = r.member;
+  const groups = new GroupService(m.store);
 
   r.on('GET', '/1.0/cluster', async (_req, reply) => sync(reply, { server_name: m.name, enabled: true, member_config: [] }));
 
   r.on('GET', '/1.0/cluster/members', async (req, reply) => {
     const views = (await m.cluster.members()).sort((a, b) => a.record.name.localeCompare(b.record.name));
-    return sync(reply, recursion(req) > 0 ? views.map(memberToApi) : views.map((v) => `/1.0/cluster/members/${v.record.name}`));
+    if (recursion(req) === 0) return sync(reply, views.map((v) => `/1.0/cluster/members/${v.record.name}`));
+    const membership = await groups.membership();
+    return sync(reply, views.map((v) => memberToApi(v, membership)));
   });
 
   // A join token for a new member (LXD's `lxc cluster add <name>`).
@@ -99,7 +106,10 @@ export function registerClusterRoutes(r: Router): void {
     return asyncReply(reply, op);
   });
 
-  r.on('GET', '/1.0/cluster/members/:name', async (req, reply) => sync(reply, memberToApi(await m.cluster.member(param(req, 'name')))));
+  r.on('GET', '/1.0/cluster/members/:name', async (req, reply) => {
+    const view = await m.cluster.member(param(req, 'name'));
+    return sync(reply, memberToApi(view, await groups.membership()));
+  });
 
   // `lxc cluster remove [--force]`: the member's daemon sees its record gone at its next heartbeat and stops.
   r.on('DELETE', '/1.0/cluster/members/:name', async (req, reply) => {
@@ -113,6 +123,10 @@ export function registerClusterRoutes(r: Router): void {
     const name = param(req, 'name');
     const body = parseBody(req, memberUpdate);
     await m.cluster.member(name);
+    // Config is checked before the groups are written, so a refused request changes nothing.
+    const problem = body.config ? checkConfig('member', body.config) : null;
+    if (problem) throw errors.badRequest(problem);
+    if (body.groups !== undefined) await groups.assign(name, body.groups ?? []);
     await m.cluster.updateMember(name, { config: body.config, description: body.description }, replace);
     return sync(reply, {});
   };

@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
-import { forwardTo, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
+import { forwardTo, forwardedHeader, param, parseBody, projectOf, queryParam, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
 import type { InstanceRecord, InstanceSnapshotRecord } from '../../store/schema.js';
 import { keys } from '../../store/schema.js';
@@ -14,7 +14,8 @@ import type { InstanceKeys } from '../../cluster/internal.js';
 import { instanceEtag, type CreateInstance } from '../../instances/service.js';
 import { attachedVolumes } from '../../config/devices.js';
 import { expandInstance, type ProfileSet } from '../../config/expand.js';
-import { placeNewInstance } from '../../placement/index.js';
+import { clusterGroupKey, groupMembers, pickTarget, LoadLedger, placeNewInstance, placementRequest } from '../../placement/index.js';
+import { GroupService } from '../../cluster/groups.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { parseBytes } from '../../util/units.js';
 import { checkUserChange } from '../../config/keys.js';
@@ -22,6 +23,12 @@ import type { Member } from '../../daemon/context.js';
 import type { RunContext } from '../../operations/operations.js';
 import { commandNotExecutable, commandNotFound, startExec } from '../../instances/exec.js';
 import { ExecSession } from '../exec-session.js';
+
+/**
+ * Query parameter carrying the cluster group `--target=@<group>` chose, on a create forwarded to the chosen
+ * member (honoured only from a peer), so the member that creates the instance records it.
+ */
+const placedGroupParam = 'roost_cluster_group';
 
 const statusCodes: Record<string, number> = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 };
 
@@ -174,6 +181,7 @@ async function clusterStates(m: Member, records: InstanceRecord[]): Promise<Map<
 /** Register the instance routes. */
 export function registerInstanceRoutes(r: Router): void {
   const m = r.member;
+  const groups = new GroupService(m.store);
   // Requests about one instance are served by the member that holds it.
   const instanceOwner = async (req: FastifyRequest): Promise<string> => (await m.instances.load(projectOf(req), param(req, 'name'))).record.location;
 
@@ -213,13 +221,25 @@ export function registerInstanceRoutes(r: Router): void {
     };
     await m.instances.validateCreate(create);
     if (await m.store.get(keys.instance(project, create.name))) throw errors.instanceExists(create.name);
-    const target = queryParam(req, 'target') ?? (await chooseMember(m, create));
+    const requested = queryParam(req, 'target');
+    const fromPeer = r.origin === 'https' && req.headers[forwardedHeader] !== undefined;
+    let group = fromPeer ? queryParam(req, placedGroupParam) : undefined;
+    let target: string;
+    if (requested !== undefined && requested.startsWith('@')) {
+      group = requested.slice(1);
+      await groups.get(group); // 404 for an unknown group
+      target = await chooseMember(m, create, group);
+    } else {
+      target = requested ?? (await chooseMember(m, create));
+    }
+    if (group !== undefined && group !== '') create.config[clusterGroupKey] = group;
     const view = await m.cluster.member(target);
     if (view.status === 'Offline') throw errors.memberOffline(target);
     if (view.status !== 'Online') throw errors.memberEvacuated();
     await m.instances.checkVolumesOn(create, target); // 400 before any operation, as for other bad input
     const q = new URLSearchParams(req.query as Record<string, string>);
     q.set('target', target);
+    if (group !== undefined && group !== '') q.set(placedGroupParam, group);
     if (await forwardTo(r, req, reply, target, `/1.0/instances?${q.toString()}`)) return;
     const op = await m.operations.begin({
       description: 'Creating instance',
@@ -309,11 +329,14 @@ export function registerInstanceRoutes(r: Router): void {
     const name = param(req, 'name');
     const body = parseBody(req, postBody);
     const { record } = await m.instances.load(project, name);
-    const target = queryParam(req, 'target');
-    if (!target) {
+    const requested = queryParam(req, 'target');
+    if (!requested) {
       if (body.name && body.name !== name) throw errors.badRequest('Renaming instances is not supported yet');
       throw errors.badRequest('A move needs a target member (?target=<member>)');
     }
+    const group = requested.startsWith('@') ? requested.slice(1) : undefined;
+    if (group !== undefined) await groups.get(group); // 404 for an unknown group
+    const target = group === undefined ? requested : await chooseMoveTarget(m, record, group);
     const view = await m.cluster.member(target);
     if (target === record.location) throw errors.badRequest(`Instance "${name}" is already on member "${target}"`);
     if (view.status === 'Offline') throw errors.memberOffline(target);
@@ -332,6 +355,8 @@ export function registerInstanceRoutes(r: Router): void {
           signal: ctx.signal,
           onProgress: (done, total) => ctx.update({ migration_progress: `${Math.round((100 * done) / Math.max(1, total))}% (${done}/${total} bytes)` }),
         });
+        // As LXD 6.x: a move to `@<group>` records the group, so evacuation keeps the instance in it.
+        if (group !== undefined) await m.instances.setConfig(project, name, { [clusterGroupKey]: group });
       },
     });
     return asyncReply(reply, op);
@@ -429,13 +454,20 @@ function execResult(ctx: RunContext, code: number): Record<string, unknown> {
   return { return: code };
 }
 
-/** Pick a member for a new instance without --target (placement over a fresh snapshot). */
-async function chooseMember(m: Member, create: CreateInstance): Promise<string> {
+/**
+ * Pick a member for a new instance without --target, or with `--target=@<group>` among that cluster
+ * group's members (placement over a fresh snapshot).
+ */
+async function chooseMember(m: Member, create: CreateInstance, group?: string): Promise<string> {
   const snapshot = await readSnapshot(m);
   const expanded = await m.instances.expandCreate(create);
+  const within = group === undefined ? undefined : groupMembers(snapshot, group);
   const volumes = attachedVolumes(expanded.devices);
   if (volumes.length > 0) {
     const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.volume && v.project === create.project);
+    if (vol && within !== undefined && !within.has(vol.location)) {
+      throw errors.badRequest(`Volume "${vol.name}" is on member "${vol.location}", which is not in cluster group "${group ?? ''}"`);
+    }
     if (vol) return vol.location;
   }
   const placed = placeNewInstance(snapshot, {
@@ -445,7 +477,22 @@ async function chooseMember(m: Member, create: CreateInstance): Promise<string> 
     memoryBytes: parseBytes(expanded.config['limits.memory'] ?? '') ?? 0,
     bytes: 0,
     group: expanded.config['placement.group'],
-  });
-  if (!placed.ok) throw errors.badRequest(`No suitable cluster member for the instance: ${placed.reason}`);
+  }, within);
+  if (!placed.ok) throw errors.badRequest(`No suitable cluster member for the instance${inGroup(group)}: ${placed.reason}`);
   return placed.member;
+}
+
+const inGroup = (group: string | undefined): string => (group === undefined ? '' : ` in cluster group "${group}"`);
+
+/** Pick the member a move to `--target=@<group>` goes to: the placement rules, among the group's other members. */
+async function chooseMoveTarget(m: Member, record: InstanceRecord, group: string): Promise<string> {
+  const snapshot = await readSnapshot(m);
+  const inst = snapshot.instances.find((i) => i.project === record.project && i.name === record.name);
+  if (inst === undefined) throw errors.instanceNotFound();
+  const picked = pickTarget(new LoadLedger(snapshot), placementRequest(inst, snapshot), {
+    exclude: [record.location],
+    within: groupMembers(snapshot, group),
+  });
+  if (!picked.ok) throw errors.badRequest(`No suitable cluster member for the instance${inGroup(group)}: ${picked.reason}`);
+  return picked.member;
 }

@@ -1,4 +1,4 @@
-// `roost cluster ...`: members (list, show, get/set/unset) and evacuate/restore.
+// `roost cluster ...`: members (list, show, get/set/unset), evacuate/restore, and groups (cluster-groups.ts).
 
 import type { Command } from 'commander';
 import { ApiClientError, type Operation, type RoostClient } from '../../client/client.js';
@@ -15,6 +15,7 @@ import { parseFormat, renderList, renderTable, renderYaml, upperState } from '..
 import { LiveProgressView } from '../live-progress.js';
 import { askBool } from '../prompt.js';
 import { evacuateRequestBody, parsePositiveInt, seg } from '../requests.js';
+import { registerClusterGroupCommands } from './cluster-groups.js';
 
 /** The API extension that tells a server understands `dry_run` (an older one would really evacuate). */
 export const planExtension = 'roost_evacuation_plan';
@@ -246,4 +247,6 @@ Are you really sure you want to force removing ${member}? (yes/no): `;
 
   stateCommand('evacuate', 'Evacuate a cluster member', 'Force an action for every instance (auto, migrate, live-migrate, stop, force-stop)').alias('evac');
   stateCommand('restore', 'Restore an evacuated cluster member', 'Restore mode (skip: set the member online without moving anything)');
+
+  registerClusterGroupCommands(cluster, ctx);
 }

@@ -161,7 +161,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       .argument('[image-or-name]', 'Image alias, or the instance name ([<remote>:]<name>) when it is the only argument')
       .argument('[name]', 'Instance name, [<remote>:]<name>')
       .option('--type <type>', 'Instance type (process, container, sim)')
-      .option('--target <member>', 'Cluster member to create the instance on')
+      .option('--target <member>', 'Cluster member to create the instance on, or @<group> for any member of a cluster group')
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
       .option('--empty', 'Create the instance without an image')
       .option('-p, --profile <profile>', 'Profile to apply, in order (repeatable; default: default)', collect, [])
@@ -212,7 +212,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
     .description('Move an instance to another cluster member (or rename it)')
     .argument('<name>', '[<remote>:]<name>')
     .argument('[new-name]', '[<remote>:]<new-name>')
-    .option('--target <member>', 'Cluster member to move the instance to')
+    .option('--target <member>', 'Cluster member to move the instance to, or @<group> for any other member of a cluster group')
     .action(async (rawName: string, rawNewName: string | undefined, flags: { target?: string }) => {
       const source = ctx.target(rawName, 'instance');
       const dest = rawNewName === undefined ? undefined : parseRemoteName(rawNewName, ctx.env);
