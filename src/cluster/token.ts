@@ -1,6 +1,8 @@
 // Join tokens as LXD prints them: base64 of a JSON object naming the member, the secret, the
 // cluster certificate fingerprint and where to reach the cluster (Roost adds the store URL).
 
+import { z } from 'zod';
+
 /** The decoded token. */
 export interface JoinToken {
   server_name: string;
@@ -34,4 +36,24 @@ export function decodeJoinToken(text: string): JoinToken {
     expires_at: t.expires_at ?? '',
     store: t.store ?? '',
   };
+}
+
+/** The metadata of the operation `POST /1.0/cluster/members` answers (LXD's token operation, plus the store URL). */
+const tokenOperation = z.object({
+  metadata: z.object({
+    serverName: z.string(),
+    secret: z.string(),
+    fingerprint: z.string(),
+    addresses: z.array(z.string()),
+    expiresAt: z.string(),
+    store: z.string(),
+  }),
+});
+
+/** The printable token of a join-token operation (what `roost cluster add` prints and `roostd --join` takes). */
+export function joinTokenOf(operation: unknown): string {
+  const parsed = tokenOperation.safeParse(operation);
+  if (!parsed.success) throw new Error('the server answered no join token');
+  const t = parsed.data.metadata;
+  return encodeJoinToken({ server_name: t.serverName, secret: t.secret, fingerprint: t.fingerprint, addresses: t.addresses, expires_at: t.expiresAt, store: t.store });
 }

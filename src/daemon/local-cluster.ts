@@ -7,7 +7,7 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RoostClient } from '../client/client.js';
-import { encodeJoinToken } from '../cluster/token.js';
+import { joinTokenOf } from '../cluster/token.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
 
 /** One member of a local cluster. */
@@ -113,9 +113,7 @@ export class LocalCluster {
     const client = this.client(via);
     try {
       const res = await client.request('POST', '/1.0/cluster/members', { server_name: name });
-      const op = res.metadata as { metadata: { serverName: string; secret: string; fingerprint: string; addresses: string[]; expiresAt: string; store: string } };
-      const t = op.metadata;
-      return encodeJoinToken({ server_name: t.serverName, secret: t.secret, fingerprint: t.fingerprint, addresses: t.addresses, expires_at: t.expiresAt, store: t.store });
+      return joinTokenOf(res.metadata);
     } finally {
       await client.close();
     }
