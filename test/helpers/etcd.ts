@@ -33,13 +33,18 @@ export interface EtcdClusterOptions {
   tls?: EtcdTlsFiles;
   /** How long to wait for the cluster to become healthy (default 20 s). */
   startTimeoutMs?: number;
+  /**
+   * The address clients reach etcd on (default 127.0.0.1): another local address, such as a bridge that
+   * members in network namespaces reach, when clients live elsewhere. Peers stay on loopback.
+   */
+  clientHost?: string;
 }
 
 /** A running test cluster. */
 export interface EtcdCluster {
   /** The data directory of all members (removed by `stopAll`). */
   dir: string;
-  /** Client endpoints, `127.0.0.1:port`, one per member in member order. */
+  /** Client endpoints, `host:port` (on `clientHost`), one per member in member order. */
   endpoints: string[];
   /** A store URL naming every member (`etcd://…`), with the TLS query when the cluster uses TLS. */
   url: string;
@@ -97,10 +102,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** True if something accepts TCP connections on 127.0.0.1:`port`. */
-async function listening(port: number): Promise<boolean> {
+/** True if something accepts TCP connections on `host`:`port`. */
+async function listening(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
+    const socket = connect({ host, port });
     socket.setTimeout(500);
     socket.once('connect', () => {
       socket.destroy();
@@ -163,6 +168,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
 async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const count = options.nodes ?? 3;
   const tls = options.tls;
+  const host = options.clientHost ?? '127.0.0.1';
   const scheme = tls ? 'https' : 'http';
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-etcd-'));
   directories.add(dir);
@@ -172,7 +178,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   }
   const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(',');
   const token = `roost-test-${path.basename(dir)}`;
-  const endpoints = members.map((m) => `127.0.0.1:${m.clientPort}`);
+  const endpoints = members.map((m) => `${host}:${m.clientPort}`);
   const tlsQuery = tls
     ? `?${new URLSearchParams({ cacert: tls.cacert, cert: tls.cert, key: tls.key }).toString()}`
     : '';
@@ -181,8 +187,8 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     const args = [
       '--name', m.name,
       '--data-dir', path.join(dir, m.name),
-      '--listen-client-urls', `${scheme}://127.0.0.1:${m.clientPort}`,
-      '--advertise-client-urls', `${scheme}://127.0.0.1:${m.clientPort}`,
+      '--listen-client-urls', `${scheme}://${host}:${m.clientPort}`,
+      '--advertise-client-urls', `${scheme}://${host}:${m.clientPort}`,
       '--listen-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-cluster', initialCluster,
@@ -231,7 +237,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
 
   async function healthy(m: Member): Promise<boolean> {
     try {
-      const body = await fetchText(`${scheme}://127.0.0.1:${m.clientPort}/health`, tls);
+      const body = await fetchText(`${scheme}://${host}:${m.clientPort}/health`, tls);
       return (JSON.parse(body) as { health?: string }).health === 'true';
     } catch {
       return false;
@@ -285,7 +291,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
       // etcd answers requests only once it has rejoined a quorum, which a member restarted alone cannot;
       // so wait until it listens, and let callers wait for health when they need it.
       const deadline = Date.now() + 20_000;
-      while (!(await listening(m.clientPort))) {
+      while (!(await listening(host, m.clientPort))) {
         if (!m.process || Date.now() > deadline) throw new Error(`etcd member ${i} did not come back:\n${logTail(m)}`);
         await sleep(25);
       }
@@ -296,7 +302,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
         for (const [i, m] of members.entries()) {
           if (!m.process) continue;
           try {
-            const metrics = await fetchText(`${scheme}://127.0.0.1:${m.clientPort}/metrics`, tls);
+            const metrics = await fetchText(`${scheme}://${host}:${m.clientPort}/metrics`, tls);
             if (/^etcd_server_is_leader 1$/m.test(metrics)) return i;
           } catch {
             // Not answering yet: ask the others, then again.
