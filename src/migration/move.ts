@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import type { Store, Op, Compare } from '../store/store.js';
+import type { Store, Op, Compare, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import type { StorageDriver, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
@@ -96,6 +96,17 @@ export function moveFailureKind(err: unknown): 'busy' | 'target-unavailable' | '
   if (err instanceof MoveBusyError) return 'busy';
   if (err instanceof MoveAbortedError && err.targetUnavailable) return 'target-unavailable';
   return 'failed';
+}
+
+/** Watches a move from the outside (see Migrator.watchMove). */
+interface MoveWatchdog {
+  /** Aborted once the move can no longer lead anywhere. */
+  signal: AbortSignal;
+  /** Aborted once the target is Offline (even after the move stopped for another reason). */
+  targetGone: AbortSignal;
+  /** Why, once it is so: the error the move fails with. */
+  reason(): Error | null;
+  close(): void;
 }
 
 /** Services the migrator uses. */
@@ -220,12 +231,14 @@ export class Migrator {
     // Recovery (which may run meanwhile, retrying an earlier failure) leaves this move alone.
     this.active.add(id);
     const link = this.deps.internal.moveTarget(target.address, id);
+    const watchdog = await this.watchMove(req.target, req.fence);
+    const signal = req.signal ? AbortSignal.any([req.signal, watchdog.signal]) : watchdog.signal;
     try {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
         const warm = req.precopy === true && precopyFits(svc, loaded)
-          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
           req.onPhase?.('copying');
@@ -240,7 +253,7 @@ export class Migrator {
             .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
         );
         await advance('stopped');
-        this.throwIfAborted(req.signal);
+        this.throwIfAborted(signal);
 
         // 3. Stream (after a pre-copy, only what changed since its last pass).
         req.onPhase?.('copying');
@@ -251,16 +264,16 @@ export class Migrator {
           const total = sizes.reduce((a, b) => a + b, 0);
           let done = 0;
           req.onProgress?.(0, total);
-          await link.prepare(refs, req.signal);
+          await link.prepare(refs, signal);
           for (const ref of refs) {
-            this.throwIfAborted(req.signal);
+            this.throwIfAborted(signal);
             const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
             const digester = new Digester((n) => {
               done += n;
               req.onProgress?.(done, Math.max(total, done));
             });
             const body = Readable.from(pack).pipe(digester);
-            const remote = await link.sendVolume(ref, body, req.signal);
+            const remote = await link.sendVolume(ref, body, signal);
             const local = digester.digest();
             if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
               throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
@@ -269,10 +282,10 @@ export class Migrator {
         }
 
         // 4. Target makes the copies durable.
-        this.throwIfAborted(req.signal);
-        await link.commit(req.signal);
+        this.throwIfAborted(signal);
+        await link.commit(signal);
         const copiedRevision = await advance('copied');
-        this.throwIfAborted(req.signal);
+        this.throwIfAborted(signal);
 
         // 5. Commit the new location, only while the target still takes instances.
         const guard = await this.targetGuard(req.target, req.allowRestoringTarget === true);
@@ -306,18 +319,71 @@ export class Migrator {
         }
         committed = true;
       } catch (err) {
-        await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
+        await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation, watchdog.targetGone).catch((e: unknown) => {
           log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry');
           this.retryRecoverySoon();
         });
+        const cut = watchdog.reason();
+        if (cut && !req.signal?.aborted) throw cut;
         if (err instanceof ApiError) throw err;
         if (req.signal?.aborted) throw err;
         throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
       }
       if (committed) await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
     } finally {
+      watchdog.close();
       this.active.delete(id);
     }
+  }
+
+  /**
+   * Stops a move's copy once it can lead nowhere: its target stopped heartbeating (a stream into a member cut
+   * off from the network would otherwise hang until TCP gives up, many minutes later, holding the instances'
+   * locks, so no later order could move them either), or the drainer term that ordered it ended (its commit is
+   * fenced and would fail anyway). Both are watched in the store, so the copy ends as soon as the store knows.
+   */
+  private async watchMove(target: string, fence: MoveRequest['fence']): Promise<MoveWatchdog> {
+    const { store } = this.deps;
+    const abort = new AbortController();
+    const gone = new AbortController();
+    let reason: Error | null = null;
+    const stop = (why: Error): void => {
+      if (why instanceof MoveAbortedError) gone.abort(why);
+      if (reason) return;
+      reason = why;
+      abort.abort(why);
+    };
+    const watches: Watch[] = [];
+    const offline = (): MoveAbortedError => new MoveAbortedError(`member "${target}" went offline during the move`, true);
+    // Best effort: a store that cannot be read now fails the move's own writes soon enough.
+    try {
+      const beat = await store.get(keys.heartbeat(target));
+      if (!beat) stop(offline());
+      else {
+        watches.push(store.watch(beat.key, beat.modRevision, (events) => {
+          if (events.some((e) => e.type === 'delete' && e.kv.key === beat.key)) stop(offline());
+        }, () => undefined));
+      }
+      if (fence) {
+        const leader = await store.get(fence.key);
+        if (!leader || leader.createRevision !== fence.createRevision) stop(new FenceLostError());
+        else {
+          watches.push(store.watch(fence.key, leader.modRevision, (events) => {
+            if (events.some((e) => e.kv.key === fence.key && (e.type === 'delete' || e.kv.createRevision !== fence.createRevision))) stop(new FenceLostError());
+          }, () => undefined));
+        }
+      }
+    } catch (err) {
+      this.deps.log.warn({ err }, 'could not watch a move\'s target and drainer term; the move goes on unwatched');
+    }
+    return {
+      signal: abort.signal,
+      targetGone: gone.signal,
+      reason: () => reason,
+      close: () => {
+        for (const w of watches) w.close();
+      },
+    };
   }
 
   /** After the commit: start on the target, delete the source copies, clear the journal. */
@@ -363,13 +429,15 @@ export class Migrator {
    * the caller holds the instance locks). A target that cannot be reached does not keep the instance
    * hostage: nothing was committed there, so its copies are garbage its own recovery removes at boot.
    */
-  private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean): Promise<void> {
+  private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean, targetGone?: AbortSignal): Promise<void> {
     const first = journals[0];
     if (!first) return;
     try {
-      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes });
+      // A target gone Offline may not answer for a long time; it removes the copy itself when it is back.
+      if (targetGone?.aborted) throw targetGone.reason;
+      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes }, targetGone);
     } catch (err) {
-      if (!(err instanceof PeerUnreachableError)) throw err;
+      if (!(err instanceof PeerUnreachableError) && !targetGone?.aborted) throw err;
       this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');
     }
     await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
