@@ -102,6 +102,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const unixApp = await buildApi(member, 'unix');
     await unixApp.listen({ path: socketPath });
 
+    // Back after being cut off: copies other members gave up sending here meanwhile are garbage now.
+    cluster.onReturn(() => void migrator.sweepAbandoned().catch((err: unknown) => log.warn({ err }, 'could not sweep abandoned incoming copies')));
     const record = await cluster.register(member.address);
     await cluster.startHeartbeat();
     await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`);

@@ -590,6 +590,53 @@ export class Migrator {
     for (const ref of refs) if (!(await this.ownedHere(ref))) await pool.deleteVolume(ref);
   }
 
+  /**
+   * After this member was cut off (its heartbeat lapsed) and is back: remove what sources gave up sending here
+   * meanwhile and could not tell it, since it was unreachable: staging of moves no journal names any more, and
+   * copies already put in place whose move was rolled back (their record places them on another member, and
+   * no journal brings them here). Boot does the same for a restarted member. Everything is listed before the
+   * store is read: a move is journaled before its staging exists and keeps its journal until its location is
+   * committed, so nothing of a live move is taken; a volume without any record (being created) is left alone.
+   */
+  async sweepAbandoned(): Promise<void> {
+    const { store, pool, member, log } = this.deps;
+    const staged = await pool.listStaging();
+    const volumes = await pool.listVolumes();
+    const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
+    const journaled = new Set<string>();
+    const live = new Set<string>();
+    const elsewhere = new Set<string>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.moves())) {
+        const j = JSON.parse(kv.value) as MoveJournal;
+        live.add(j.id);
+        journaled.add(`container/${j.project}/${j.instance}`);
+        for (const v of j.volumes) journaled.add(`custom/${j.project}/${v}`);
+      } else {
+        const r = JSON.parse(kv.value) as { project: string; name: string; location: string };
+        const isInstance = kv.key.startsWith(keys.instances());
+        if (!isInstance && kv.key !== keys.volume(r.project, 'default', r.name)) continue;
+        if (r.location !== member) elsewhere.add(`${isInstance ? 'container' : 'custom'}/${r.project}/${r.name}`);
+      }
+    }
+    for (const id of new Set(staged.map((x) => x.moveId))) {
+      if (live.has(id)) continue;
+      log.info({ move: id }, 'removing the staging of a move its source gave up');
+      const writes = [...(this.writes.get(id) ?? [])];
+      for (const w of writes) w.body.destroy(new Error('move given up by its source'));
+      await Promise.all(writes.map((w) => w.done));
+      for (const x of staged) if (x.moveId === id) await pool.discardStaging(x.path);
+      this.staging.delete(id);
+    }
+    for (const ref of volumes) {
+      const key = `${ref.type}/${ref.project}/${ref.name}`;
+      if (!elsewhere.has(key) || journaled.has(key)) continue;
+      log.info({ volume: ref }, 'deleting a copy whose move was given up while this member was cut off');
+      await pool.deleteVolume(ref);
+    }
+    log.info('swept what other members gave up sending here while this member was cut off');
+  }
+
   private async assertIncoming(id: string): Promise<void> {
     const { kvs } = await this.deps.store.range(keys.moves());
     const j = kvs.map((kv) => JSON.parse(kv.value) as MoveJournal).find((x) => x.id === id);
