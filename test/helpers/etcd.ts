@@ -38,6 +38,10 @@ export interface EtcdClusterOptions {
    * members in network namespaces reach, when clients live elsewhere. Peers stay on loopback.
    */
   clientHost?: string;
+  /** Where the data directory is made (default the system's temporary directory); tmpfs spares fsync stalls. */
+  dataParent?: string;
+  /** etcd's election timeout in ms (default 500, heartbeats a tenth of it); longer rides out a busy machine. */
+  electionTimeoutMs?: number;
 }
 
 /** A running test cluster. */
@@ -48,6 +52,8 @@ export interface EtcdCluster {
   endpoints: string[];
   /** A store URL naming every member (`etcd://…`), with the TLS query when the cluster uses TLS. */
   url: string;
+  /** The last lines of member `i`'s log (for failure messages). */
+  logTail(i: number, lines?: number): string;
   /** The store URL of one member only. */
   urlOf(i: number): string;
   /** PID of member `i`'s etcd, or null while it is not running. */
@@ -169,8 +175,9 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const count = options.nodes ?? 3;
   const tls = options.tls;
   const host = options.clientHost ?? '127.0.0.1';
+  const election = options.electionTimeoutMs ?? 500;
   const scheme = tls ? 'https' : 'http';
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-etcd-'));
+  const dir = await mkdtemp(path.join(options.dataParent ?? os.tmpdir(), 'roost-etcd-'));
   directories.add(dir);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
@@ -194,9 +201,9 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
       '--initial-cluster', initialCluster,
       '--initial-cluster-state', 'new',
       '--initial-cluster-token', token,
-      // Fast elections (and so a 1 s minimum lease TTL), a small backend, frequent snapshots.
-      '--heartbeat-interval', '50',
-      '--election-timeout', '500',
+      // Fast elections (the shortest lease etcd grants is 1.5 election timeouts), a small backend, frequent snapshots.
+      '--heartbeat-interval', String(Math.round(election / 10)),
+      '--election-timeout', String(election),
       '--quota-backend-bytes', String(256 * 1024 * 1024),
       '--snapshot-count', '5000',
       // Roost's batched writes (a move, an event sweep) can exceed the default 128 operations.
@@ -227,9 +234,9 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     });
   }
 
-  function logTail(m: Member): string {
+  function logTail(m: Member, lines = 15): string {
     try {
-      return readFileSync(path.join(dir, `${m.name}.log`), 'utf8').split('\n').slice(-15).join('\n');
+      return readFileSync(path.join(dir, `${m.name}.log`), 'utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
     }
@@ -275,6 +282,10 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     dir,
     endpoints,
     url: `etcd://${endpoints.join(',')}${tlsQuery}`,
+    logTail: (i, lines) => {
+      const m = members[i];
+      return m ? logTail(m, lines) : '(no such member)';
+    },
     urlOf: (i) => `etcd://${endpoints[i] ?? ''}${tlsQuery}`,
     pid: (i) => members[i]?.process?.pid ?? null,
     async killNode(i) {

@@ -12,7 +12,7 @@
 // A missing prerequisite (root, ip, unshare, etcd) throws: these tests fail, never skip.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -93,6 +93,8 @@ export interface HostsCluster extends ClusterView {
   leader(): Promise<string | null>;
   /** Main processes (session leaders) of an instance in every member's network namespace. */
   instanceProcesses(name: string): InstanceProcess[];
+  /** The last lines of every member's and every etcd node's log, for a failure message. */
+  report(lines?: number): string;
   /** The backing directory of a member's data (in the root namespace; for a dead member's leftovers). */
   backingDir(member: string): string;
 }
@@ -544,6 +546,11 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     async leader() {
       return (await LeaderElection.read(await cluster.store(), keys.drainerLeader()))?.member ?? null;
     },
+    report(lines = 25) {
+      const members = names.map((m) => `--- ${m} (${pid(m) === null ? 'not running' : `pid ${pid(m) ?? ''}`}) ---\n${logTail(m, lines)}`);
+      const nodes = etcd ? [0, 1, 2].map((i) => `--- etcd n${i} ---\n${etcd?.logTail(i, 10) ?? ''}`) : [];
+      return [...members, ...nodes].join('\n');
+    },
     instanceProcesses(name) {
       const out: InstanceProcess[] = [];
       for (const h of hosts.values()) {
@@ -566,6 +573,9 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
       }
       await Promise.all([...hosts.values()].map((h) => h.exited));
       await etcd?.stopAll().catch(() => undefined);
+      // ROOST_HOSTS_KEEP_LOGS=<dir> keeps the members' logs of every run there (for a look after the fact).
+      const keep = process.env.ROOST_HOSTS_KEEP_LOGS;
+      if (keep) cpSync(logsDir, path.join(keep, path.basename(root)), { recursive: true });
       removeRun(k, claim);
       liveRuns.delete(k);
     },
@@ -577,7 +587,9 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     ip(['link', 'add', bridge, 'type', 'bridge']);
     ip(['addr', 'add', `${bridgeIp}/24`, 'dev', bridge]);
     ip(['link', 'set', bridge, 'up']);
-    etcd = await startEtcdCluster({ clientHost: bridgeIp });
+    // Data on tmpfs when there is one (no fsync stalls from other work on the disk), and elections that ride out
+    // a busy machine; leases still live well under the 3 s offline threshold the suites use.
+    etcd = await startEtcdCluster({ clientHost: bridgeIp, dataParent: existsSync('/dev/shm') ? '/dev/shm' : undefined, electionTimeoutMs: 1000 });
     claim.etcdDir = etcd.dir;
     claim.etcd = [0, 1, 2].map((i) => etcd?.pid(i)).filter((p): p is number => typeof p === 'number').map((p) => ({ pid: p, startTime: startTimeOf(p) ?? 0 }));
     saveClaim(k, claim);
@@ -586,13 +598,18 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     await launch(first, { bootstrap: true });
     await client('m1').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': String(options.offlineThreshold ?? 3) } });
     for (let i = 2; i <= count; i++) await cluster.join(`m${i}`, await token('m1', `m${i}`));
+    let seen = '';
     await waitFor('every member is Online', async () => {
-      const list = (await client('m1').get('/1.0/cluster/members?recursion=1')) as { status: string }[];
+      const list = (await client('m1').get('/1.0/cluster/members?recursion=1')) as { server_name: string; status: string; message: string }[];
+      seen = list.map((x) => `${x.server_name}=${x.status} (${x.message})`).join(', ');
       return list.length === count && list.every((x) => x.status === 'Online');
-    }, 20_000);
+    }, 20_000).catch((err: unknown) => {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}; members: ${seen}`);
+    });
   } catch (err) {
+    const logs = cluster.report(15);
     await cluster.stop();
-    throw err;
+    throw new Error(`could not start the cluster: ${err instanceof Error ? err.message : String(err)}\n${logs}`);
   }
   return cluster;
 }
