@@ -1,4 +1,4 @@
-// `roost up` / `roost down`: a local multi-member cluster on this host with the embedded store.
+// `roost up` / `roost down`: a local multi-member cluster on this host, on the embedded store or a local etcd.
 
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -10,6 +10,8 @@ import { cliConfigPath, readCliConfig, writeCliConfig } from '../client/config.j
 export interface UpOptions {
   members: number;
   dir?: string;
+  /** The store of a new cluster: `sqlite` (default) or `etcd` (a local 3-node etcd under `<dir>/etcd`). */
+  store?: string;
 }
 
 /** Options of `roost down`. */
@@ -39,7 +41,10 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   if (!Number.isInteger(options.members) || options.members < 1 || options.members > 64) {
     throw new Error('--members must be a whole number from 1 to 64');
   }
-  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()));
+  if (options.store !== undefined && options.store !== 'sqlite' && options.store !== 'etcd') {
+    throw new Error(`--store must be sqlite or etcd, not "${options.store}"`);
+  }
+  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { store: options.store });
   const results = await cluster.up(options.members);
   for (const r of results) {
     const words = { joined: 'added and started', started: 'started', running: 'already running' }[r.action];
@@ -48,6 +53,8 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   const first = results[0];
   if (first) {
     writeCliConfig({ member: join(cluster.dir, first.name) });
+    const { store } = await cluster.state();
+    if (LocalCluster.storeKind(store) === 'etcd') out(`Store: local etcd in ${cluster.etcd.dir} (${store})`);
     out(`Cluster ready in ${cluster.dir}; roost commands talk to ${first.name} (set ROOST_DIR=<member dir> for another).`);
   }
 }

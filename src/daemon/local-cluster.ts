@@ -1,5 +1,6 @@
-// A local cluster on this host: N roostd processes sharing one embedded SQLite store, each with its
-// own data directory, on free loopback ports. `roost up`/`roost down` and the tests drive it.
+// A local cluster on this host: N roostd processes sharing one store, each with its own data directory, on
+// free loopback ports. The store is the embedded SQLite file, or (`roost up --store etcd`) a local 3-node
+// etcd that the cluster starts and stops with its members. `roost up`/`roost down` and the tests drive it.
 
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { RoostClient } from '../client/client.js';
 import { joinTokenOf } from '../cluster/token.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
+import { LocalEtcd } from './local-etcd.js';
 
 /** One member of a local cluster. */
 export interface LocalMember {
@@ -16,8 +18,12 @@ export interface LocalMember {
   dir: string;
 }
 
+/** Which store a local cluster runs on. */
+export type LocalStoreKind = 'sqlite' | 'etcd';
+
 /** What `cluster.json` in the cluster directory records. */
 export interface LocalClusterState {
+  /** The store URL every member uses. */
   store: string;
   members: LocalMember[];
 }
@@ -28,6 +34,8 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   /** How long to wait for a member to answer after starting it (ms). */
   readyTimeoutMs?: number;
+  /** The store of a new cluster (default `sqlite`); an existing cluster keeps the one it was created with. */
+  store?: LocalStoreKind;
 }
 
 /** Name of the i-th member (1-based): zero-padded so names sort in creation order. */
@@ -46,18 +54,43 @@ export class LocalCluster {
     this.dir = resolve(dir);
   }
 
-  /** The store URL all members share. */
-  get storeUrl(): string {
+  /** The URL of the embedded store a SQLite cluster's members share. */
+  get sqliteUrl(): string {
     return `sqlite:${join(this.dir, 'cluster.db')}`;
   }
 
-  /** The recorded members (empty if the cluster was never brought up). */
+  /** The local etcd of an etcd cluster (`<dir>/etcd`). */
+  get etcd(): LocalEtcd {
+    return new LocalEtcd(this.dir);
+  }
+
+  /** The recorded members (empty if the cluster was never brought up) and the store they use. */
   async state(): Promise<LocalClusterState> {
     try {
       return JSON.parse(await readFile(join(this.dir, 'cluster.json'), 'utf8')) as LocalClusterState;
     } catch {
-      return { store: this.storeUrl, members: [] };
+      return { store: '', members: [] };
     }
+  }
+
+  /** Which store a recorded store URL names. */
+  static storeKind(url: string): LocalStoreKind {
+    return url.startsWith('etcd:') ? 'etcd' : 'sqlite';
+  }
+
+  /**
+   * The store URL of the cluster, making its store ready: a new cluster gets the store asked for (a local
+   * etcd is created and started); an existing one keeps its own (its local etcd is started if it is down).
+   */
+  private async readyStore(state: LocalClusterState): Promise<string> {
+    const asked = this.options.store;
+    if (state.members.length > 0 && state.store !== '') {
+      const kind = LocalCluster.storeKind(state.store);
+      if (asked && asked !== kind) throw new Error(`the cluster in ${this.dir} runs on ${kind}; --store ${asked} cannot change that (remove it with "roost down --purge" first)`);
+      if (kind === 'etcd') await this.etcd.start();
+      return state.store;
+    }
+    return (asked ?? 'sqlite') === 'etcd' ? this.etcd.start() : this.sqliteUrl;
   }
 
   private async saveState(state: LocalClusterState): Promise<void> {
@@ -88,6 +121,9 @@ export class LocalCluster {
   async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' }[]> {
     await mkdir(this.dir, { recursive: true });
     const state = await this.state();
+    state.store = await this.readyStore(state);
+    // Members read the store URL from here when they start.
+    await this.saveState(state);
     const out: { name: string; action: 'started' | 'joined' | 'running' }[] = [];
     for (const m of state.members) {
       if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
@@ -122,6 +158,8 @@ export class LocalCluster {
   /** Start one member's daemon in the background and wait until it answers. */
   async startMember(m: LocalMember, how: { bootstrap?: boolean; join?: string }): Promise<void> {
     await mkdir(m.dir, { recursive: true });
+    const { store } = await this.state();
+    const storeUrl = store !== '' ? store : this.sqliteUrl;
     const logPath = join(m.dir, 'roostd.log');
     const fd = openSync(logPath, 'a');
     const self = fileURLToPath(import.meta.url);
@@ -129,7 +167,7 @@ export class LocalCluster {
     const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
     const args = [
       ...(fromSource ? ['--import', 'tsx'] : []),
-      main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', this.storeUrl,
+      main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', storeUrl,
       ...(how.bootstrap ? ['--bootstrap'] : []),
       ...(how.join ? ['--join', how.join] : []),
     ];
@@ -184,8 +222,8 @@ export class LocalCluster {
   }
 
   /**
-   * Stop every member: its instances first (cleanly, then forced), then the daemon. Data stays
-   * unless `purge`, which removes the cluster directory.
+   * Stop every member: its instances first (cleanly, then forced), then the daemon; then the local etcd, if
+   * the cluster has one. Data stays unless `purge`, which removes the cluster directory.
    */
   async down(purge: boolean): Promise<string[]> {
     const state = await this.state();
@@ -195,6 +233,7 @@ export class LocalCluster {
       await this.stopInstances(m);
       stopped.push(m.name);
     }
+    await this.etcd.stop();
     if (purge) await rm(this.dir, { recursive: true, force: true });
     return stopped;
   }

@@ -13,13 +13,14 @@ export function registerLocalClusterCommands(program: Command, ctx: CliContext):
     .description('Start (or complete) a local cluster on this host')
     .option('--members <n>', 'Number of members', '3')
     .option('--dir <dir>', 'Directory of the local cluster')
-    .action(async (flags: { members: string; dir?: string }) => {
-      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir }, out);
+    .option('--store <store>', 'Store of a new cluster: sqlite (one file) or etcd (a local 3-node etcd, as on several hosts)')
+    .action(async (flags: { members: string; dir?: string; store?: string }) => {
+      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir, store: flags.store }, out);
     });
 
   program
     .command('down')
-    .description('Stop the local cluster\'s members and instances')
+    .description('Stop the local cluster\'s members, instances and local etcd')
     .option('--dir <dir>', 'Directory of the local cluster')
     .option('--purge', 'Remove the cluster directory as well')
     .action(async (flags: { dir?: string; purge?: boolean }) => {
