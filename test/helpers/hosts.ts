@@ -35,7 +35,7 @@ const netnsPrefix = 'roost-hosts-';
 /** /16 ranges tried in order; one that any address or route of the host touches is skipped. */
 const candidateRanges = ['10.213', '10.219', '172.27'];
 /** The port every member's HTTPS listens on (each member has its own address). */
-export const memberPort = 8443;
+const memberPort = 8443;
 
 const repoRoot = path.resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 const daemonMain = path.join(repoRoot, 'src', 'daemon', 'main.ts');
@@ -242,7 +242,9 @@ function sweepLeftovers(): Set<number> {
     const m = /^rh(\d+)(br|h\d+|n\d+)$/.exec(link);
     if (m && !live.has(Number(m[1]))) unclaimed.add(Number(m[1]));
   }
-  for (const k of unclaimed) removeRun(k, null);
+  // A run that claimed its number after the registry was read has its claim file by now (it claims before it
+  // creates anything), so what it creates is left alone.
+  for (const k of unclaimed) if (!existsSync(path.join(registryDir, `${k}.json`))) removeRun(k, null);
   return live;
 }
 
@@ -547,7 +549,9 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
       return (await LeaderElection.read(await cluster.store(), keys.drainerLeader()))?.member ?? null;
     },
     report(lines = 25) {
-      const members = names.map((m) => `--- ${m} (${pid(m) === null ? 'not running' : `pid ${pid(m) ?? ''}`}) ---\n${logTail(m, lines)}`);
+      // Long lines (errors with stacks) are cut, so that every member's tail fits in one failure message.
+      const tail = (m: string): string => logTail(m, lines).split('\n').map((l) => (l.length > 400 ? `${l.slice(0, 400)}…` : l)).join('\n');
+      const members = names.map((m) => `--- ${m} (${pid(m) === null ? 'not running' : `pid ${pid(m) ?? ''}`}) ---\n${tail(m)}`);
       const nodes = etcd ? [0, 1, 2].map((i) => `--- etcd n${i} ---\n${etcd?.logTail(i, 10) ?? ''}`) : [];
       return [...members, ...nodes].join('\n');
     },
