@@ -17,9 +17,13 @@ import { registerEventRoutes } from './routes/events.js';
 import { registerInternalRoutes } from './routes/internal.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerFileRoutes } from './routes/files.js';
+import { forwardTo } from './request.js';
 
 /** Where a request came from. */
 export type Origin = 'unix' | 'peer';
+
+/** Which member owns the object a request is about, or null when this member serves it. */
+export type OwnerOf = (req: FastifyRequest) => Promise<string | null>;
 
 /** A route handler. Returning nothing means the handler sent the reply itself. */
 export type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
@@ -40,6 +44,20 @@ export class Router {
     set.add(method);
     this.methods.set(url, set);
     this.app.route({ ...options, method, url, handler });
+  }
+
+  /**
+   * Add a route served by the member that owns the object a request names (`owner`; null: this member
+   * serves it): one hook forwards the request there before any handler runs, instead of a check in each.
+   */
+  owned(method: HTTPMethods, url: string, owner: OwnerOf, handler: Handler, options: RouteShorthandOptions = {}): void {
+    this.on(method, url, handler, {
+      ...options,
+      preHandler: async (req, reply) => {
+        const member = await owner(req);
+        if (member !== null && (await forwardTo(this, req, reply, member))) return reply;
+      },
+    });
   }
 
   /** Add 405 answers for the methods each path lacks. */

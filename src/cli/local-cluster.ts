@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { rmSync } from 'node:fs';
 import { LocalCluster } from '../daemon/local-cluster.js';
 import { cliConfigPath, readCliConfig, writeCliConfig } from '../client/config.js';
+import { resolveGroup } from '../daemon/permissions.js';
 
 /** Options of `roost up`. */
 export interface UpOptions {
@@ -12,6 +13,8 @@ export interface UpOptions {
   dir?: string;
   /** The store of a new cluster: `sqlite` (default) or `etcd` (a local 3-node etcd under `<dir>/etcd`). */
   store?: string;
+  /** Group allowed to use the members' sockets (roostd's `--group`); default: the one recorded, else the user's. */
+  group?: string;
 }
 
 /** Options of `roost down`. */
@@ -44,10 +47,11 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   if (options.store !== undefined && options.store !== 'sqlite' && options.store !== 'etcd') {
     throw new Error(`--store must be sqlite or etcd, not "${options.store}"`);
   }
-  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { store: options.store });
+  if (options.group !== undefined) await resolveGroup(options.group); // an unknown group fails here, not in every member's log
+  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { store: options.store, group: options.group });
   const results = await cluster.up(options.members);
   for (const r of results) {
-    const words = { joined: 'added and started', started: 'started', running: 'already running' }[r.action];
+    const words = { joined: 'added and started', started: 'started', running: 'already running', removed: 'no longer a member (removed); forgotten' }[r.action];
     out(`Member ${r.name}: ${words} (${join(cluster.dir, r.name)})`);
   }
   const first = results[0];

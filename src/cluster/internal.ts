@@ -9,8 +9,8 @@
 //   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
 //                                           streams progress lines (NDJSON) and ends with the outcome
 //   and the receiving side of one move, on its target, keyed by the move's journal id:
-//   POST /internal/moves/:id/prepare        clear stale copies, open staging for these volumes
-//   PUT  /internal/moves/:id/volume?ref     one volume's tar stream (cold copy) → its stream digest
+//   POST /internal/moves/:id/prepare        clear stale copies, check the pool has room, open staging
+//   PUT  /internal/moves/:id/volume?ref     one volume's tar stream (cold copy) → every entry as it landed
 //   PUT  /internal/moves/:id/delta?ref      one pre-copy pass (tar of changed entries) → its stream digest
 //   POST /internal/moves/:id/delete         paths gone since the last pre-copy pass
 //   POST /internal/moves/:id/digest         the staged tree's per-entry digest (or warm it up)
@@ -96,8 +96,13 @@ export class RemoteMoveError extends Error {
   }
 }
 
-/** `POST /internal/moves/:id/prepare`. */
-export const prepareBody = z.object({ refs: z.array(volumeRefSchema) });
+
+/** What a copy about to be sent will take on the target's pool (`VolumeFootprint`), checked before it starts. */
+export const footprintSchema = z.object({ bytes: z.number().int().nonnegative(), inodes: z.number().int().nonnegative() });
+
+/** `POST /internal/moves/:id/prepare`: the volumes the move sends, and what they take. */
+export const prepareBody = z.object({ refs: z.array(volumeRefSchema), need: footprintSchema });
+export type PrepareBody = z.infer<typeof prepareBody>;
 
 /** `POST /internal/moves/:id/delete`. */
 export const deletePathsBody = z.object({ ref: volumeRefSchema, paths: z.array(z.string()) });
@@ -115,10 +120,15 @@ export function streamRef(query: Record<string, unknown>): VolumeRef | null {
   return r.success ? r.data : null;
 }
 
-/** Digest and length of one streamed volume or pass, as both ends counted it. */
+/** Digest and length of one streamed pre-copy pass, as both ends counted it. */
 export interface StreamDigest {
   sha256: string;
   bytes: number;
+}
+
+/** What the target answers for a cold copy of a volume: every entry as it landed, read back once durable. */
+export interface ReceivedVolume {
+  landed: TreeEntry[];
 }
 
 /** One entry of a tree as a move's check compares source and target. */
@@ -139,14 +149,18 @@ export interface TreeEntry {
 export interface CapacityReport {
   poolFreeBytes: number;
   poolTotalBytes: number;
-  /** Bytes of every volume held, keyed `type/project/name`. */
+  /** Bytes a copy of every volume held would take (whole blocks, `entryFootprint`), keyed `type/project/name`. */
   volumeBytes: Record<string, number>;
   /** Which local instances run now, keyed `project/name`. */
   running: Record<string, boolean>;
 }
 
-/** Timeouts (ms without response headers) of calls that wait on slow work at the other end. */
-const slow = { stop: 600_000, stream: 600_000, digest: 600_000, move: 3_600_000 } as const;
+/**
+ * Timeouts (ms without response headers) of calls that wait on slow work at the other end: a stream's
+ * answer comes once the copy is written and fsynced, a commit's once every staged tree is durable and in
+ * place, however many GB that is. Other calls wait `ROOST_PEER_TIMEOUT_MS` (config/env.ts).
+ */
+const slow = { stop: 600_000, stream: 600_000, digest: 600_000, commit: 600_000, move: 3_600_000 } as const;
 
 /** The typed client of the internal protocol. */
 export class InternalClient {
@@ -225,14 +239,18 @@ export class MoveTarget {
     this.base = `/internal/moves/${encodeURIComponent(moveId)}`;
   }
 
-  /** Clear stale copies of `refs` on the target and open the move's staging. */
-  async prepare(refs: VolumeRef[], signal?: AbortSignal): Promise<void> {
-    await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: { refs }, signal });
+  /**
+   * Clear stale copies of `refs` on the target, have it check that its pool can take `need` (a refusal is a
+   * `PeerError` with status 507 naming the bytes or inodes needed and free), and open the move's staging.
+   */
+  async prepare(refs: VolumeRef[], need: PrepareBody['need'], signal?: AbortSignal): Promise<void> {
+    const body: PrepareBody = { refs, need };
+    await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: body, signal });
   }
 
-  /** Stream one volume's tar (a cold copy) into staging; returns what the target received. */
-  async sendVolume(ref: VolumeRef, body: Readable, signal?: AbortSignal): Promise<StreamDigest> {
-    return (await this.peers.call(this.address, 'PUT', `${this.base}/volume?${refQuery(ref).toString()}`, { body, signal, timeoutMs: slow.stream })) as StreamDigest;
+  /** Stream one volume's tar (a cold copy) into staging; returns every entry as it landed there. */
+  async sendVolume(ref: VolumeRef, body: Readable, signal?: AbortSignal): Promise<ReceivedVolume> {
+    return (await this.peers.call(this.address, 'PUT', `${this.base}/volume?${refQuery(ref).toString()}`, { body, signal, timeoutMs: slow.stream })) as ReceivedVolume;
   }
 
   /** Stream one pre-copy pass of a volume (`fresh`: into a new, empty staging); returns what the target received. */
@@ -257,9 +275,9 @@ export class MoveTarget {
     await this.peers.call(this.address, 'POST', `${this.base}/digest`, { json: { ref, warm: true }, signal, timeoutMs: slow.digest });
   }
 
-  /** Make every staged volume durable and put it in place. */
+  /** Make every staged volume durable and put it in place (as long as that takes: a commit fsyncs whole trees). */
   async commit(signal?: AbortSignal): Promise<void> {
-    await this.peers.call(this.address, 'POST', `${this.base}/commit`, { json: {}, signal });
+    await this.peers.call(this.address, 'POST', `${this.base}/commit`, { json: {}, signal, timeoutMs: slow.commit });
   }
 
   /** Drop everything the move left on the target (unless the store says it belongs there now). */

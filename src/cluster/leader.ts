@@ -126,6 +126,14 @@ export class LeaderElection {
           renewedAt = asked;
           arm();
         }
+        // A new lease length (the offline threshold changed) takes a new term: give this one up and campaign
+        // again at once, rather than let a dead leader keep the cluster waiting for the old length.
+        const wanted = await this.o.ttlSeconds().catch(() => ttl);
+        if (wanted !== ttl) {
+          this.endTerm(`the drainer lease length changed from ${ttl} s to ${wanted} s`);
+          await this.o.store.revokeLease(lease).catch(() => undefined);
+          break;
+        }
       }
     } finally {
       if (deadline) clearTimeout(deadline);

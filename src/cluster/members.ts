@@ -34,6 +34,8 @@ const lastSeenKey = (name: string): string => `lastseen/${name}`;
 export class ClusterService {
   private lease: string | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** Called when the heartbeat finds this member's record gone (it was removed from the cluster). */
+  onRemoved: (() => void) | null = null;
   private leaseTtl = 0;
   private returned: (() => void) | null = null;
 
@@ -96,6 +98,12 @@ export class ClusterService {
 
   private async beat(): Promise<void> {
     try {
+      // A member removed from the cluster (`roost cluster remove`) stops beating and says so, once.
+      if (!(await this.store.get(keys.member(this.memberName)))) {
+        this.log.warn('this member was removed from the cluster; it stops');
+        this.onRemoved?.();
+        return;
+      }
       const ttl = await this.offlineThreshold();
       const at = new Date().toISOString();
       // On a threshold change the old lease is revoked only after the heartbeat moved to the new one:
@@ -173,6 +181,46 @@ export class ClusterService {
         { type: 'put', key: kv.key, value: JSON.stringify(record) },
       ]);
       if (r.succeeded) return true;
+    }
+  }
+
+  /**
+   * Remove a member from the cluster (`lxc cluster remove`). Refused while it holds instances or custom
+   * volumes, or while its evacuation or restore runs; with `force` (a member that is gone for good) its
+   * instance and volume records go too, since their data was on it, and they are reported.
+   */
+  async remove(name: string, force: boolean): Promise<{ instances: string[]; volumes: string[] }> {
+    for (;;) {
+      const memberKv = await this.store.get(keys.member(name));
+      if (!memberKv) throw errors.memberNotFound(name);
+      const { kvs } = await this.store.rangeMany([keys.instances(), keys.volumes(), keys.moves(), keys.evacuation(name)]);
+      const held = (prefix: string): { key: string; modRevision: number; label: string }[] =>
+        kvs.filter((kv) => kv.key.startsWith(prefix)).flatMap((kv) => {
+          const r = JSON.parse(kv.value) as { name: string; location: string; project: string };
+          return r.location === name ? [{ key: kv.key, modRevision: kv.modRevision, label: r.project === 'default' ? r.name : `${r.project}/${r.name}` }] : [];
+        });
+      const instances = held(keys.instances());
+      const volumes = held(keys.volumes());
+      const run = kvs.find((kv) => kv.key === keys.evacuation(name));
+      const running = run && ['pending', 'running'].includes((JSON.parse(run.value) as { status: string }).status);
+      if (!force) {
+        if (instances.length > 0) throw errors.badRequest(`Cluster member "${name}" still has the following instances: ${instances.map((i) => i.label).join(', ')}`);
+        if (volumes.length > 0) throw errors.badRequest(`Cluster member "${name}" still has the following storage volumes: ${volumes.map((v) => v.label).join(', ')}`);
+        if (running) throw errors.conflict(`An evacuation or restore of "${name}" is running; wait for it or cancel it first`);
+      }
+      const journals = kvs.filter((kv) => kv.key.startsWith(keys.moves()) && [(JSON.parse(kv.value) as { source: string }).source, (JSON.parse(kv.value) as { target: string }).target].includes(name));
+      const gone = [...instances, ...volumes, ...journals.map((kv) => ({ key: kv.key, modRevision: kv.modRevision }))];
+      const r = await this.store.txn(
+        [{ key: memberKv.key, modRevision: memberKv.modRevision }, ...gone.map((g) => ({ key: g.key, modRevision: g.modRevision }))],
+        [
+          { type: 'delete', key: memberKv.key },
+          { type: 'delete', key: keys.heartbeat(name) },
+          { type: 'delete', key: lastSeenKey(name) },
+          ...(run ? [{ type: 'delete' as const, key: run.key }] : []),
+          ...gone.map((g) => ({ type: 'delete' as const, key: g.key })),
+        ],
+      );
+      if (r.succeeded) return { instances: instances.map((i) => i.label), volumes: volumes.map((v) => v.label) };
     }
   }
 

@@ -5,6 +5,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import type { ClusterCertificateRecord } from '../store/schema.js';
+import { peerTimeoutMs } from '../config/env.js';
 import { fingerprintOf } from './certificate.js';
 
 /** A peer's answer, body parsed as JSON when it is JSON. */
@@ -20,7 +21,7 @@ export interface PeerRequestOptions {
   body?: Readable;
   headers?: Record<string, string>;
   signal?: AbortSignal;
-  /** Milliseconds without response headers before giving up (default 30 s). */
+  /** Milliseconds without response headers before giving up (default `ROOST_PEER_TIMEOUT_MS`, 30 s). */
   timeoutMs?: number;
 }
 
@@ -99,7 +100,7 @@ export class PeerClient {
         body,
         dispatcher: this.agent,
         signal: options.signal,
-        headersTimeout: options.timeoutMs ?? 30_000,
+        headersTimeout: options.timeoutMs ?? peerTimeoutMs(),
         bodyTimeout: 0,
       });
     } catch (err) {

@@ -5,7 +5,7 @@
 import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
-import { expandDevices } from '../instances/devices.js';
+import { expandDevices } from '../config/devices.js';
 import type { Member } from '../daemon/context.js';
 import type { CapacityReport } from './internal.js';
 
@@ -14,7 +14,8 @@ export async function localCapacity(m: Member): Promise<CapacityReport> {
   const usage = await m.pool.poolUsage();
   const volumeBytes: Record<string, number> = {};
   for (const ref of await m.pool.listVolumes()) {
-    volumeBytes[`${ref.type}/${ref.project}/${ref.name}`] = await m.pool.volumeUsage(ref).catch(() => 0);
+    // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
+    volumeBytes[`${ref.type}/${ref.project}/${ref.name}`] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
   }
   const running: Record<string, boolean> = {};
   for (const [k, st] of await m.instances.localStates()) running[k] = st.status === 'Running';

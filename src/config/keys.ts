@@ -16,6 +16,11 @@ export interface ConfigKey {
   doc: string;
   /** Returns null if the value is acceptable, else the reason. */
   validate(value: string): string | null;
+  /**
+   * Set by Roost only: a user request may send the current value back (as `lxc config edit` does) but
+   * never change, add or remove it, because Roost acts on it (restore pulls home what names it as origin).
+   */
+  readOnly?: true;
 }
 
 const any = (): string | null => null;
@@ -73,11 +78,11 @@ export const configKeys: readonly ConfigKey[] = [
     doc: 'Instances of one group are spread over distinct members where possible.' },
   { name: 'security.privileged', scope: 'instance', default: 'false', validate: bool,
     doc: 'Accepted for LXD compatibility.' },
-  { name: 'volatile.evacuate.origin', scope: 'instance', default: '', validate: any,
+  { name: 'volatile.evacuate.origin', scope: 'instance', default: '', validate: any, readOnly: true,
     doc: 'The member an evacuation moved the instance from (set by Roost).' },
-  { name: 'volatile.last_state.power', scope: 'instance', default: '', validate: oneOf('RUNNING', 'STOPPED'),
+  { name: 'volatile.last_state.power', scope: 'instance', default: '', validate: oneOf('RUNNING', 'STOPPED'), readOnly: true,
     doc: 'Power state recorded at the last start or stop (set by Roost).' },
-  { name: 'volatile.', prefix: true, scope: 'instance', default: '', validate: any,
+  { name: 'volatile.', prefix: true, scope: 'instance', default: '', validate: any, readOnly: true,
     doc: 'Internal state kept by Roost.' },
   { name: 'image.', prefix: true, scope: 'instance', default: '', validate: any,
     doc: 'Facts about the image the instance was created from.' },
@@ -106,6 +111,21 @@ export function checkConfig(scope: ConfigScope, config: Record<string, unknown>)
     if (value === '') continue; // an empty value unsets the key
     const problem = key.validate(value);
     if (problem) return `Invalid value "${value}" for config key "${name}": ${problem}`;
+  }
+  return null;
+}
+
+/**
+ * Returns the first read-only (volatile) key a user request would change, in LXD's words, or null. `current` is
+ * the stored config (empty for a new instance), `requested` the keys the request sends; a key sent with its
+ * current value is no change (an edited copy of the whole config sends every key back), and an empty value
+ * means unset, which is a change only if the key is set.
+ */
+export function checkUserChange(scope: ConfigScope, current: Record<string, string>, requested: Record<string, unknown>): string | null {
+  for (const [name, value] of Object.entries(requested)) {
+    if (!findKey(scope, name)?.readOnly) continue;
+    if ((current[name] ?? '') === value) continue;
+    return `Volatile keys are read-only: ${name} is set by Roost`;
   }
   return null;
 }

@@ -2,12 +2,12 @@
 // migrator and the API servers; at start it repairs interrupted moves, re-adopts instances and
 // resumes unfinished work, because everything that matters is rebuilt from the store.
 
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
-import { keys, type JoinTokenRecord, type MemberRecord } from '../store/schema.js';
+import { keys, type MemberRecord } from '../store/schema.js';
 import { ensureClusterCertificate } from '../cluster/certificate.js';
 import { PeerClient } from '../cluster/peers.js';
 import { InternalClient } from '../cluster/internal.js';
@@ -25,11 +25,13 @@ import { buildApi } from '../api/server.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { Member } from './context.js';
 import { decodeJoinToken } from '../cluster/token.js';
+import { consumeToken, tokenOperations } from '../cluster/tokens.js';
 import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
 import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
+import { ensureDir, memberDirMode, privateDirMode, privateFileMode, restrict, socketMode, traversableDirMode } from './permissions.js';
 
 /** How to run a member. */
 export interface DaemonOptions {
@@ -42,6 +44,8 @@ export interface DaemonOptions {
   bootstrap?: boolean;
   /** A join token from `POST /1.0/cluster/members` (LXD's `lxc cluster add`). */
   joinToken?: string;
+  /** Group id that may use the unix socket (LXD's `--group`); default: the daemon user's primary group. */
+  socketGroup?: number;
   log?: Logger;
 }
 
@@ -52,13 +56,16 @@ const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 100
 export interface RunningDaemon {
   member: Member;
   stop(): Promise<void>;
+  /** Resolves when the member was removed from the cluster (its process should then stop). */
+  removed: Promise<void>;
 }
 
 /** Start a member. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   const dir = resolve(options.dir);
   const log = options.log ?? createLogger(`roostd:${options.name}`);
-  await mkdir(dir, { recursive: true });
+  const socketGroup = options.socketGroup ?? process.getgid?.() ?? 0;
+  await securePrivateLayout(dir, socketGroup);
   const store = await openStore(options.storeUrl);
   try {
     await admit(store, options);
@@ -101,12 +108,14 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await rm(socketPath, { force: true });
     const unixApp = await buildApi(member, 'unix');
     await unixApp.listen({ path: socketPath });
+    // Created under umask 077 (nobody may connect); now opened to the socket's group, as LXD's --group.
+    await restrict(socketPath, socketMode, socketGroup);
 
     // Back after being cut off: copies other members gave up sending here meanwhile are garbage now.
-    cluster.onReturn(() => void migrator.sweepAbandoned().catch((err: unknown) => log.warn({ err }, 'could not sweep abandoned incoming copies')));
+    cluster.onReturn(() => void migrator.sweepLeftovers().catch((err: unknown) => log.warn({ err }, 'could not sweep what moves given up meanwhile left here')));
     const record = await cluster.register(member.address);
     await cluster.startHeartbeat();
-    await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`);
+    await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`, { mode: privateFileMode });
     log.info({ address: member.address, socket: socketPath, state: record.state }, 'member started');
 
     await migrator.recover().catch((err: unknown) => log.error({ err }, 'move recovery failed'));
@@ -117,6 +126,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const drainer = new Drainer(clusterPorts(member), requestBook(member));
     const requests = requestPorts(member);
     operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    operations.handle('join-token', tokenOperations(store, events));
     let leading: Promise<void> = Promise.resolve();
     const election = new LeaderElection({
       store,
@@ -138,8 +148,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     });
     election.start();
 
+    const removed = new Promise<void>((resolve) => {
+      cluster.onRemoved = resolve;
+    });
     return {
       member,
+      removed,
       stop: async () => {
         await election.stop();
         await leading;
@@ -150,6 +164,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Creates the member's directories with private modes, and tightens what an older install left looser:
+ * the member directory (its group: the socket's), `storage-pools`, the directories of instance logs and pid
+ * files, images and LXC's path, the daemon's pid and log files. The pool tightens itself in its init.
+ */
+async function securePrivateLayout(dir: string, socketGroup: number): Promise<void> {
+  await ensureDir(dir, memberDirMode, socketGroup);
+  await ensureDir(join(dir, 'storage-pools'), traversableDirMode);
+  for (const sub of ['instances', 'images', 'lxc']) await ensureDir(join(dir, sub), privateDirMode);
+  for (const file of ['roostd.pid', 'roostd.log']) await restrict(join(dir, file), privateFileMode);
 }
 
 async function stopDaemon(member: Member, apps: FastifyInstance[]): Promise<void> {
@@ -173,12 +199,8 @@ async function admit(store: Store, options: DaemonOptions): Promise<void> {
   if (options.joinToken) {
     const token = decodeJoinToken(options.joinToken);
     if (token.server_name !== options.name) throw new Error(`the join token is for member "${token.server_name}", not "${options.name}"`);
-    const kv = await store.get(keys.token(options.name));
-    const record = kv ? (JSON.parse(kv.value) as JoinTokenRecord) : null;
-    if (!kv || !record || record.secret !== token.secret) throw new Error('the join token is not valid (unknown, used or revoked)');
-    if (Date.parse(record.expiresAt) < Date.now()) throw new Error('the join token has expired');
-    const r = await store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'delete', key: kv.key }]);
-    if (!r.succeeded) throw new Error('the join token was used by another member');
+    // The issuing member's event stream is not running here yet: the token's operation ends in the store.
+    await consumeToken(store, null, 'join', options.name, token.secret);
     return;
   }
   if (options.bootstrap) {

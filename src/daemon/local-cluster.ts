@@ -3,14 +3,15 @@
 // etcd that the cluster starts and stops with its members. `roost up`/`roost down` and the tests drive it.
 
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, openSync, closeSync, fchmodSync, readFileSync } from 'node:fs';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RoostClient } from '../client/client.js';
 import { joinTokenOf } from '../cluster/token.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
 import { LocalEtcd } from './local-etcd.js';
+import { traversableDirMode, ensureDir, memberDirMode, privateFileMode } from './permissions.js';
 
 /** One member of a local cluster. */
 export interface LocalMember {
@@ -26,12 +27,16 @@ export interface LocalClusterState {
   /** The store URL every member uses. */
   store: string;
   members: LocalMember[];
+  /** The `--group` the members run with, once given (later starts keep it). */
+  group?: string;
 }
 
 /** Options for a local cluster. */
 export interface LocalClusterOptions {
   /** Extra environment for the daemons. */
   env?: Record<string, string>;
+  /** Group whose members may use the members' unix sockets (roostd's `--group`); recorded for later starts. */
+  group?: string;
   /** How long to wait for a member to answer after starting it (ms). */
   readyTimeoutMs?: number;
   /** The store of a new cluster (default `sqlite`); an existing cluster keeps the one it was created with. */
@@ -94,7 +99,7 @@ export class LocalCluster {
   }
 
   private async saveState(state: LocalClusterState): Promise<void> {
-    await writeFile(join(this.dir, 'cluster.json'), `${JSON.stringify(state, null, 2)}\n`);
+    await writeFile(join(this.dir, 'cluster.json'), `${JSON.stringify(state, null, 2)}\n`, { mode: privateFileMode });
   }
 
   /** An API client for one member (close it after use). */
@@ -118,18 +123,26 @@ export class LocalCluster {
    * Make the cluster have at least `count` members, all running: start members that are down, add
    * missing ones (the first bootstraps, the others join with a token). Returns what it did per member.
    */
-  async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' }[]> {
-    await mkdir(this.dir, { recursive: true });
+  async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' | 'removed' }[]> {
+    await ensureDir(this.dir, traversableDirMode);
     const state = await this.state();
     state.store = await this.readyStore(state);
-    // Members read the store URL from here when they start.
+    if (this.options.group !== undefined) state.group = this.options.group;
+    // Members read the store URL and the group from here when they start.
     await this.saveState(state);
-    const out: { name: string; action: 'started' | 'joined' | 'running' }[] = [];
-    for (const m of state.members) {
+    const out: { name: string; action: 'started' | 'joined' | 'running' | 'removed' }[] = [];
+    for (const m of [...state.members]) {
       if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
       else {
-        await this.startMember(m, {});
-        out.push({ name: m.name, action: 'started' });
+        try {
+          await this.startMember(m, {});
+          out.push({ name: m.name, action: 'started' });
+        } catch (err) {
+          // Removed from the cluster (`roost cluster remove`) since it last ran: forget it here too.
+          if (!(err instanceof Error && err.message.includes('is not a member of this cluster'))) throw err;
+          state.members = state.members.filter((x) => x.name !== m.name);
+          out.push({ name: m.name, action: 'removed' });
+        }
       }
     }
     for (let i = state.members.length + 1; i <= count; i++) {
@@ -157,11 +170,15 @@ export class LocalCluster {
 
   /** Start one member's daemon in the background and wait until it answers. */
   async startMember(m: LocalMember, how: { bootstrap?: boolean; join?: string }): Promise<void> {
-    await mkdir(m.dir, { recursive: true });
-    const { store } = await this.state();
-    const storeUrl = store !== '' ? store : this.sqliteUrl;
+    // The daemon sets the member directory's group and tightens everything in it; these come first.
+    await ensureDir(this.dir, traversableDirMode);
+    await ensureDir(m.dir, memberDirMode);
+    const state = await this.state();
+    const storeUrl = state.store !== '' ? state.store : this.sqliteUrl;
+    const group = this.options.group ?? state.group;
     const logPath = join(m.dir, 'roostd.log');
-    const fd = openSync(logPath, 'a');
+    const fd = openSync(logPath, 'a', privateFileMode);
+    fchmodSync(fd, privateFileMode);
     const self = fileURLToPath(import.meta.url);
     const fromSource = self.endsWith('.ts');
     const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
@@ -170,6 +187,7 @@ export class LocalCluster {
       main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', storeUrl,
       ...(how.bootstrap ? ['--bootstrap'] : []),
       ...(how.join ? ['--join', how.join] : []),
+      ...(group !== undefined ? ['--group', group] : []),
     ];
     await rm(join(m.dir, 'roostd.pid'), { force: true });
     const child = spawn(process.execPath, args, {
@@ -187,7 +205,17 @@ export class LocalCluster {
     for (;;) {
       if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
       if (await this.answers(m.name)) return;
-      if (Date.now() > deadline) throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      if (Date.now() > deadline) {
+        // Given up on: it must not finish starting later, unseen, in a directory its caller may remove.
+        if (child.pid !== undefined && exited === null) {
+          try {
+            process.kill(child.pid, 'SIGKILL');
+          } catch {
+            // It ended meanwhile.
+          }
+        }
+        throw new Error(`member ${m.name} did not answer within the deadline:\n${await tail(logPath)}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   }

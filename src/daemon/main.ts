@@ -3,6 +3,10 @@
 import { Command } from 'commander';
 import { startDaemon } from './daemon.js';
 import { decodeJoinToken } from '../cluster/token.js';
+import { daemonUmask, resolveGroup } from './permissions.js';
+
+// First of all: nothing the daemon creates may be readable by other users (its store holds the cluster key).
+process.umask(daemonUmask);
 
 const program = new Command()
   .name('roostd')
@@ -13,10 +17,11 @@ const program = new Command()
   .option('--store <url>', 'cluster store URL: sqlite:<path> (one host) or etcd://host:port,...[?cacert=&cert=&key=]; a join token carries it')
   .option('--bootstrap', 'create a new cluster if it does not exist yet')
   .option('--join <token>', 'join the cluster with a token from "roost cluster add"')
+  .option('--group <group>', 'group whose members may use the unix socket (default: the daemon user\'s primary group)')
   .showHelpAfterError();
 
 program.parse();
-const opts = program.opts<{ name: string; dir: string; address: string; store?: string; bootstrap?: boolean; join?: string }>();
+const opts = program.opts<{ name: string; dir: string; address: string; store?: string; bootstrap?: boolean; join?: string; group?: string }>();
 
 async function main(): Promise<void> {
   const storeUrl = opts.store ?? (opts.join ? decodeJoinToken(opts.join).store : '');
@@ -28,6 +33,7 @@ async function main(): Promise<void> {
     storeUrl,
     bootstrap: opts.bootstrap,
     joinToken: opts.join,
+    socketGroup: opts.group === undefined ? undefined : await resolveGroup(opts.group),
   });
   let stopping = false;
   const stop = (): void => {
@@ -40,6 +46,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  void daemon.removed.then(stop);
 }
 
 main().catch((err: unknown) => {

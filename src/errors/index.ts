@@ -1,6 +1,8 @@
 // Every error Roost answers with, declared once with its status code. It sits below every engine and the
 // API: engines throw these, the API renders them as LXD's error envelope.
 
+import { formatBytes } from '../util/units.js';
+
 /** An error the API returns to the client as `{"type":"error","error":...,"error_code":...}`. */
 export class ApiError extends Error {
   constructor(
@@ -35,6 +37,14 @@ export const errors = {
   memberEvacuated: () => new ApiError(403, 'Cluster member is evacuated'),
   memberOffline: (name: string) => new ApiError(503, `Cluster member "${name}" is offline`),
   instanceBusy: (name: string) => new ApiError(409, `Instance "${name}" is being moved`),
+  /** 507 Insufficient Storage: a copy refused before it starts, because the pool cannot hold it. */
+  notEnoughSpace: (member: string, pool: string, neededBytes: number, freeBytes: number) =>
+    new ApiError(507, `Not enough space on member "${member}" (pool "${pool}"): the copy needs ${neededBytes} bytes (${formatBytes(neededBytes)}), only ${freeBytes} bytes are free (${formatBytes(freeBytes)})`),
+  notEnoughInodes: (member: string, pool: string, needed: number, free: number) =>
+    new ApiError(507, `Not enough inodes on member "${member}" (pool "${pool}"): the copy needs ${needed} inodes, only ${free} are free`),
+  /** 507: the pool filled up while a copy was written into it (something else took the space). */
+  ranOutOfSpace: (member: string, pool: string, volume: string, cause: string) =>
+    new ApiError(507, `Member "${member}" ran out of space in pool "${pool}" while receiving volume "${volume}": ${cause}`),
 } as const;
 
 /** The LXD error envelope for `err`. */

@@ -15,10 +15,10 @@ import type { StorageDriver } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
 import { errors, ApiError } from '../errors/index.js';
-import { checkConfig, configValue } from '../config/keys.js';
+import { checkConfig, checkUserChange, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { checkDevices, expandDevices, attachedVolumes } from './devices.js';
+import { checkDevices, expandDevices, attachedVolumes } from '../config/devices.js';
 
 /** Files served under `/1.0/instances/<n>/logs/`: the workload's logs and recorded exec output. */
 const logFilePattern = /^(?:[A-Za-z0-9._-]+\.log|exec_[A-Za-z0-9-]+\.(?:stdout|stderr))$/;
@@ -298,6 +298,9 @@ export class InstanceService {
     for (;;) {
       const { record, modRevision } = await this.load(project, name);
       if (etag !== undefined && etag !== instanceEtag(record)) throw errors.preconditionFailed();
+      // Against the config just read, so a volatile key Roost changed meanwhile counts as changed by this request.
+      const readOnly = change.config ? checkUserChange('instance', record.config, change.config) : null;
+      if (readOnly) throw errors.badRequest(readOnly);
       const next: InstanceRecord = { ...record };
       if (change.config) {
         const volatile = Object.fromEntries(Object.entries(record.config).filter(([k]) => k.startsWith('volatile.')));

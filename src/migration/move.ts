@@ -3,34 +3,41 @@
 // Run by the member that holds the instance (the source):
 //   1. journal the intent under each instance's move key (one transaction, guarded by revisions);
 //   2. stop the instances cleanly (their `volatile.last_state.power` is kept);
-//   3. stream every volume (root and attached custom volumes) as tar over member-to-member HTTPS into
-//      a staging directory on the target, both sides hashing the stream; compare the digests;
-//   4. the target fsyncs and renames the staging directories into place;
+//   3. the target checks that its pool can take the copy (bytes and inodes; 507 if not), then every volume
+//      (root and attached custom volumes) streams as tar over member-to-member HTTPS into a staging
+//      directory there. The source hashes each file as it packs it; the target hashes each file as it
+//      writes it, fails on any write error, fsyncs, and answers every entry as it landed (kind, mode,
+//      owner as root, size, content): the source compares that with what it packed, so what is committed
+//      is what is on the target's disk, not merely what crossed the wire;
+//   4. the target makes the staging directories durable and renames them into place;
 //   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
-//   6. start on the target what was running, delete the source copies, clear the journal.
+//   6. start on the target what was running, delete the source copies, clear the journal (retried until
+//      it succeeds: the instance answers 409 while its journal stays).
 // With `precopy` (precopy.ts) the volumes are copied while the instances still run before step 2, and step
 // 3 sends only what changed, then checks the whole copy; the journal and the rest are the same.
 // A crash anywhere is repaired by `recover()`: before the commit the move is rolled back (the target's
 // copies are garbage), after it the move is finished. The source copy is never deleted before step 5.
+// A target the rollback cannot reach removes what the move left by itself (`sweepLeftovers`), once the
+// move is no longer journaled.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar';
 import type { Store, Op, Compare, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
-import type { StorageDriver, VolumeRef } from '../storage/driver.js';
+import type { StorageDriver, VolumeFootprint, VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
-import { attachedVolumes, expandDevices } from '../instances/devices.js';
-import { PeerUnreachableError } from '../cluster/peers.js';
-import type { InternalClient, StreamDigest } from '../cluster/internal.js';
+import { attachedVolumes, expandDevices } from '../config/devices.js';
+import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
+import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
+import { KeyedMutex } from '../util/mutex.js';
+import { moveSweepIntervalMs } from '../config/env.js';
 import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
-import { exactTree } from '../util/exact-tree.js';
+import { applyPass, firstDifference, manifestFootprint, packEntries, receiveCopy, scanTree, UnpackError } from './tree.js';
 
 /** What to move and how. */
 export interface MoveRequest {
@@ -66,11 +73,17 @@ export interface MoveRequest {
 
 /** The move was refused or undone; nothing changed (the instance is whole at its source). */
 export class MoveAbortedError extends ApiError {
+  /**
+   * @param targetUnavailable the target cannot take the instance now (it went away, stopped taking
+   *   instances, or has no room): an evacuation places the instance elsewhere.
+   * @param status the API status (default 503 when the target is unavailable, else 400).
+   */
   constructor(
     message: string,
     readonly targetUnavailable = false,
+    status?: number,
   ) {
-    super(targetUnavailable ? 503 : 400, message);
+    super(status ?? (targetUnavailable ? 503 : 400), message);
     this.name = 'MoveAbortedError';
   }
 }
@@ -121,22 +134,23 @@ export interface MigratorDeps {
   log: Logger;
 }
 
-/** Hashes and counts what flows through it. */
-class Digester extends Transform {
-  private readonly hash = createHash('sha256');
-  bytes = 0;
-  constructor(private readonly onBytes?: (n: number) => void) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    this.onBytes?.(chunk.length);
-    cb(null, chunk);
-  }
-  digest(): StreamDigest {
-    return { sha256: this.hash.digest('hex'), bytes: this.bytes };
-  }
+/** Target side: a move whose copy is arriving, and what its pool must still hold for it. */
+interface Incoming {
+  need: VolumeFootprint;
+  /** Stream bytes received so far (the part of `need.bytes` already written, roughly). */
+  received: number;
+}
+
+/** Passes a stream through, counting its bytes; an error of `body` ends it too. */
+function counted(body: Readable, onBytes: (n: number) => void): Readable {
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+      onBytes(chunk.length);
+      cb(null, chunk);
+    },
+  });
+  body.on('error', (err) => tap.destroy(err));
+  return body.pipe(tap);
 }
 
 /** Runs moves (as source) and receives them (as target). */
@@ -145,7 +159,17 @@ export class Migrator {
   private readonly staging = new Map<string, Map<string, { ref: VolumeRef; path: string }>>();
   /** Target side: streams still being written into a move's staging, which a discard stops first. */
   private readonly writes = new Map<string, Set<{ body: Readable; done: Promise<void> }>>();
+  /** Target side: moves prepared here and not yet committed or discarded, with the room they still need. */
+  private readonly incoming = new Map<string, Incoming>();
+  /**
+   * Target side: the volumes each move put in place here (committed staging). If the move is then undone
+   * by a source that cannot reach this member, they are garbage; `sweepLeftovers` removes them.
+   */
+  private readonly placed = new Map<string, VolumeRef[]>();
+  /** Target side: serialises what creates or removes one volume's copy (prepare, commit, discard, sweep). */
+  private readonly volumeLocks = new KeyedMutex();
   private recoveryTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
   /** Source side: ids of the moves this process is running; recovery leaves them alone. */
   private readonly active = new Set<string>();
 
@@ -260,25 +284,7 @@ export class Migrator {
         if (warm) {
           await warm.finish(); // the last changes, then a check that the target's copy equals the source
         } else {
-          const sizes = await Promise.all(refs.map((r) => pool.volumeUsage(r)));
-          const total = sizes.reduce((a, b) => a + b, 0);
-          let done = 0;
-          req.onProgress?.(0, total);
-          await link.prepare(refs, signal);
-          for (const ref of refs) {
-            this.throwIfAborted(signal);
-            const pack = tar.c({ cwd: pool.volumePath(ref), portable: false }, ['.']);
-            const digester = new Digester((n) => {
-              done += n;
-              req.onProgress?.(done, Math.max(total, done));
-            });
-            const body = Readable.from(pack).pipe(digester);
-            const remote = await link.sendVolume(ref, body, signal);
-            const local = digester.digest();
-            if (remote.sha256 !== local.sha256 || remote.bytes !== local.bytes) {
-              throw new MoveAbortedError(`copy of volume "${ref.name}" arrived damaged on "${req.target}" (checksum mismatch)`);
-            }
-          }
+          await this.copyCold(refs, link, req, signal);
         }
 
         // 4. Target makes the copies durable.
@@ -327,9 +333,20 @@ export class Migrator {
         if (cut && !req.signal?.aborted) throw cut;
         if (err instanceof ApiError) throw err;
         if (req.signal?.aborted) throw err;
+        // The target has no room (507): an evacuation places the instance on another member.
+        if (err instanceof PeerError && err.status === 507) throw new MoveAbortedError(err.message, true, 507);
         throw new MoveAbortedError(err instanceof Error ? err.message : String(err), isUnreachable(err));
       }
-      if (committed) await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
+      if (committed) {
+        try {
+          await this.finish([...journals.values()], target.address, req.allowRestoringTarget === true, req.onPhase);
+        } catch (err) {
+          // The move is done (the instance lives on the target now); what is left is cleaning up after it.
+          // Until that succeeds the journal stays and the instance answers 409, so it is retried until it does.
+          log.error({ err, move: id, target: req.target }, 'a committed move could not finish cleaning up; retrying');
+          this.retryRecoverySoon();
+        }
+      }
     } finally {
       watchdog.close();
       this.active.delete(id);
@@ -386,6 +403,41 @@ export class Migrator {
     };
   }
 
+  /**
+   * A cold copy: list the volumes, have the target check that its pool can take them, then stream each,
+   * packed (and every file hashed) in one read, and compare what the target reports as landed with what
+   * was packed, entry by entry.
+   */
+  private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest, signal: AbortSignal): Promise<void> {
+    const { pool } = this.deps;
+    const scans = [];
+    for (const ref of refs) scans.push(await scanTree(pool.volumePath(ref)));
+    let total = 0;
+    for (const scan of scans) for (const e of scan.values()) total += e.size;
+    let done = 0;
+    req.onProgress?.(0, total);
+    await link.prepare(refs, manifestFootprint(scans), signal);
+    for (const [i, ref] of refs.entries()) {
+      this.throwIfAborted(signal);
+      const packed: TreeEntry[] = [];
+      const body = Readable.from(
+        packEntries(pool.volumePath(ref), [...(scans[i]?.keys() ?? [])], {
+          onBytes: (n) => {
+            done += n;
+            req.onProgress?.(done, Math.max(total, done));
+          },
+          onEntry: (e) => packed.push(e),
+        }),
+        { objectMode: false },
+      );
+      const { landed } = await link.sendVolume(ref, body, signal);
+      const difference = firstDifference(packed, landed);
+      if (difference !== null) {
+        throw new MoveAbortedError(`the copy of volume "${ref.name}" on "${req.target}" is not what was sent (${difference})`, false, 500);
+      }
+    }
+  }
+
   /** After the commit: start on the target, delete the source copies, clear the journal. */
   private async finish(journals: MoveJournal[], targetAddress: string, allowRestoring: boolean, onPhase?: MoveRequest['onPhase']): Promise<void> {
     const { store, pool, instances: svc, events } = this.deps;
@@ -427,7 +479,7 @@ export class Migrator {
   /**
    * Before the commit: drop the target's copies, clear the journal, restart locally what ran (user moves;
    * the caller holds the instance locks). A target that cannot be reached does not keep the instance
-   * hostage: nothing was committed there, so its copies are garbage its own recovery removes at boot.
+   * hostage: nothing was committed there, so its copies are garbage its own sweep removes (`sweepLeftovers`).
    */
   private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean, targetGone?: AbortSignal): Promise<void> {
     const first = journals[0];
@@ -469,7 +521,11 @@ export class Migrator {
     if (!(m.state === 'Online' || (allowRestoring && m.state === 'Restoring'))) {
       throw new MoveAbortedError(`member "${name}" stopped taking instances during the move`, true);
     }
-    return [{ key: kv.key, modRevision: kv.modRevision }, { key: heartbeat.key, modRevision: heartbeat.modRevision }];
+    // The member record as read (its state), and its heartbeat key alive since the same creation: each
+    // heartbeat rewrites the key (a new modRevision every beat), but it keeps its createRevision for as long
+    // as the member stays alive on one lease. Comparing the modRevision would abort a good move whenever a
+    // heartbeat lands between this read and the commit.
+    return [{ key: kv.key, modRevision: kv.modRevision }, { key: heartbeat.key, createRevision: heartbeat.createRevision }];
   }
 
   /** Refuse (400) moving these instances alone if a custom volume ties them to an instance left behind. */
@@ -507,13 +563,34 @@ export class Migrator {
 
   // ---- target side ----
 
-  /** Target: a move is about to send `refs`; clear stale copies no record points here. */
-  async prepareIncoming(id: string, refs: VolumeRef[]): Promise<void> {
+  /**
+   * Target: a move is about to send `refs`, which take `need` on a pool. Clear stale copies of them that
+   * no record places here, then refuse (507) if the pool, less what moves already arriving still need,
+   * cannot hold the copy; else open the move's staging.
+   */
+  async prepareIncoming(id: string, refs: VolumeRef[], need: VolumeFootprint): Promise<void> {
     await this.assertIncoming(id);
-    const { pool } = this.deps;
+    const { pool, member } = this.deps;
     for (const ref of refs) {
-      if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
+      await this.volumeLocks.run(refKey(ref), async () => {
+        if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
+      });
     }
+    const usage = await pool.poolUsage();
+    let heldBytes = 0;
+    let heldInodes = 0;
+    for (const [other, arriving] of this.incoming) {
+      if (other === id) continue;
+      heldBytes += Math.max(0, arriving.need.bytes - arriving.received);
+      heldInodes += arriving.need.inodes;
+    }
+    const freeBytes = Math.max(0, usage.freeBytes - heldBytes);
+    if (need.bytes > freeBytes) throw errors.notEnoughSpace(member, pool.poolName, need.bytes, freeBytes);
+    if (usage.freeInodes !== null) {
+      const freeInodes = Math.max(0, usage.freeInodes - heldInodes);
+      if (need.inodes > freeInodes) throw errors.notEnoughInodes(member, pool.poolName, need.inodes, freeInodes);
+    }
+    this.incoming.set(id, { need, received: 0 });
     this.staging.set(id, new Map());
   }
 
@@ -536,22 +613,46 @@ export class Migrator {
     }
   }
 
-  /** Target: receive one volume's tar stream into staging; returns what arrived. */
-  async receiveVolume(id: string, ref: VolumeRef, body: Readable): Promise<StreamDigest> {
-    return this.writing(id, body, () => this.receiveVolumeNow(id, ref, body));
+  /** Target: receive one volume's cold copy into staging; answers every entry as it landed, once durable. */
+  async receiveVolume(id: string, ref: VolumeRef, body: Readable): Promise<ReceivedVolume> {
+    return this.writing(id, body, async () => {
+      await this.assertIncoming(id);
+      const slots = this.staging.get(id);
+      if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
+      const path = await this.deps.pool.createStaging(ref, id);
+      slots.set(refKey(ref), { ref, path });
+      const { landed, syncMs } = await this.receiving(id, ref, () => receiveCopy(path, this.countReceived(id, body)));
+      this.deps.log.info({ move: id, volume: ref.name, entries: landed.length, syncMs }, 'copy made durable');
+      return { landed };
+    });
   }
 
-  private async receiveVolumeNow(id: string, ref: VolumeRef, body: Readable): Promise<StreamDigest> {
-    await this.assertIncoming(id);
-    const slots = this.staging.get(id);
-    if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
-    const path = await this.deps.pool.createStaging(ref, id);
-    slots.set(`${ref.type}/${ref.project}/${ref.name}`, { ref, path });
-    const digester = new Digester();
-    const exact = exactTree(path); // modes and absolute symlinks exactly as sent (node-tar changes both)
-    await pipeline(body, digester, tar.x({ cwd: path, preserveOwner: process.getuid?.() === 0, onReadEntry: exact.record }));
-    await exact.apply();
-    return digester.digest();
+  /** Target: apply one pre-copy pass of a volume to its staging (`fresh`: a new, empty one); answers the stream's digest. */
+  async receiveDelta(id: string, ref: VolumeRef, body: Readable, fresh: boolean): Promise<StreamDigest> {
+    return this.writing(id, body, async () => {
+      const path = await this.stagingFor(id, ref, fresh);
+      return this.receiving(id, ref, () => applyPass(path, this.countReceived(id, body), fresh));
+    });
+  }
+
+  /** `body`, counting what arrives against the room move `id` holds on the pool. */
+  private countReceived(id: string, body: Readable): Readable {
+    return counted(body, (n) => {
+      const arriving = this.incoming.get(id);
+      if (arriving) arriving.received += n;
+    });
+  }
+
+  /** Run a write into staging; a pool that fills up meanwhile (someone else wrote into it) fails it with a 507. */
+  private async receiving<T>(id: string, ref: VolumeRef, write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (err) {
+      const code = err instanceof UnpackError ? err.code : errorCode(err);
+      if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
+      this.deps.log.warn({ err, move: id, volume: ref.name }, 'the pool filled up while a copy was written');
+      throw errors.ranOutOfSpace(this.deps.member, this.deps.pool.poolName, ref.name, err instanceof Error ? err.message : String(err));
+    }
   }
 
   /** Target: the staging directory of `ref` in move `id`, made anew with `fresh`; pre-copy passes write into it again and again. */
@@ -559,7 +660,7 @@ export class Migrator {
     await this.assertIncoming(id);
     const slots = this.staging.get(id);
     if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
-    const key = `${ref.type}/${ref.project}/${ref.name}`;
+    const key = refKey(ref);
     if (fresh) slots.set(key, { ref, path: await this.deps.pool.createStaging(ref, id) });
     const slot = slots.get(key);
     if (!slot) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
@@ -571,70 +672,66 @@ export class Migrator {
     await this.assertIncoming(id);
     const slots = this.staging.get(id);
     if (!slots) throw errors.badRequest(`move ${id} has nothing staged here`);
-    for (const { ref, path } of slots.values()) await this.deps.pool.commitStaging(ref, path);
+    const placed = this.placed.get(id) ?? [];
+    this.placed.set(id, placed);
+    for (const { ref, path } of slots.values()) {
+      await this.volumeLocks.run(refKey(ref), () => this.deps.pool.commitStaging(ref, path));
+      placed.push(ref);
+    }
     this.staging.delete(id);
+    this.incoming.delete(id);
   }
 
   /** Target: drop everything a move left here, unless the store says the data now belongs here. */
   async discardIncoming(id: string, project: string, instances: string[], volumes: string[]): Promise<void> {
-    const { pool } = this.deps;
-    const writes = [...(this.writes.get(id) ?? [])];
-    for (const w of writes) w.body.destroy(new Error('move discarded'));
-    await Promise.all(writes.map((w) => w.done));
-    for (const s of await pool.listStaging()) if (s.moveId === id) await pool.discardStaging(s.path);
-    this.staging.delete(id);
+    await this.dropStaging(id);
+    this.placed.delete(id);
     const refs: VolumeRef[] = [
       ...instances.map((name) => ({ type: 'container' as const, project, name })),
       ...volumes.map((name) => ({ type: 'custom' as const, project, name })),
     ];
-    for (const ref of refs) if (!(await this.ownedHere(ref))) await pool.deleteVolume(ref);
+    for (const ref of refs) await this.removeUnowned(ref, id);
+  }
+
+  /** Target: stop what still writes into a move's staging, remove its staging directories, forget it; returns how many went. */
+  private async dropStaging(id: string): Promise<number> {
+    const { pool } = this.deps;
+    const writes = [...(this.writes.get(id) ?? [])];
+    for (const w of writes) w.body.destroy(new Error('move discarded'));
+    await Promise.all(writes.map((w) => w.done));
+    let removed = 0;
+    for (const s of await pool.listStaging()) {
+      if (s.moveId !== id) continue;
+      await pool.discardStaging(s.path);
+      removed++;
+    }
+    this.staging.delete(id);
+    this.incoming.delete(id);
+    return removed;
   }
 
   /**
-   * After this member was cut off (its heartbeat lapsed) and is back: remove what sources gave up sending here
-   * meanwhile and could not tell it, since it was unreachable: staging of moves no journal names any more, and
-   * copies already put in place whose move was rolled back (their record places them on another member, and
-   * no journal brings them here). Boot does the same for a restarted member. Everything is listed before the
-   * store is read: a move is journaled before its staging exists and keeps its journal until its location is
-   * committed, so nothing of a live move is taken; a volume without any record (being created) is left alone.
+   * Target: delete this member's copy of `ref` unless the store says the data lives here, or a move still
+   * journaled (other than `undoing`, the move whose copy this is) is bringing it here: its commit may be
+   * about to rename a fresh copy into place.
    */
-  async sweepAbandoned(): Promise<void> {
-    const { store, pool, member, log } = this.deps;
-    const staged = await pool.listStaging();
-    const volumes = await pool.listVolumes();
-    const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
-    const journaled = new Set<string>();
-    const live = new Set<string>();
-    const elsewhere = new Set<string>();
-    for (const kv of kvs) {
-      if (kv.key.startsWith(keys.moves())) {
-        const j = JSON.parse(kv.value) as MoveJournal;
-        live.add(j.id);
-        journaled.add(`container/${j.project}/${j.instance}`);
-        for (const v of j.volumes) journaled.add(`custom/${j.project}/${v}`);
-      } else {
-        const r = JSON.parse(kv.value) as { project: string; name: string; location: string };
-        const isInstance = kv.key.startsWith(keys.instances());
-        if (!isInstance && kv.key !== keys.volume(r.project, 'default', r.name)) continue;
-        if (r.location !== member) elsewhere.add(`${isInstance ? 'container' : 'custom'}/${r.project}/${r.name}`);
-      }
-    }
-    for (const id of new Set(staged.map((x) => x.moveId))) {
-      if (live.has(id)) continue;
-      log.info({ move: id }, 'removing the staging of a move its source gave up');
-      const writes = [...(this.writes.get(id) ?? [])];
-      for (const w of writes) w.body.destroy(new Error('move given up by its source'));
-      await Promise.all(writes.map((w) => w.done));
-      for (const x of staged) if (x.moveId === id) await pool.discardStaging(x.path);
-      this.staging.delete(id);
-    }
-    for (const ref of volumes) {
-      const key = `${ref.type}/${ref.project}/${ref.name}`;
-      if (!elsewhere.has(key) || journaled.has(key)) continue;
-      log.info({ volume: ref }, 'deleting a copy whose move was given up while this member was cut off');
-      await pool.deleteVolume(ref);
-    }
-    log.info('swept what other members gave up sending here while this member was cut off');
+  private async removeUnowned(ref: VolumeRef, undoing?: string): Promise<boolean> {
+    return this.volumeLocks.run(refKey(ref), async () => {
+      if (!(await this.deps.pool.volumeExists(ref)) || (await this.ownedHere(ref))) return false;
+      const { kvs } = await this.deps.store.range(keys.moves());
+      const arriving = kvs
+        .map((kv) => JSON.parse(kv.value) as MoveJournal)
+        .some(
+          (j) =>
+            j.id !== undoing &&
+            j.target === this.deps.member &&
+            j.project === ref.project &&
+            (ref.type === 'container' ? j.instance === ref.name : j.volumes.includes(ref.name)),
+        );
+      if (arriving) return false;
+      await this.deps.pool.deleteVolume(ref);
+      return true;
+    });
   }
 
   private async assertIncoming(id: string): Promise<void> {
@@ -650,14 +747,53 @@ export class Migrator {
     return (JSON.parse(kv.value) as { location: string }).location === this.deps.member;
   }
 
+  /**
+   * Target, every `ROOST_MOVE_SWEEP_INTERVAL_MS`: remove what moves that are no longer journaled left
+   * here. A source that undid a move without reaching this member (it was cut off, or paused) leaves its
+   * staging, and perhaps copies already put in place, which would otherwise stay until the next restart
+   * (and, in place, make a new instance of that name fail with "already exists"). Only what this process
+   * knows a move wrote is touched: never a volume being created (its directory exists before its record),
+   * never the staging of a move still journaled.
+   */
+  async sweepLeftovers(): Promise<void> {
+    const { pool, store, log } = this.deps;
+    // Moves seen here first, the journal read after: a move prepared here was journaled before it
+    // prepared, so one that is not journaled now is over for good (move ids are never reused).
+    const seen = new Set<string>([...this.staging.keys(), ...this.incoming.keys(), ...this.writes.keys(), ...this.placed.keys()]);
+    for (const s of await pool.listStaging()) seen.add(s.moveId);
+    if (seen.size > 0) {
+      const { kvs } = await store.range(keys.moves());
+      const live = new Set(kvs.map((kv) => (JSON.parse(kv.value) as MoveJournal).id));
+      for (const id of seen) {
+        if (live.has(id)) continue;
+        const staging = await this.dropStaging(id);
+        const removed: string[] = [];
+        for (const ref of this.placed.get(id) ?? []) if (await this.removeUnowned(ref)) removed.push(ref.name);
+        this.placed.delete(id);
+        // A move that committed leaves nothing to remove; one undone without this member's knowledge does.
+        if (staging > 0 || removed.length > 0) log.info({ move: id, staging, volumes: removed }, 'removed what a move no longer journaled left here');
+      }
+    }
+    // Deletions that failed half way (a file that could not be removed for a while) are finished now.
+    await pool.emptyTrash();
+  }
+
   // ---- crash recovery ----
 
   /**
    * At boot, before this member serves anything (so no create or incoming move can be half way): remove
    * staging left by moves no longer journaled, and volume copies that no record places here and no journal
-   * is bringing here or taking away.
+   * is bringing here or taking away. Then sweeps what moves leave behind every interval (`sweepLeftovers`).
    */
   async sweepAtBoot(): Promise<void> {
+    try {
+      await this.sweepOrphansAtBoot();
+    } finally {
+      this.sweepPeriodically(); // even if this first sweep failed: the next ones may not
+    }
+  }
+
+  private async sweepOrphansAtBoot(): Promise<void> {
     const { store, pool, member, log } = this.deps;
     // One read for everything the sweep decides on, rather than a store round trip per volume.
     const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
@@ -684,6 +820,22 @@ export class Migrator {
       log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
       await pool.deleteVolume(ref);
     }
+  }
+
+  /** Run `sweepLeftovers` every `ROOST_MOVE_SWEEP_INTERVAL_MS` from now on (until `stop`). */
+  private sweepPeriodically(): void {
+    if (this.sweepTimer) return;
+    const tick = (): void => {
+      this.sweepTimer = setTimeout(() => {
+        void this.sweepLeftovers()
+          .catch((err: unknown) => this.deps.log.warn({ err }, 'sweeping what moves left behind failed; trying again later'))
+          .finally(() => {
+            if (this.sweepTimer) tick();
+          });
+      }, moveSweepIntervalMs());
+      this.sweepTimer.unref();
+    };
+    tick();
   }
 
   /**
@@ -739,10 +891,20 @@ export class Migrator {
     this.recoveryTimer.unref();
   }
 
-  /** Stop the recovery retry timer. */
+  /** Stop the recovery retry and sweep timers. */
   stop(): void {
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = null;
   }
+}
+
+function refKey(ref: VolumeRef): string {
+  return `${ref.type}/${ref.project}/${ref.name}`;
+}
+
+function errorCode(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 function isUnreachable(err: unknown): boolean {

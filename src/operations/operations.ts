@@ -86,6 +86,8 @@ interface Live {
 export interface OperationKindHandler {
   /** Ask for the operation to end; false if it cannot be cancelled (any more). */
   cancel(op: OperationRecord): Promise<boolean>;
+  /** Periodic look at a running operation of this kind (e.g. a token that expired ends). */
+  sweep?(op: OperationRecord): Promise<void>;
 }
 
 /** How often metadata changes reach the store and the event stream. */
@@ -278,6 +280,11 @@ export class Operations {
 
   private async sweep(): Promise<void> {
     const { kvs } = await this.store.range(keys.operations());
+    for (const kv of kvs) {
+      const op = JSON.parse(kv.value) as OperationRecord;
+      const handler = op.kind ? this.kinds.get(op.kind) : undefined;
+      if (handler?.sweep && !isFinal(op.status)) await handler.sweep(op).catch(() => undefined);
+    }
     const cutoff = Date.now() - keepFinishedMs;
     const old = kvs.filter((kv) => {
       const op = JSON.parse(kv.value) as OperationRecord;

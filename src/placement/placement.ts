@@ -3,6 +3,7 @@
 // placement of one new instance go through the same rules, and a dry-run shows what a real run would do.
 
 import { configValue } from '../config/keys.js';
+import { attachedVolumes } from '../config/devices.js';
 import { formatBytes, parseBytes } from '../util/units.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot, VolumeSnapshot } from './snapshot.js';
 
@@ -47,15 +48,7 @@ export function indexVolumes(snapshot: ClusterSnapshot): VolumeIndex {
 
 /** The custom volumes an instance attaches, in device-name order so every plan built from them is stable. */
 export function volumeRefs(inst: InstanceSnapshot): VolumeRef[] {
-  const refs: VolumeRef[] = [];
-  for (const device of Object.keys(inst.devices).sort()) {
-    const d = inst.devices[device];
-    if (d === undefined || d.type !== 'disk') continue;
-    const pool = d.pool ?? '';
-    const source = d.source ?? '';
-    if (pool !== '' && source !== '') refs.push({ device, pool, source });
-  }
-  return refs;
+  return attachedVolumes(inst.devices).map((v) => ({ device: v.device, pool: v.pool, source: v.volume }));
 }
 
 /**

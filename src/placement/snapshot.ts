@@ -1,7 +1,8 @@
 // The cluster as pure decision code sees it: plain data, read from the store in one consistent pass.
 // Placement and the evacuation planner take a snapshot and never do I/O.
 
-import type { MemberStatus } from '../store/schema.js';
+/** A member's status as placement needs it: only `Online` members take instances. */
+export type MemberStatus = 'Online' | 'Evacuating' | 'Evacuated' | 'Restoring' | 'Offline';
 
 /** A member as placement sees it. */
 export interface MemberSnapshot {

@@ -15,6 +15,33 @@ export interface PoolUsage {
   totalBytes: number;
   usedBytes: number;
   freeBytes: number;
+  /** Inodes that can still be created; null when the file system does not count them. */
+  freeInodes: number | null;
+}
+
+/** What a copy of a volume takes on a pool, to check before copying that the pool can hold it. */
+export interface VolumeFootprint {
+  /** Its data in whole blocks (see `entryFootprint`). */
+  bytes: number;
+  /** One per file, directory and symlink (hard links share one, counted once per path: an upper bound). */
+  inodes: number;
+}
+
+/** The allocation unit footprints count in: the block size of the common Linux file systems and tmpfs pages. */
+const footprintBlock = 4096;
+/** Link targets shorter than this sit in the inode itself on ext4 (and on tmpfs, in its small inline space). */
+const inlineLinkTarget = 60;
+
+/**
+ * Bytes one entry takes on a pool once a copy writes it: a file's data rounded up to whole blocks (file
+ * systems allocate blocks, and a copy writes sparse files out in full), a block for a directory, a block
+ * for a symlink whose target does not fit in its inode. Placement and the free-space check before a copy
+ * both count this, so that what fits by one also fits by the other.
+ */
+export function entryFootprint(kind: 'file' | 'dir' | 'link', size: number): number {
+  if (kind === 'file') return Math.ceil(size / footprintBlock) * footprintBlock;
+  if (kind === 'dir') return footprintBlock;
+  return size >= inlineLinkTarget ? footprintBlock : 0;
 }
 
 /** A storage pool driver on one member. */
@@ -31,6 +58,8 @@ export interface StorageDriver {
   deleteVolume(ref: VolumeRef): Promise<void>;
   /** Bytes used by the volume's files. */
   volumeUsage(ref: VolumeRef): Promise<number>;
+  /** What a copy of the volume would take on a pool (blocks and inodes); placement counts it. */
+  volumeFootprint(ref: VolumeRef): Promise<VolumeFootprint>;
   poolUsage(): Promise<PoolUsage>;
   /** A fresh, empty staging directory for an incoming copy of `ref`, on the same file system. */
   createStaging(ref: VolumeRef, moveId: string): Promise<string>;
@@ -42,4 +71,6 @@ export interface StorageDriver {
   listStaging(): Promise<{ path: string; moveId: string }[]>;
   /** Every volume present in the pool. */
   listVolumes(): Promise<VolumeRef[]>;
+  /** Finish deletions that failed half way (what a later retry of `deleteVolume` no longer sees), not those under way. */
+  emptyTrash(): Promise<void>;
 }

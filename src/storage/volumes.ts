@@ -5,7 +5,7 @@ import { keys, type InstanceRecord, type VolumeRecord } from '../store/schema.js
 import type { StorageDriver } from './driver.js';
 import { errors } from '../errors/index.js';
 import { checkConfig } from '../config/keys.js';
-import { attachedVolumes, checkVolumeName, expandDevices } from '../instances/devices.js';
+import { attachedVolumes, checkVolumeName, expandDevices } from '../config/devices.js';
 import type { EventBus } from '../operations/events.js';
 
 /** Custom volumes held by this member. */

@@ -83,7 +83,7 @@ export interface OperationRecord {
    * Set for operations driven by a record in the store rather than by the process of one member (the
    * drainer's runs, pending tokens): any member shows and cancels them, and no member's restart fails them.
    */
-  kind?: 'evacuation' | 'join-token';
+  kind?: 'evacuation' | 'join-token' | 'trust-token';
 }
 
 /** Phases of one move, in order. The journal key exists from `started` until the move is finished. */
@@ -138,11 +138,15 @@ export interface EvacuationRecord {
   error: string;
 }
 
-/** Join token issued by `POST /1.0/cluster/members`. */
-export interface JoinTokenRecord {
+/** A one-time token: to join the cluster (`lxc cluster add`) or to be trusted as a client (`lxc config trust add`). */
+export interface TokenRecord {
+  kind: 'join' | 'trust';
+  /** The member or client name it is for. */
   name: string;
   secret: string;
   expiresAt: string;
+  /** The token's operation (Running while the token can be used). */
+  operation: string;
 }
 
 /** The cluster-wide TLS identity shared by all members. */
@@ -183,8 +187,8 @@ export const keys = {
   lock: (name: string) => `locks/${name}`,
   /** The drainer's leader key (under a lease; its createRevision is the leader's term). */
   drainerLeader: () => 'drainer/leader',
-  token: (name: string) => `tokens/${name}`,
-  tokens: () => 'tokens/',
+  token: (kind: 'join' | 'trust', name: string) => `tokens/${kind}/${name}`,
+  tokens: (kind?: 'join' | 'trust') => (kind ? `tokens/${kind}/` : 'tokens/'),
   events: () => 'events/',
   event: (id: string) => `events/${id}`,
 } as const;

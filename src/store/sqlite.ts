@@ -16,8 +16,16 @@
 // - Compaction: a change is dropped from the log once it is older than 10 minutes or more than
 //   100,000 revisions behind the head, whichever comes first; that bounds the file while letting a
 //   member that restarts within minutes resume its watches without a gap.
+// - Durability: `synchronous=FULL`, so every commit is on disk (the WAL fsynced) before the transaction
+//   returns. Under WAL's usual NORMAL a commit reaches the disk only at the next checkpoint, and a power cut
+//   could lose a committed new location after the move had deleted the source copy. FULL costs one fsync per
+//   write transaction (`npm run bench -- move` prints it beside NORMAL); an explicit sync before each
+//   destructive step instead would have to be remembered at every such step, by every caller.
+// - Privacy: the file holds the cluster's private key and every instance's config, so it and its `-wal` and
+//   `-shm` files are readable by the daemon's user only (0600), also when an older install left them looser.
 
 import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import {
   StoreError,
@@ -78,10 +86,27 @@ CREATE TABLE IF NOT EXISTS changes (
 ) WITHOUT ROWID;
 `;
 
+/** Mode of the database file and of the `-wal` and `-shm` files SQLite creates beside it with the same mode. */
+const STORE_FILE_MODE = 0o600;
+
 /** Options of the SQLite backend. */
 export interface SqliteStoreOptions {
   /** How often watches look for new changes (ms); other processes' writes arrive this late at worst. */
   pollIntervalMs?: number;
+  /**
+   * When a commit reaches the disk: `FULL` (the default, and all the daemon uses) before it returns; `NORMAL`
+   * at the next checkpoint, which a power cut can undo. NORMAL exists to measure what durability costs.
+   */
+  synchronous?: 'FULL' | 'NORMAL';
+}
+
+/** The settings of a store's connection that say how durable a commit is. */
+export type SqliteSetting = 'journal_mode' | 'synchronous';
+
+/** A SQLite-backed store: the Store interface plus a read of its connection's durability settings. */
+export interface SqliteBackedStore extends Store {
+  /** The value SQLite reports for `PRAGMA <name>` on this store's own connection (settings are per connection). */
+  setting(name: SqliteSetting): string | number;
 }
 
 interface KvRow {
@@ -266,7 +291,7 @@ function prepareStatements(db: Database.Database) {
 
 type Statements = ReturnType<typeof prepareStatements>;
 
-class SqliteStore implements Store {
+class SqliteStore implements SqliteBackedStore {
   readonly backend = 'sqlite';
   private readonly st: Statements;
   private readonly watches = new Set<SqliteWatch>();
@@ -372,6 +397,10 @@ class SqliteStore implements Store {
       this.dropLease(lease, batch);
       this.finish(batch);
     });
+  }
+
+  setting(name: SqliteSetting): string | number {
+    return this.guard(() => this.db.pragma(name, { simple: true }) as string | number);
   }
 
   watch(prefix: string, fromRevision: number, onEvents: (events: WatchEvent[]) => void): Watch {
@@ -589,19 +618,23 @@ class SqliteStore implements Store {
 }
 
 /** Opens (creating if needed) the SQLite store at `path`, which other processes on this host may share. */
-export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<SqliteBackedStore> {
   const pollIntervalMs = options.pollIntervalMs ?? 25;
   if (!Number.isFinite(pollIntervalMs) || pollIntervalMs <= 0) {
     throw new StoreError(`pollIntervalMs must be a positive number, not ${pollIntervalMs}`);
   }
+  const synchronous = options.synchronous ?? 'FULL';
   let db: Database.Database | null = null;
   try {
+    createPrivately(path);
     const conn = new Database(path, { timeout: BUSY_TIMEOUT_MS });
     db = conn;
     conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     const mode = conn.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new StoreError(`sqlite store ${path}: could not switch to WAL mode (got ${String(mode)})`);
-    conn.pragma('synchronous = NORMAL');
+    conn.pragma(`synchronous = ${synchronous}`);
+    // Once the WAL mode is set the -wal and -shm files exist; an older install may have left all three looser.
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) makePrivate(file);
     conn
       .transaction(() => {
         const version = conn.pragma('user_version', { simple: true });
@@ -619,5 +652,22 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     if (err instanceof StoreError) throw err;
     const message = err instanceof Error ? err.message : String(err);
     throw new StoreError(`cannot open sqlite store ${path}: ${message}`, { cause: err });
+  }
+}
+
+/** Creates the database file empty with the private mode if it is missing (SQLite would use 0644 minus umask). */
+function createPrivately(path: string): void {
+  try {
+    closeSync(openSync(path, 'wx', STORE_FILE_MODE));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+function makePrivate(file: string): void {
+  try {
+    chmodSync(file, STORE_FILE_MODE);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }

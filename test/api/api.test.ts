@@ -4,13 +4,42 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import type { RoostEvent } from '../../src/client/client.js';
+import { maxUnreadEventBytes, tooSlowCloseCode } from '../../src/api/routes/events.js';
 import { processAlive, startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { assertError, asyncOperation, syncMetadata } from '../helpers/envelope.js';
 
 let c: TestCluster;
+
+const logFloodFixture = fileURLToPath(new URL('./fixtures/log-flood.ts', import.meta.url));
+
+/** The log-flood fixture on the cluster's store, in a process of its own, answering one request at a time. */
+function startLogFlood(bytesPerEvent: number): { ask(request: string): Promise<void>; end(): Promise<void> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', logFloodFixture, path.join(c.dir, 'cluster.db'), String(bytesPerEvent)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const answers = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const exited = once(child, 'exit');
+  return {
+    async ask(request) {
+      child.stdin.write(`${request}\n`);
+      const answer = await answers.next();
+      assert.ok(!answer.done, `log-flood ended without answering "${request}"`);
+    },
+    async end() {
+      child.stdin.end();
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0, 'log-flood failed');
+    },
+  };
+}
 
 /** Runs a request that must be refused and asserts that nothing changed. */
 async function refused(member: string, method: string, url: string, json: unknown, status: number, message: string | RegExp): Promise<void> {
@@ -244,6 +273,31 @@ describe('API of a three-member cluster', () => {
       await refused('m02', 'PATCH', '/1.0/instances/web', { devices: { x: { type: 'teleporter' } } }, 400, /unknown device type/);
     });
 
+    it('refuses user changes to volatile keys (as LXD: "Volatile keys are read-only"), but takes them sent back unchanged', async () => {
+      const readOnly = /^Volatile keys are read-only: volatile\./;
+      // A restore pulls home every instance whose origin names the member: a user must not be able to plant one.
+      await refused('m01', 'PATCH', '/1.0/instances/web', { config: { 'volatile.evacuate.origin': 'm02' } }, 400, readOnly);
+      await refused('m02', 'PATCH', '/1.0/instances/web', { config: { 'volatile.last_state.power': 'STOPPED' } }, 400, readOnly);
+      await refused('m03', 'PATCH', '/1.0/instances/web', { config: { 'volatile.last_state.power': '' } }, 400, readOnly);
+      await refused('m01', 'PATCH', '/1.0/instances/web', { config: { 'volatile.anything.else': 'x' } }, 400, readOnly);
+
+      // `lxc config edit` sends the whole config back, volatile keys included: unchanged, they are no change.
+      const current = syncMetadata(await c.raw('m01', 'GET', '/1.0/instances/web')) as { config: Record<string, string>; devices: Record<string, unknown> };
+      assert.equal(current.config['volatile.last_state.power'], 'RUNNING');
+      const put = await c.raw('m02', 'PUT', '/1.0/instances/web', { json: { config: { ...current.config, 'user.edited': 'yes' }, devices: current.devices } });
+      await c.client('m02').waitOperation(asyncOperation(put));
+      const edited = await c.instance('web');
+      assert.equal(edited.config['user.edited'], 'yes');
+      assert.equal(edited.config['volatile.last_state.power'], 'RUNNING');
+      assert.equal(edited.config['volatile.evacuate.origin'], undefined);
+
+      const full = { ...current.config, 'user.edited': 'yes' };
+      await refused('m01', 'PUT', '/1.0/instances/web', { config: { ...full, 'volatile.last_state.power': 'STOPPED' }, devices: current.devices }, 400, readOnly);
+      await refused('m03', 'PUT', '/1.0/instances/web', { config: { ...full, 'volatile.evacuate.origin': 'm02' }, devices: current.devices }, 400, readOnly);
+      await refused('m01', 'POST', '/1.0/instances?target=m01', { name: 'planted', source: { type: 'none' }, config: { 'process.command': 'sleep 1000', 'volatile.evacuate.origin': 'm02' } }, 400, readOnly);
+      await refused('m02', 'POST', '/1.0/instances', { name: 'planted', source: { type: 'none' }, config: { 'volatile.last_state.power': 'RUNNING' } }, 400, readOnly);
+    });
+
     it('refuses to delete a running instance and an unknown state action', async () => {
       await refused('m02', 'DELETE', '/1.0/instances/web', undefined, 400, 'The instance is currently running, stop it first');
       await refused('m02', 'PUT', '/1.0/instances/web/state', { action: 'explode' }, 400, 'Unknown action "explode"');
@@ -324,6 +378,53 @@ describe('API of a three-member cluster', () => {
         assert.ok(seen.every((e) => e.type === 'lifecycle'), 'the type filter holds');
       } finally {
         sub.close();
+      }
+    });
+
+    it('drops an event subscriber that stops reading, with a close code and reason, while a reading one gets everything', async () => {
+      const slow = new WebSocket(`ws+unix://${path.join(c.memberDir('m01'), 'unix.socket')}:/1.0/events`);
+      const slowMessages: string[] = [];
+      let slowClosed: { code: number; reason: string } | null = null;
+      slow.on('message', (data: Buffer) => slowMessages.push(data.length < 65536 ? data.toString() : '(flood)'));
+      slow.on('close', (code, reason) => (slowClosed = { code, reason: reason.toString() }));
+      await new Promise((resolve, reject) => slow.once('open', resolve).once('error', reject));
+      // The handshake is done; from now on this client takes nothing off the socket.
+      slow.pause();
+      const seen = new Set<string>();
+      const reading = await c.client('m01').events(['logging', 'lifecycle'], (e) => {
+        const meta = e.metadata as { context?: { flood?: string }; action?: string; source?: string };
+        if (meta.context?.flood) seen.add(meta.context.flood);
+        if (meta.action === 'instance-created') seen.add(meta.source ?? '');
+      });
+      // Log lines of another member, travelling to m01 through the store as every member's events do:
+      // 512 KiB each, up to three times the bound in all, each published once the reader has the one before
+      // (so a starved test process never lags by more than one event), until m01 says it dropped the other.
+      const bytesPerEvent = 512 * 1024;
+      const count = Math.ceil((3 * maxUnreadEventBytes) / bytesPerEvent);
+      const dropped = (): boolean => c.logTail('m01', 400).includes('dropped an events subscriber that stopped reading');
+      const flood = startLogFlood(bytesPerEvent);
+      try {
+        for (let i = 0; i < count && !dropped(); i++) {
+          await flood.ask(`publish ${i}`);
+          await waitFor(`the reading subscriber received event ${i} of ${count}`, () => seen.has(String(i)), 30_000);
+        }
+        await waitFor('m01 dropped the subscriber that stopped reading', dropped, 15_000);
+        assert.ok(seen.size > maxUnreadEventBytes / bytesPerEvent, `the reader got every one of the ${seen.size} events, more than the bound`);
+
+        // The daemon still answers, and still delivers to the reader; the dropped subscriber gets no more.
+        syncMetadata(await c.raw('m01', 'GET', '/1.0'));
+        await c.launch('after-flood', { target: 'm01', start: false });
+        await waitFor('the reader sees after-flood created', () => seen.has('/1.0/instances/after-flood'));
+
+        slow.resume();
+        await waitFor('the dropped subscriber sees the close once it reads again', () => slowClosed !== null, 20_000);
+        assert.deepEqual(slowClosed, { code: tooSlowCloseCode, reason: `Too slow: more than ${maxUnreadEventBytes / 1024 / 1024} MiB of events unread` });
+        assert.ok(!slowMessages.some((text) => text.includes('after-flood')), 'nothing published after the drop reached the dropped subscriber');
+      } finally {
+        reading.close();
+        slow.terminate();
+        await flood.ask('remove');
+        await flood.end();
       }
     });
   });

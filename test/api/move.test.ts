@@ -19,11 +19,14 @@ let c: TestCluster;
  * Appends a counter to a file on the custom volume and one in the root volume, resuming after the last
  * line written, so after any number of stops and starts both files must read exactly 1..N.
  */
+// TERM only raises a flag, checked between iterations: a stop landing between the two appends must not
+// leave one file a line behind the other.
 const writer = [
-  'trap "exit 0" TERM',
+  'stop=',
+  'trap "stop=1" TERM',
   'i=$(tail -n 1 data/log.txt 2>/dev/null)',
   '[ -n "$i" ] || i=0',
-  'while true; do i=$((i+1)); echo $i >> data/log.txt; echo $i >> counter.txt; sleep 0.02; done',
+  'while [ -z "$stop" ]; do i=$((i+1)); echo $i >> data/log.txt; echo $i >> counter.txt; sleep 0.02; done',
 ].join('; ');
 
 /** Asserts that a counter file holds exactly 1..N (nothing lost, nothing written twice); returns N. */

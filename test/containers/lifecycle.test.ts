@@ -117,6 +117,9 @@ describe('container lifecycle', () => {
     assert.equal(await readFile(path.join(c.instanceDir('m02', 'ct'), 'root', 'from-exec'), 'utf8'), 'inside\n');
     const cwd = await execIn(c, 'm02', 'ct', ['pwd'], '/etc');
     assert.equal(cwd.stdout, '/etc\n');
+    // A booted system's umask inside (init's and exec's), not the one that keeps the daemon's own files private.
+    const umask = await execIn(c, 'm01', 'ct', ['sh', '-c', 'umask; grep Umask /proc/1/status']);
+    assert.deepEqual(umask, { code: 0, stdout: '0022\nUmask:\t0022\n', stderr: '' });
     // Websocket exec is covered by exec-files.test.ts; running as another user is still refused.
     assertError(
       await c.raw('m01', 'POST', '/1.0/instances/ct/exec', { json: { command: ['true'], 'wait-for-websocket': true, user: 1000 } }),

@@ -14,7 +14,6 @@ import {
   assertOnePlace,
   beginState,
   evacuationRecord,
-  getOperation,
   instancesByName,
   launchWorkload,
   memberInfo,
@@ -25,6 +24,7 @@ import {
   runState,
   setMemberConfig,
   waitOperation,
+  memberProgress,
 } from './world.js';
 
 let c: TestCluster;
@@ -147,7 +147,7 @@ describe('overlapping, throttled and cancelled evacuations', () => {
 
     const id = await beginState(c, 'm01', { action: 'evacuate', parallel: 1 });
     await waitFor('some moves are done and some are not', async () => {
-      const moves = Object.values(runProgress((await getOperation(c, id))?.metadata ?? null).instances).filter((i) => i.action === 'migrate');
+      const moves = Object.values((await memberProgress(c, 'm01', 'm02'))?.instances ?? {}).filter((i) => i.action === 'migrate');
       const done = moves.filter((i) => i.state === 'done').length;
       return done >= 2 && done <= moves.length - 3;
     }, 20_000);

@@ -345,6 +345,15 @@ export function runProgress(metadata: Record<string, unknown> | null): RunProgre
   return p as RunProgress;
 }
 
+/**
+ * The whole progress of a member's running or last run, as any member answers it from the request record
+ * (the operation's own updates list only what changed in each).
+ */
+export async function memberProgress(c: ClusterView, member: string, via = firstUp(c)): Promise<RunProgress | null> {
+  const state = (await c.client(via).get(`/1.0/cluster/members/${member}/state`)) as { roost_evacuation?: RunProgress | null };
+  return state.roost_evacuation ?? null;
+}
+
 /** Config of every instance named, from one listing. */
 export async function instancesByName(c: ClusterView, via = firstUp(c)): Promise<Map<string, InstanceView>> {
   const list = (await c.client(via).get('/1.0/instances?recursion=1')) as InstanceView[];

@@ -1,11 +1,13 @@
 // A real local cluster for end-to-end tests: N roostd processes (current sources, through tsx) on one
 // SQLite store in a fresh temporary directory, with the helpers the suites share: an API client per
 // member, raw requests for asserting LXD envelopes, launching instances, waiting with deadlines,
-// checksums of volume trees, killing and restarting daemons, and a teardown that leaves nothing running.
+// checksums of volume trees, killing and restarting daemons, small tmpfs pools (as root), and a teardown
+// that leaves nothing running and nothing mounted.
 
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -106,6 +108,12 @@ export interface TestCluster extends ClusterView {
   dir: string;
   local: LocalCluster;
   /**
+   * Give a member a pool of its own on a fresh tmpfs (`size` as mount takes it, e.g. `2m`; `inodes`:
+   * nr_inodes): its daemon is stopped, the tmpfs mounted on its pool directory, the daemon started again.
+   * Needs root; `stop` unmounts it. Do it before the member holds anything.
+   */
+  mountPool(member: string, options: { size: string; inodes?: number }): Promise<void>;
+  /**
    * Everything a refused request must leave alone, as one comparable string: instance, volume, member
    * and move records, the server config, and the volume and staging directories of every member.
    */
@@ -198,6 +206,23 @@ export async function launchInstance(client: RoostClient, name: string, o: Launc
   if (o.start !== false) await client.runAsync('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
 }
 
+/** How to start a test cluster. */
+export interface StartClusterOptions {
+  /** Number of members (default 3). */
+  members?: number;
+  /** `cluster.offline_threshold` in seconds, set before `startCluster` returns. */
+  offlineThreshold?: number;
+  /** The members' `--group` (who may use their sockets). */
+  group?: string;
+  /**
+   * Mode of the cluster directory before the cluster starts; mkdtemp makes it 0700, which would hide
+   * everything in it from other users whatever Roost does (a real `roost up --dir` is often 0755).
+   */
+  dirMode?: number;
+  /** Extra environment of every member's daemon (settings such as `ROOST_MOVE_SWEEP_INTERVAL_MS`). */
+  env?: Record<string, string>;
+}
+
 /** Clusters still running in this process, torn down hard if the process exits without `stop`. */
 const live = new Set<string>();
 process.on('exit', () => {
@@ -208,11 +233,12 @@ process.on('exit', () => {
  * Start a cluster of `members` members in a fresh temporary directory. With `offlineThreshold`, the
  * server key `cluster.offline_threshold` is set (through `PATCH /1.0`) before it returns.
  */
-export async function startCluster(options: { members?: number; offlineThreshold?: number } = {}): Promise<TestCluster> {
+export async function startCluster(options: StartClusterOptions = {}): Promise<TestCluster> {
   const count = options.members ?? 3;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-e2e-'));
   live.add(dir);
-  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info' } });
+  if (options.dirMode !== undefined) await chmod(dir, options.dirMode);
+  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info', ...(options.env ?? {}) }, group: options.group });
   const names = Array.from({ length: count }, (_, i) => memberName(i + 1));
   const clients = new Map<string, RoostClient>();
   const raws = new Map<string, Client>();
@@ -287,6 +313,16 @@ export async function startCluster(options: { members?: number; offlineThreshold
       await dropClients(m);
       await local.startMember({ name: m, dir: memberDir(m) }, {});
     },
+    async mountPool(m, o) {
+      await cluster.kill(m, 'SIGTERM');
+      const pool = path.join(memberDir(m), 'storage-pools', 'default');
+      await mkdir(pool, { recursive: true });
+      const flags = [`size=${o.size}`, ...(o.inodes !== undefined ? [`nr_inodes=${o.inodes}`] : []), 'mode=0711'];
+      const r = spawnSync('mount', ['-t', 'tmpfs', '-o', flags.join(','), `roost-test-${m}`, pool], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`could not mount a tmpfs on ${pool}: ${r.stderr}`);
+      await cluster.restart(m);
+      await waitFor(`${m} is Online again on its tmpfs pool`, async () => ((await client(m).get(`/1.0/cluster/members/${m}`)) as { status: string }).status === 'Online', 30_000);
+    },
     logTail(m, lines = 30) {
       try {
         return readFileSync(path.join(memberDir(m), 'roostd.log'), 'utf8').split('\n').slice(-lines).join('\n');
@@ -300,6 +336,8 @@ export async function startCluster(options: { members?: number; offlineThreshold
       for (const m of [...new Set([...clients.keys(), ...raws.keys()])]) await dropClients(m);
       await store?.close().catch(() => undefined);
       try {
+        await local.down(false);
+        unmountUnder(dir);
         await local.down(true);
       } finally {
         killEverythingSync(dir);
@@ -324,7 +362,17 @@ export async function startCluster(options: { members?: number; offlineThreshold
   return cluster;
 }
 
-/** Last resort when the test process ends without `stop`: SIGKILL daemons and instances, remove the directory. */
+/** Lazily unmount whatever is mounted below `dir` (tmpfs pools), deepest first, so the directory can go. */
+function unmountUnder(dir: string): void {
+  const points = safeRead('/proc/self/mounts')
+    .split('\n')
+    .map((line) => line.split(' ')[1] ?? '')
+    .filter((p) => p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) spawnSync('umount', ['-l', p]);
+}
+
+/** Last resort when the test process ends without `stop`: SIGKILL daemons and instances, unmount, remove the directory. */
 function killEverythingSync(dir: string): void {
   if (!existsSync(dir)) return;
   for (const m of safeReaddir(dir)) {
@@ -340,6 +388,7 @@ function killEverythingSync(dir: string): void {
       }
     }
   }
+  unmountUnder(dir);
   rmSync(dir, { recursive: true, force: true });
 }
 

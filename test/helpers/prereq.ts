@@ -25,3 +25,15 @@ export function requireCommand(t: TestContext, command: string, install: string)
 export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
+
+/**
+ * Returns true if the test runs as root (mounting a tmpfs, chattr). Otherwise skips it (by hand) or throws
+ * (under CI=true), naming what is missing.
+ */
+export function requireRoot(t: TestContext, why: string): boolean {
+  if (isRoot()) return true;
+  const reason = `needs root (${why})`;
+  if (process.env.CI === 'true') throw new Error(`missing prerequisite under CI: ${reason}`);
+  t.skip(reason);
+  return false;
+}

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { ApiError } from '../../src/errors/index.js';
-import { applyPass, deletePaths, digestStaging } from '../../src/migration/precopy.js';
+import { applyPass, deletePaths, digestStaging } from '../../src/migration/tree.js';
 
 /** One entry of a hand-made tar stream. */
 interface Entry {

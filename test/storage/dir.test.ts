@@ -101,6 +101,15 @@ describe('dir pool', () => {
     assert.deepEqual(await fsp.readdir(path.join(fx.root, '.deleting')), []);
   });
 
+  it('emptyTrash finishes a deletion that failed half way', async () => {
+    const stuck = path.join(fx.root, '.deleting', 'stuck');
+    await fsp.mkdir(path.join(stuck, 'deep'), { recursive: true });
+    await fsp.writeFile(path.join(stuck, 'deep', 'file'), 'x');
+    await fx.pool.emptyTrash();
+    assert.deepEqual(await fsp.readdir(path.join(fx.root, '.deleting')), []);
+    await fx.pool.emptyTrash(); // nothing there: nothing to do
+  });
+
   it('counts a symlink as its own size', async () => {
     const ref = { type: 'container' as const, project: 'default', name: 'links' };
     await fx.pool.createVolume(ref);

@@ -52,6 +52,21 @@ export function storageSuite(name: string, factory: () => Promise<StorageFixture
       await fx.pool.deleteVolume(ref);
     });
 
+    it('reports what a copy of a volume takes on a pool: whole blocks and an inode per entry', async () => {
+      const ref = fresh();
+      await fx.pool.createVolume(ref);
+      const dir = fx.pool.volumePath(ref);
+      await fsp.writeFile(path.join(dir, 'one-byte'), 'x');
+      await fsp.writeFile(path.join(dir, 'a-block-and-a-bit'), Buffer.alloc(4097));
+      await fsp.mkdir(path.join(dir, 'sub'));
+      await fsp.symlink('one-byte', path.join(dir, 'short-link'));
+      await fsp.symlink(`${'long/'.repeat(20)}target`, path.join(dir, 'long-link'));
+      // Files: 1 + 2 blocks; directories (the volume and sub): 1 block each; the long link: 1 block.
+      assert.deepEqual(await fx.pool.volumeFootprint(ref), { bytes: 6 * 4096, inodes: 6 });
+      assert.ok((await fx.pool.volumeUsage(ref)) < 6 * 4096, 'usage counts bytes, not blocks');
+      await fx.pool.deleteVolume(ref);
+    });
+
     it('usage does not follow symlinks out of the volume', async () => {
       const ref = fresh();
       await fx.pool.createVolume(ref);
@@ -156,6 +171,7 @@ export function storageSuite(name: string, factory: () => Promise<StorageFixture
       assert.ok(usage.totalBytes > 0);
       assert.ok(usage.usedBytes >= 0 && usage.freeBytes >= 0);
       assert.ok(usage.usedBytes + usage.freeBytes <= usage.totalBytes);
+      assert.ok(usage.freeInodes === null || usage.freeInodes > 0, `free inodes ${usage.freeInodes}`);
     });
 
     it('rejects names that could escape the pool', async () => {

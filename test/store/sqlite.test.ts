@@ -4,11 +4,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openSqliteStore } from '../../src/store/sqlite.js';
+import { openSqliteStore, type SqliteBackedStore } from '../../src/store/sqlite.js';
 import { openStore } from '../../src/store/index.js';
 import { StoreError, type Store, type WatchEvent } from '../../src/store/store.js';
 import { storeConformance } from './conformance.js';
@@ -141,6 +141,47 @@ describe('openStore', () => {
       return true;
     });
     await assert.rejects(openStore('sqlite://relative.db'), StoreError);
+  });
+
+  it('makes every commit durable: the store a daemon opens runs WAL with synchronous=FULL (PRAGMA synchronous reads 2)', async () => {
+    const { dir, remove } = await tempDir();
+    const store = await openStore(`sqlite:${join(dir, 'cluster.db')}`);
+    try {
+      assert.equal(store.backend, 'sqlite');
+      const setting = (store as Partial<SqliteBackedStore>).setting?.bind(store);
+      assert.ok(setting, 'the SQLite store reports its connection settings');
+      assert.equal(setting('journal_mode'), 'wal');
+      // 2 is FULL: the WAL is fsynced at every commit, not only at checkpoints (NORMAL, 1).
+      assert.equal(setting('synchronous'), 2);
+      await store.put('k', 'v');
+      assert.equal(setting('synchronous'), 2, 'and stays so after writes');
+    } finally {
+      await store.close();
+      await remove();
+    }
+  });
+
+  it('keeps the store file and its -wal and -shm files private (0600), tightening looser ones when opened', async () => {
+    const { dir, remove } = await tempDir();
+    const path = join(dir, 'cluster.db');
+    const files = [path, `${path}-wal`, `${path}-shm`];
+    const modes = async (): Promise<string[]> => Promise.all(files.map(async (f) => `${f.slice(dir.length)} ${((await stat(f)).mode & 0o777).toString(8)}`));
+    const first = await openStore(`sqlite:${path}`);
+    let second: Store | null = null;
+    try {
+      await first.put('k', 'v');
+      // This process's umask (022) would give 0644: the store sets the mode itself.
+      assert.deepEqual(await modes(), files.map((f) => `${f.slice(dir.length)} 600`));
+      // An install from before: everything world-readable; the next member that opens the store closes it.
+      for (const f of files) await chmod(f, 0o644);
+      second = await openStore(`sqlite:${path}`);
+      assert.deepEqual(await modes(), files.map((f) => `${f.slice(dir.length)} 600`));
+      assert.equal((await second.get('k'))?.value, 'v');
+    } finally {
+      await second?.close();
+      await first.close();
+      await remove();
+    }
   });
 
   it('reports an unopenable file as a StoreError', async () => {

@@ -1,16 +1,15 @@
 // `/1.0/cluster...`: the cluster, its members, join tokens and member state (evacuate/restore).
 
 import os from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Router } from '../server.js';
 import { sync, async as asyncReply } from '../envelope.js';
-import { forwardTo, param, parseBody, recursion } from '../request.js';
+import { param, parseBody, queryParam, recursion } from '../request.js';
 import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
-import { keys, type JoinTokenRecord } from '../../store/schema.js';
 import type { Member } from '../../daemon/context.js';
+import { issueToken } from '../../cluster/tokens.js';
 import { requestPorts } from '../../daemon/drainer-ports.js';
 import { memberProgress, requestStateChange } from '../../evacuation/requests.js';
 
@@ -82,30 +81,33 @@ export function registerClusterRoutes(r: Router): void {
     const body = parseBody(req, z.object({ server_name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/, 'must be a valid member name') }).passthrough());
     const existing = (await m.cluster.members()).find((v) => v.record.name === body.server_name);
     if (existing) throw errors.conflict(`The cluster already has a member with name: ${body.server_name}`);
-    const token: JoinTokenRecord = {
+    // The operation stays Running until the token is used, revoked or expires (`lxc cluster list-tokens`).
+    const op = await issueToken(m.store, m.events, {
+      kind: 'join',
       name: body.server_name,
-      secret: randomBytes(32).toString('hex'),
-      expiresAt: new Date(Date.now() + 3 * 3600 * 1000).toISOString(),
-    };
-    await m.store.put(keys.token(token.name), JSON.stringify(token));
-    const op = await m.operations.begin({
-      class: 'token',
       description: 'Requesting to join the cluster',
-      resources: { cluster: [] },
-      metadata: {
-        serverName: token.name,
-        secret: token.secret,
+      location: m.name,
+      metadata: (secret, expiresAt) => ({
+        serverName: body.server_name,
+        secret,
         fingerprint: m.cert.fingerprint,
         addresses: [m.address],
-        expiresAt: token.expiresAt,
+        expiresAt,
         store: m.storeUrl,
-      },
-      run: async () => undefined,
+      }),
     });
     return asyncReply(reply, op);
   });
 
   r.on('GET', '/1.0/cluster/members/:name', async (req, reply) => sync(reply, memberToApi(await m.cluster.member(param(req, 'name')))));
+
+  // `lxc cluster remove [--force]`: the member's daemon sees its record gone at its next heartbeat and stops.
+  r.on('DELETE', '/1.0/cluster/members/:name', async (req, reply) => {
+    const force = ['1', 'true'].includes(queryParam(req, 'force') ?? '');
+    const lost = await m.cluster.remove(param(req, 'name'), force);
+    m.events.lifecycle('cluster-member-removed', `/1.0/cluster/members/${param(req, 'name')}`, lost);
+    return sync(reply, lost);
+  });
 
   const update = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
     const name = param(req, 'name');
@@ -117,13 +119,16 @@ export function registerClusterRoutes(r: Router): void {
   r.on('PUT', '/1.0/cluster/members/:name', update(true));
   r.on('PATCH', '/1.0/cluster/members/:name', update(false));
 
-  r.on('GET', '/1.0/cluster/members/:name/state', async (req, reply) => {
+  // A member answers for itself; for an offline one any member answers what the store knows.
+  const stateOwner = async (req: FastifyRequest): Promise<string | null> => {
+    const view = await m.cluster.member(param(req, 'name'));
+    return view.status === 'Offline' ? null : view.record.name;
+  };
+  r.owned('GET', '/1.0/cluster/members/:name/state', stateOwner, async (req, reply) => {
     const name = param(req, 'name');
-    const view = await m.cluster.member(name);
-    if (view.status === 'Offline') {
+    if (name !== m.name) {
       return sync(reply, { sysinfo: null, storage_pools: null, roost_evacuation: await memberProgress(requestPorts(m), name) });
     }
-    if (await forwardTo(r, req, reply, name)) return;
     return sync(reply, await localMemberState(m));
   });
 

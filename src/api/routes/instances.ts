@@ -11,10 +11,11 @@ import type { InstanceRecord } from '../../store/schema.js';
 import { keys } from '../../store/schema.js';
 import type { InstanceRuntimeState } from '../../instances/driver.js';
 import { instanceEtag, type CreateInstance } from '../../instances/service.js';
-import { expandDevices } from '../../instances/devices.js';
+import { attachedVolumes, expandDevices } from '../../config/devices.js';
 import { placeNewInstance } from '../../placement/index.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { parseBytes } from '../../util/units.js';
+import { checkUserChange } from '../../config/keys.js';
 import type { Member } from '../../daemon/context.js';
 import type { RunContext } from '../../operations/operations.js';
 import { commandNotExecutable, commandNotFound, startExec } from '../../instances/exec.js';
@@ -138,6 +139,8 @@ async function clusterStates(m: Member, records: InstanceRecord[]): Promise<Map<
 /** Register the instance routes. */
 export function registerInstanceRoutes(r: Router): void {
   const m = r.member;
+  // Requests about one instance are served by the member that holds it.
+  const instanceOwner = async (req: FastifyRequest): Promise<string> => (await m.instances.load(projectOf(req), param(req, 'name'))).record.location;
 
   r.on('GET', '/1.0/instances', async (req, reply) => {
     const project = projectOf(req);
@@ -152,6 +155,9 @@ export function registerInstanceRoutes(r: Router): void {
   r.on('POST', '/1.0/instances', async (req, reply) => {
     const project = projectOf(req);
     const body = parseBody(req, createBody);
+    // Before the image's own keys are added: only what the user sent must leave volatile keys alone.
+    const readOnly = checkUserChange('instance', {}, body.config ?? {});
+    if (readOnly) throw errors.badRequest(readOnly);
     const sourceType = body.source?.type ?? 'none';
     if (sourceType !== 'none' && sourceType !== 'image') throw errors.badRequest(`Unsupported instance source "${sourceType}" (use "none" or "image")`);
     const image = sourceType === 'image'
@@ -191,9 +197,8 @@ export function registerInstanceRoutes(r: Router): void {
     return asyncReply(reply, op);
   });
 
-  r.on('GET', '/1.0/instances/:name', async (req, reply) => {
+  r.owned('GET', '/1.0/instances/:name', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    if (await forwardTo(r, req, reply, record.location)) return;
     const st = await m.instances.state(record);
     return sync(reply, instanceToApi(record, st, recursion(req) > 0), instanceEtag(record));
   });
@@ -222,11 +227,10 @@ export function registerInstanceRoutes(r: Router): void {
   r.on('PUT', '/1.0/instances/:name', update(true));
   r.on('PATCH', '/1.0/instances/:name', update(false));
 
-  r.on('DELETE', '/1.0/instances/:name', async (req, reply) => {
+  r.owned('DELETE', '/1.0/instances/:name', instanceOwner, async (req, reply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const { record } = await m.instances.load(project, name);
-    if (await forwardTo(r, req, reply, record.location)) return;
     if ((await m.instances.state(record)).status === 'Running') throw errors.badRequest('The instance is currently running, stop it first');
     const op = await m.operations.begin({
       description: 'Deleting instance',
@@ -240,7 +244,7 @@ export function registerInstanceRoutes(r: Router): void {
   });
 
   // Move to another member (LXD's migration request with ?target=).
-  r.on('POST', '/1.0/instances/:name', async (req, reply) => {
+  r.owned('POST', '/1.0/instances/:name', instanceOwner, async (req, reply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const body = parseBody(req, postBody);
@@ -254,7 +258,6 @@ export function registerInstanceRoutes(r: Router): void {
     if (target === record.location) throw errors.badRequest(`Instance "${name}" is already on member "${target}"`);
     if (view.status === 'Offline') throw errors.memberOffline(target);
     if (view.status !== 'Online') throw errors.memberEvacuated();
-    if (await forwardTo(r, req, reply, record.location)) return;
     await m.migrator.checkMovable(project, [name]); // a refusal is synchronous, before any operation
     const op = await m.operations.begin({
       description: 'Migrating instance',
@@ -274,20 +277,17 @@ export function registerInstanceRoutes(r: Router): void {
     return asyncReply(reply, op);
   });
 
-  r.on('GET', '/1.0/instances/:name/state', async (req, reply) => {
+  r.owned('GET', '/1.0/instances/:name/state', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    if (await forwardTo(r, req, reply, record.location)) return;
     return sync(reply, stateToApi(await m.instances.state(record)));
   });
 
-  r.on('PUT', '/1.0/instances/:name/state', async (req, reply) => {
+  r.owned('PUT', '/1.0/instances/:name/state', instanceOwner, async (req, reply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const body = parseBody(req, stateBody);
     if (!['start', 'stop', 'restart', 'freeze', 'unfreeze'].includes(body.action)) throw errors.badRequest(`Unknown action "${body.action}"`);
     if (body.action === 'freeze' || body.action === 'unfreeze') throw errors.badRequest('Freezing is not supported by this instance type');
-    const { record } = await m.instances.load(project, name);
-    if (await forwardTo(r, req, reply, record.location)) return;
     if (body.action === 'start' || body.action === 'restart') await m.instances.memberGuard(false); // 403 before any operation
     if (await m.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
     const timeout = body.timeout !== undefined && body.timeout >= 0 ? body.timeout : undefined;
@@ -304,21 +304,18 @@ export function registerInstanceRoutes(r: Router): void {
     return asyncReply(reply, op);
   });
 
-  r.on('GET', '/1.0/instances/:name/logs', async (req, reply) => {
+  r.owned('GET', '/1.0/instances/:name/logs', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    if (await forwardTo(r, req, reply, record.location)) return;
     return sync(reply, (await m.instances.logFiles(record)).map((f) => `/1.0/instances/${record.name}/logs/${f}`));
   });
 
-  r.on('GET', '/1.0/instances/:name/logs/:file', async (req, reply) => {
+  r.owned('GET', '/1.0/instances/:name/logs/:file', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    if (await forwardTo(r, req, reply, record.location)) return;
     return reply.type('application/octet-stream').send(await m.instances.readLog(record, param(req, 'file')));
   });
 
-  r.on('DELETE', '/1.0/instances/:name/logs/:file', async (req, reply) => {
+  r.owned('DELETE', '/1.0/instances/:name/logs/:file', instanceOwner, async (req, reply) => {
     const { record } = await m.instances.load(projectOf(req), param(req, 'name'));
-    if (await forwardTo(r, req, reply, record.location)) return;
     await m.instances.deleteLog(record, param(req, 'file'));
     return sync(reply, {});
   });
@@ -326,13 +323,12 @@ export function registerInstanceRoutes(r: Router): void {
   // LXD's exec. With `wait-for-websocket` the command's streams travel over the operation's websockets
   // (see ExecSession), with a terminal when `interactive`; otherwise its output is recorded as two log
   // files. Either way the operation's metadata gives the exit code as `return`.
-  r.on('POST', '/1.0/instances/:name/exec', async (req, reply) => {
+  r.owned('POST', '/1.0/instances/:name/exec', instanceOwner, async (req, reply) => {
     const project = projectOf(req);
     const name = param(req, 'name');
     const body = parseBody(req, execBody);
     if ((body.user ?? 0) !== 0 || (body.group ?? 0) !== 0) throw errors.badRequest('Running a command as another user or group is not supported');
     const { record } = await m.instances.load(project, name);
-    if (await forwardTo(r, req, reply, record.location)) return;
     if ((await m.instances.state(record)).status !== 'Running') throw errors.badRequest('Instance is not running');
     const options = { environment: body.environment ?? undefined, cwd: body.cwd || undefined };
     const resources = { instances: [`/1.0/instances/${name}`] };
@@ -376,9 +372,9 @@ function execResult(ctx: RunContext, code: number): Record<string, unknown> {
 /** Pick a member for a new instance without --target (placement over a fresh snapshot). */
 async function chooseMember(m: Member, create: CreateInstance): Promise<string> {
   const snapshot = await readSnapshot(m);
-  const volumes = Object.values(expandDevices(create.devices)).filter((d) => d.type === 'disk' && d.pool && d.source && d.path !== '/');
+  const volumes = attachedVolumes(expandDevices(create.devices));
   if (volumes.length > 0) {
-    const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.source && v.project === create.project);
+    const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.volume && v.project === create.project);
     if (vol) return vol.location;
   }
   const placed = placeNewInstance(snapshot, {

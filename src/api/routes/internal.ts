@@ -19,7 +19,7 @@ import {
   stopInstanceBody,
   streamRef,
 } from '../../cluster/internal.js';
-import { applyPass, deletePaths, digestStaging } from '../../migration/precopy.js';
+import { deletePaths, digestStaging } from '../../migration/tree.js';
 import { moveFailureKind } from '../../migration/move.js';
 
 /** The body of a stream request, or 400. */
@@ -84,7 +84,8 @@ export function registerInternalRoutes(r: Router): void {
   });
 
   r.on('POST', routes.prepare, async (req, reply) => {
-    await m.migrator.prepareIncoming(param(req, 'id'), parseBody(req, prepareBody).refs);
+    const body = parseBody(req, prepareBody);
+    await m.migrator.prepareIncoming(param(req, 'id'), body.refs, body.need);
     return sync(reply, {});
   });
 
@@ -99,10 +100,7 @@ export function registerInternalRoutes(r: Router): void {
     const ref = streamRef(req.query as Record<string, unknown>);
     if (!ref) throw errors.badRequest('bad volume reference');
     const fresh = queryParam(req, 'fresh') === '1';
-    const id = param(req, 'id');
-    const body = streamBody(req);
-    const applied = await m.migrator.writing(id, body, async () => applyPass(await m.migrator.stagingFor(id, ref, fresh), body, fresh));
-    return sync(reply, applied);
+    return sync(reply, await m.migrator.receiveDelta(param(req, 'id'), ref, streamBody(req), fresh));
   });
 
   r.on('POST', routes.deletePaths, async (req, reply) => {

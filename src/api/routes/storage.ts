@@ -38,6 +38,8 @@ async function volumeToApi(m: Member, v: VolumeRecord): Promise<Record<string, u
 /** Register the storage routes. */
 export function registerStorageRoutes(r: Router): void {
   const m = r.member;
+  // Requests about one custom volume are served by the member that holds its data.
+  const volumeOwner = async (req: FastifyRequest): Promise<string> => (await m.volumes.get(projectOf(req), 'default', param(req, 'vol'))).location;
   const poolApi = () => ({ name: 'default', driver: 'dir', description: '', status: 'Created', locations: [], used_by: [], config: {} });
 
   r.on('GET', '/1.0/storage-pools', async (req, reply) => sync(reply, recursion(req) > 0 ? [poolApi()] : ['/1.0/storage-pools/default']));
@@ -77,20 +79,18 @@ export function registerStorageRoutes(r: Router): void {
     return sync(reply, await volumeToApi(m, v));
   });
 
-  r.on('DELETE', '/1.0/storage-pools/:pool/volumes/custom/:vol', async (req, reply) => {
+  r.owned('DELETE', '/1.0/storage-pools/:pool/volumes/custom/:vol', volumeOwner, async (req, reply) => {
     checkPool(param(req, 'pool'));
     const project = projectOf(req);
     const v = await m.volumes.get(project, 'default', param(req, 'vol'));
-    if (await forwardTo(r, req, reply, v.location)) return;
     await m.volumes.delete(project, 'default', v.name);
     return sync(reply, {});
   });
 
-  r.on('GET', '/1.0/storage-pools/:pool/volumes/custom/:vol/state', async (req, reply) => {
+  r.owned('GET', '/1.0/storage-pools/:pool/volumes/custom/:vol/state', volumeOwner, async (req, reply) => {
     checkPool(param(req, 'pool'));
     const project = projectOf(req);
     const v = await m.volumes.get(project, 'default', param(req, 'vol'));
-    if (await forwardTo(r, req, reply, v.location)) return;
     return sync(reply, { usage: { used: await m.volumes.usage(project, v.name), total: -1 } });
   });
 }

@@ -183,6 +183,28 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     });
 
   cluster
+    .command('remove')
+    .alias('rm')
+    .description('Remove a member from the cluster (refused while it holds instances; --force for a member that is gone)')
+    .argument('<member>')
+    .option('--force', 'remove a member that is gone for good; its instances and volumes are forgotten')
+    .option('--yes', 'do not ask for confirmation of --force')
+    .action(async (member: string, flags: { force?: boolean; yes?: boolean }) => {
+      if (flags.force && !flags.yes) {
+        // As lxc does, a forced removal asks first: it forgets whatever the member held.
+        const question = `Forcing the removal of "${member}" forgets every instance and storage volume it holds, with their data.
+Only do this for a member that is gone for good; otherwise move its instances away and remove it without --force.
+
+Are you really sure you want to force removing ${member}? (yes/no): `;
+        if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
+      }
+      const lost = asObject(await ctx.client().request('DELETE', `/1.0/cluster/members/${seg(member)}${flags.force ? '?force=1' : ''}`).then((r) => r.metadata));
+      ctx.print(`Member ${member} removed`);
+      for (const name of stringList(lost.instances)) ctx.print(`  instance ${name} was on it and is gone from the cluster`);
+      for (const name of stringList(lost.volumes)) ctx.print(`  storage volume ${name} was on it and is gone from the cluster`);
+    });
+
+  cluster
     .command('show')
     .description('Show a cluster member, with its running or last evacuation')
     .argument('<member>')

@@ -14,8 +14,9 @@ export function registerLocalClusterCommands(program: Command, ctx: CliContext):
     .option('--members <n>', 'Number of members', '3')
     .option('--dir <dir>', 'Directory of the local cluster')
     .option('--store <store>', 'Store of a new cluster: sqlite (one file) or etcd (a local 3-node etcd, as on several hosts)')
-    .action(async (flags: { members: string; dir?: string; store?: string }) => {
-      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir, store: flags.store }, out);
+    .option('--group <group>', 'Group whose members may use the members\' unix sockets (kept for later starts)')
+    .action(async (flags: { members: string; dir?: string; store?: string; group?: string }) => {
+      await upCommand({ members: parsePositiveInt(flags.members, '--members'), dir: flags.dir, store: flags.store, group: flags.group }, out);
     });
 
   program

@@ -49,6 +49,12 @@ const cpuPeriodUs = 100_000;
 const containerPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Linux's user-visible clock tick (USER_HZ), the unit of /proc/<pid>/stat start times on every architecture. */
 const clockTicksPerSecond = 100;
+/**
+ * Runs an LXC tool with the umask a kernel gives init (022), which the container's init and what `exec` runs
+ * inherit: a container is a booted system, and the daemon's own umask (077, for its private files) would make
+ * everything its workloads create readable by its owner only.
+ */
+const asBootedSystem = (command: string, args: string[]): [string, string[]] => ['/bin/sh', ['-c', 'umask 022 && exec "$0" "$@"', command, ...args]];
 const stoppedState: InstanceRuntimeState = { status: 'Stopped', pid: 0, processes: 0, startedAt: null, memoryBytes: 0 };
 
 /** Where the driver keeps its containers and whose they are. */
@@ -124,7 +130,7 @@ export class LxcDriver implements InstanceDriver {
       await rotate(logPath);
       await rotate(path.join(spec.runtimeDir, consoleLogName));
 
-      const started = await runTool('lxc-start', ['-P', this.lxcPath, '-n', name, '-d', '-o', logPath, '-l', 'INFO'], 30_000);
+      const started = await runTool(...asBootedSystem('lxc-start', ['-P', this.lxcPath, '-n', name, '-d', '-o', logPath, '-l', 'INFO']), 30_000);
       if (started.code !== 0) await this.failed(spec, name, 'lxc-start failed', toolMessage(started));
       const t = this.startTimeoutSeconds;
       const waited = await runTool('lxc-wait', ['-P', this.lxcPath, '-n', name, '-s', 'RUNNING', '-t', String(t)], (t + 10) * 1000);
@@ -189,9 +195,11 @@ export class LxcDriver implements InstanceDriver {
     const argv = options.cwd
       ? ['/bin/sh', '-c', 'cd -- "$1" && shift && exec "$@"', 'sh', options.cwd, ...command]
       : ['/bin/sh', '-c', 'cd /root 2>/dev/null || cd /; exec "$@"', 'sh', ...command];
+    // Through a shell that sets a booted system's umask first (`exec` keeps the pid, so signals still reach it).
+    const [file, args] = asBootedSystem('lxc-attach', ['-P', this.lxcPath, '-n', this.lxcName(spec), '--clear-env', ...Object.entries(env).flatMap(([k, v]) => ['-v', `${k}=${v}`]), '--', ...argv]);
     return {
-      file: 'lxc-attach',
-      args: ['-P', this.lxcPath, '-n', this.lxcName(spec), '--clear-env', ...Object.entries(env).flatMap(([k, v]) => ['-v', `${k}=${v}`]), '--', ...argv],
+      file,
+      args,
       env: { PATH: containerPath },
       cwd: '/',
       signalTarget: attachedProcess,

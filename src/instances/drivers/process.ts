@@ -168,6 +168,7 @@ export class ProcessDriver implements InstanceDriver {
     const log = await fsp.open(logPath, 'a');
     const logStart = (await log.stat()).size;
     let child: ChildProcess;
+    let exited: Promise<string>;
     try {
       child = spawn('/bin/sh', ['-c', command], {
         cwd: spec.rootPath,
@@ -176,38 +177,45 @@ export class ProcessDriver implements InstanceDriver {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
       });
+      // Listening before anything is awaited: a command that dies at once is reaped, and its `exit` emitted,
+      // during the first await, and an event nobody listened to is gone (start would wait for it forever).
+      const spawned = child;
+      exited = new Promise<string>((resolve) => {
+        spawned.once('exit', (code, sig) => resolve(sig ? `killed by ${sig}` : `exit status ${code ?? 'unknown'}`));
+        spawned.once('error', (err) => resolve(errorMessage(err)));
+      });
     } catch (err) {
       throw new DriverError(`Cannot start instance "${spec.name}": ${errorMessage(err)}`, { cause: err });
     } finally {
       await log.close();
     }
-    const exited = new Promise<string>((resolve) => {
-      child.once('exit', (code, sig) => resolve(sig ? `killed by ${sig}` : `exit status ${code ?? 'unknown'}`));
-      child.once('error', (err) => resolve(errorMessage(err)));
-    });
     const pid = child.pid;
     if (pid === undefined) {
       throw new DriverError(`Cannot start instance "${spec.name}": ${await exited}`);
     }
-    // Without unref the daemon's event loop would wait for the instance; the instance must outlive the daemon.
-    child.unref();
-
-    const stat = await readStat(pid);
-    const pidFile: PidFile = { pid, startTime: stat?.startTime ?? 0 };
-    const failed = async (how: string): Promise<never> => {
-      // Whatever the shell left behind (a background job) goes with it.
-      await this.finish(spec, pidFile).catch(() => undefined);
-      const tail = await logTail(logPath, logStart);
-      throw new DriverError(
-        `Instance "${spec.name}" stopped right after starting (${how})` + (tail ? `; last output:\n${tail}` : '; no output'),
-      );
-    };
-    if (!stat || !isLive(stat)) return failed(await exited);
-    await writePidFile(spec, pidFile);
-    const outcome = await Promise.race([exited, delay(this.startCheckMs, null)]);
-    child.removeAllListeners('exit');
-    child.removeAllListeners('error');
-    if (outcome !== null) return failed(outcome);
+    // The child stays referenced until the start check is over: awaiting the exit of an unreferenced child
+    // leaves nothing holding the event loop, and a process with nothing else to do (a test) ends mid-start.
+    try {
+      const stat = await readStat(pid);
+      const pidFile: PidFile = { pid, startTime: stat?.startTime ?? 0 };
+      const failed = async (how: string): Promise<never> => {
+        // Whatever the shell left behind (a background job) goes with it.
+        await this.finish(spec, pidFile).catch(() => undefined);
+        const tail = await logTail(logPath, logStart);
+        throw new DriverError(
+          `Instance "${spec.name}" stopped right after starting (${how})` + (tail ? `; last output:\n${tail}` : '; no output'),
+        );
+      };
+      if (!stat || !isLive(stat)) return await failed(await exited);
+      await writePidFile(spec, pidFile);
+      const outcome = await Promise.race([exited, delay(this.startCheckMs, null)]);
+      child.removeAllListeners('exit');
+      child.removeAllListeners('error');
+      if (outcome !== null) return await failed(outcome);
+    } finally {
+      // From now on the daemon's event loop must not wait for the instance: it outlives the daemon.
+      child.unref();
+    }
   }
 
   /** Kills whatever is left of the instance's session, waits until it is gone, and forgets the pid. */

@@ -4,12 +4,16 @@
 //   custom/<project>_<name>/                  custom volumes
 //   .staging/<moveId>/<type>_<project>_<name>/  incoming copies, renamed into place when complete
 //   .deleting/<random>/                       volumes being removed (renamed out of sight first)
+// Modes, as LXD lays a pool out: the pool root 0711, the directories above volumes 0700, a new volume 0700.
+// A volume's own root is part of its content (a container's `/` gets the image's mode, and moves carry it),
+// so the 0700 directories above the volumes are what keeps every volume private; they and the root are
+// tightened at every start, whatever an older install left.
 
 import { randomUUID } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { PoolUsage, StorageDriver, VolumeRef, VolumeType } from '../driver.js';
+import { entryFootprint, type PoolUsage, type StorageDriver, type VolumeFootprint, type VolumeRef, type VolumeType } from '../driver.js';
 
 const volumeDirs: Record<VolumeType, string> = { container: 'containers', custom: 'custom' };
 const volumeTypes = Object.keys(volumeDirs) as VolumeType[];
@@ -17,11 +21,17 @@ const stagingDir = '.staging';
 const deletingDir = '.deleting';
 /** How many files are fsynced at once when committing; enough to keep the disk queue busy. */
 const syncParallelism = 16;
+/** The pool root: traversable by anyone (as LXD's), listable by the daemon user only. */
+const poolRootMode = 0o711;
+/** The directories holding volumes, staging copies and trash, and new volumes: the daemon user's alone. */
+const privateDirMode = 0o700;
 
 /** A local directory pool; moving a volume to another member copies its bytes through staging. */
 export class DirPool implements StorageDriver {
   readonly driver = 'dir';
   private readonly root: string;
+  /** Trees `removeTree` is removing now (renamed into the trash): `emptyTrash` leaves them to it. */
+  private readonly removing = new Set<string>();
 
   constructor(
     readonly poolName: string,
@@ -31,8 +41,11 @@ export class DirPool implements StorageDriver {
   }
 
   async init(): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true, mode: poolRootMode });
+    await fsp.chmod(this.root, poolRootMode);
     for (const dir of [...Object.values(volumeDirs), stagingDir, deletingDir]) {
-      await fsp.mkdir(path.join(this.root, dir), { recursive: true });
+      await fsp.mkdir(path.join(this.root, dir), { recursive: true, mode: privateDirMode });
+      await fsp.chmod(path.join(this.root, dir), privateDirMode);
     }
     // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
     await this.emptyDir(path.join(this.root, deletingDir));
@@ -50,9 +63,9 @@ export class DirPool implements StorageDriver {
 
   async createVolume(ref: VolumeRef): Promise<void> {
     const target = this.volumePath(ref);
-    await fsp.mkdir(path.dirname(target), { recursive: true });
+    await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
     try {
-      await fsp.mkdir(target);
+      await fsp.mkdir(target, { mode: privateDirMode });
     } catch (err) {
       if (errorCode(err) === 'EEXIST') throw this.existsError(ref);
       throw err;
@@ -75,13 +88,22 @@ export class DirPool implements StorageDriver {
     return treeBytes(target);
   }
 
+  async volumeFootprint(ref: VolumeRef): Promise<VolumeFootprint> {
+    const target = this.volumePath(ref);
+    if (!(await this.volumeExists(ref))) {
+      throw new Error(`Storage volume "${ref.name}" (${ref.type}, project "${ref.project}") not found in pool "${this.poolName}"`);
+    }
+    return treeFootprint(target);
+  }
+
   async poolUsage(): Promise<PoolUsage> {
     const s = await fsp.statfs(this.root);
     const totalBytes = s.blocks * s.bsize;
     // bavail, not bfree: blocks reserved for root are not space volumes can use.
     const freeBytes = s.bavail * s.bsize;
     const usedBytes = (s.blocks - s.bfree) * s.bsize;
-    return { totalBytes, usedBytes, freeBytes };
+    // A file system without an inode table of fixed size (btrfs) reports none at all.
+    return { totalBytes, usedBytes, freeBytes, freeInodes: s.files > 0 ? s.ffree : null };
   }
 
   async createStaging(ref: VolumeRef, moveId: string): Promise<string> {
@@ -90,7 +112,7 @@ export class DirPool implements StorageDriver {
     const dir = path.join(this.root, stagingDir, moveId, stagingEntry(ref));
     // A retried move reuses its id; whatever an earlier attempt left is incomplete, so start empty.
     await fsp.rm(dir, { recursive: true, force: true });
-    await fsp.mkdir(dir, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true, mode: privateDirMode });
     return dir;
   }
 
@@ -107,7 +129,7 @@ export class DirPool implements StorageDriver {
 
     await syncTree(source);
     const parent = path.dirname(target);
-    await fsp.mkdir(parent, { recursive: true });
+    await fsp.mkdir(parent, { recursive: true, mode: privateDirMode });
     // rename(2) would silently replace an *empty* directory; the check above covers that except for a
     // concurrent create of the same volume, which the daemon's per-volume operations already exclude.
     try {
@@ -162,15 +184,30 @@ export class DirPool implements StorageDriver {
    */
   private async removeTree(target: string): Promise<void> {
     const trash = path.join(this.root, deletingDir, randomUUID());
-    await fsp.mkdir(path.dirname(trash), { recursive: true });
+    await fsp.mkdir(path.dirname(trash), { recursive: true, mode: privateDirMode });
     try {
       await fsp.rename(target, trash);
     } catch (err) {
       if (errorCode(err) === 'ENOENT') return;
       throw err;
     }
-    // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY).
-    await fsp.rm(trash, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    // Retries cover a writer that still adds files while the tree goes (ENOTEMPTY). What cannot be removed
+    // now (an immutable file) stays in the trash, out of sight, for `emptyTrash` (or the next start).
+    this.removing.add(trash);
+    try {
+      await fsp.rm(trash, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    } finally {
+      this.removing.delete(trash);
+    }
+  }
+
+  async emptyTrash(): Promise<void> {
+    const trash = path.join(this.root, deletingDir);
+    for (const entry of await readDirOrEmpty(trash)) {
+      const p = path.join(trash, entry.name);
+      if (this.removing.has(p)) continue;
+      await fsp.rm(p, { recursive: true, force: true }).catch(() => undefined); // still stuck: the next sweep retries
+    }
   }
 
   private checkStagingPath(stagingPath: string): string {
@@ -260,6 +297,28 @@ async function treeBytes(dir: string): Promise<number> {
     }),
   );
   for (const size of sizes) total += size;
+  return total;
+}
+
+/** The footprint of the tree at `dir` (itself included), without following symlinks. */
+async function treeFootprint(dir: string): Promise<VolumeFootprint> {
+  const total: VolumeFootprint = { bytes: entryFootprint('dir', 0), inodes: 1 };
+  const entries = await readDirOrEmpty(dir);
+  const parts = await Promise.all(
+    entries.map(async (entry): Promise<VolumeFootprint> => {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) return treeFootprint(p);
+      const st = await lstatOrNull(p); // a file removed while we walk no longer counts
+      if (!st) return { bytes: 0, inodes: 0 };
+      if (st.isFile()) return { bytes: entryFootprint('file', st.size), inodes: 1 };
+      if (st.isSymbolicLink()) return { bytes: entryFootprint('link', st.size), inodes: 1 };
+      return { bytes: 0, inodes: 0 }; // sockets, FIFOs and devices are not copied
+    }),
+  );
+  for (const part of parts) {
+    total.bytes += part.bytes;
+    total.inodes += part.inodes;
+  }
   return total;
 }
 

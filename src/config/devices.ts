@@ -1,5 +1,6 @@
-// Instance devices: validation, profile expansion (the default profile's root disk), and which
-// devices tie an instance to its host. One definition here serves the API and the drivers.
+// Instance devices: validation, profile expansion (the default profile's root disk), and which custom
+// volumes an instance carries. One definition here, below every engine, serves the API, the drivers,
+// storage, placement and moves, so the planner and the mover can never disagree about what moves.
 
 import { errors } from '../errors/index.js';
 
@@ -58,11 +59,13 @@ export function expandDevices(devices: Record<string, Record<string, string>>): 
 }
 
 /** Custom volumes attached to an instance as disk devices. */
-export function attachedVolumes(expanded: Record<string, Record<string, string>>): { device: string; volume: string; path: string }[] {
-  const out: { device: string; volume: string; path: string }[] = [];
-  for (const [device, d] of Object.entries(expanded)) {
-    if (d.type === 'disk' && d.pool && d.source && d.path && d.path !== '/') {
-      out.push({ device, volume: d.source, path: d.path.replace(/^\/+/, '') });
+export function attachedVolumes(expanded: Record<string, Record<string, string>>): { device: string; pool: string; volume: string; path: string }[] {
+  const out: { device: string; pool: string; volume: string; path: string }[] = [];
+  // Device-name order, so every plan and every move built from them is stable.
+  for (const device of Object.keys(expanded).sort()) {
+    const d = expanded[device];
+    if (d?.type === 'disk' && d.pool && d.source && d.path && d.path !== '/') {
+      out.push({ device, pool: d.pool, volume: d.source, path: d.path.replace(/^\/+/, '') });
     }
   }
   return out;

@@ -1,0 +1,646 @@
+// Trees of a volume as moves see them, shared by cold moves (move.ts) and pre-copy (precopy.ts): listing
+// a tree in a stable order, packing entries as a tar stream (hashing each file as it is read), unpacking a
+// stream into a staging directory exactly as sent (modes, owners, links) and durably, and digesting and
+// comparing trees entry by entry (kind, mode, owner as root, size, content).
+
+import { createHash, webcrypto, type Hash } from 'node:crypto';
+import { constants, promises as fsp, type BigIntStats, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar';
+import { errors } from '../errors/index.js';
+import type { StreamDigest, TreeEntry } from '../cluster/internal.js';
+import { entryFootprint, type VolumeFootprint } from '../storage/driver.js';
+import { exactTree } from '../util/exact-tree.js';
+
+/** Bytes read from a file at a time, packing or hashing (16 files at once stay within 16 MiB). */
+const readChunk = 1024 * 1024;
+/** Files fsynced, or hashed, at once: enough to keep the disk queue busy. */
+const ioParallelism = 16;
+
+/** The kinds of entries a move carries; sockets, FIFOs and devices are skipped, as tar skips them in cold moves. */
+export type Kind = 'file' | 'dir' | 'link';
+
+/** What the source saw of one entry when it listed it for a pass. */
+export interface Seen {
+  kind: Kind;
+  size: number;
+  mode: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+  /** Wall clock (ns) just before the entry was looked at. */
+  atNs: bigint;
+}
+
+/** Relative path (`.` for the volume itself, `a/b` below it) → what was seen, in sorted pre-order. */
+export type Manifest = Map<string, Seen>;
+
+/** What one pass sends for one volume. */
+export interface Changes {
+  send: string[];
+  deleted: string[];
+  /** File bytes in `send`. */
+  bytes: number;
+}
+
+// ---- listing, comparing and packing trees ----
+
+/** Visit every file, directory and symlink under `root` in sorted pre-order, `.` first; entries that vanish while listed are skipped. */
+async function walkTree(root: string, visit: (rel: string, st: BigIntStats, kind: Kind, atNs: bigint) => void): Promise<void> {
+  const rootAt = nowNs();
+  visit('.', await fsp.lstat(root, { bigint: true }), 'dir', rootAt);
+  const dir = async (rel: string): Promise<void> => {
+    let names: string[];
+    try {
+      names = (await fsp.readdir(rel === '.' ? root : path.join(root, rel))).sort(byCodeUnits);
+    } catch (err) {
+      if (isGone(err)) return; // removed by the running instance since its parent was listed
+      throw err;
+    }
+    const atNs = nowNs();
+    const children = names.map((n) => (rel === '.' ? n : `${rel}/${n}`));
+    const stats = await Promise.all(children.map((c) => lstatOrNull(path.join(root, c))));
+    for (const [i, child] of children.entries()) {
+      const st = stats[i];
+      const kind = st ? kindOf(st) : null;
+      if (!st || !kind) continue;
+      visit(child, st, kind, atNs);
+      if (kind === 'dir') await dir(child);
+    }
+  };
+  await dir('.');
+}
+
+/** The manifest of a tree as it is now. */
+export async function scanTree(root: string): Promise<Manifest> {
+  const out: Manifest = new Map();
+  await walkTree(root, (rel, st, kind, atNs) => {
+    out.set(rel, { kind, size: kind === 'file' ? Number(st.size) : 0, mode: Number(st.mode) & 0o7777, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, atNs });
+  });
+  return out;
+}
+/** What to send so that a target whose tree digests to `target` ends up as `source`. */
+export function compareTrees(source: TreeEntry[], target: TreeEntry[]): Changes {
+  const theirs = new Map(target.map((e) => [e.path, e]));
+  const ours = new Set(source.map((e) => e.path));
+  const send: string[] = [];
+  const deleted: string[] = [];
+  let bytes = 0;
+  for (const e of source) {
+    const t = theirs.get(e.path);
+    if (t && sameEntry(e, t)) continue;
+    if (t && t.kind !== e.kind) deleted.push(e.path);
+    send.push(e.path);
+    bytes += e.size;
+  }
+  let gone: string | null = null;
+  for (const t of target) {
+    if (gone !== null && t.path.startsWith(gone)) continue;
+    if (ours.has(t.path)) continue;
+    deleted.push(t.path);
+    if (t.kind === 'dir') gone = `${t.path}/`;
+  }
+  return { send, deleted, bytes };
+}
+
+function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
+  const owners = a.owner === undefined || b.owner === undefined || a.owner === b.owner;
+  return a.kind === b.kind && a.mode === b.mode && a.size === b.size && a.content === b.content && owners;
+}
+
+/**
+ * The first way in which `target` (what landed) is not `source` (what was sent), in the user's words
+ * (`"a/b": 2093056 bytes on the target, 3000000 sent`), or null if they are the same tree.
+ */
+export function firstDifference(source: TreeEntry[], target: TreeEntry[]): string | null {
+  const diff = compareTrees(source, target);
+  const at = diff.send[0] ?? diff.deleted[0];
+  if (at === undefined) return null;
+  const sent = source.find((e) => e.path === at);
+  const got = target.find((e) => e.path === at);
+  if (!sent) return `"${at}": on the target, not sent`;
+  if (!got) return `"${at}": missing on the target`;
+  const octal = (mode: number): string => mode.toString(8).padStart(4, '0');
+  if (got.kind !== sent.kind) return `"${at}": a ${got.kind} on the target, a ${sent.kind} sent`;
+  if (got.size !== sent.size) return `"${at}": ${got.size} bytes on the target, ${sent.size} sent`;
+  if (got.mode !== sent.mode) return `"${at}": mode ${octal(got.mode)} on the target, ${octal(sent.mode)} sent`;
+  if (got.owner !== sent.owner) return `"${at}": owner ${got.owner ?? '?'} on the target, ${sent.owner ?? '?'} sent`;
+  return `"${at}": content differs`;
+}
+
+/** What a copy of trees listed as `manifests` takes on a pool (see `entryFootprint`); links count as inline. */
+export function manifestFootprint(manifests: Manifest[]): VolumeFootprint {
+  const total: VolumeFootprint = { bytes: 0, inodes: 0 };
+  for (const m of manifests) {
+    for (const e of m.values()) {
+      total.bytes += entryFootprint(e.kind, e.size);
+      total.inodes += 1;
+    }
+  }
+  return total;
+}
+
+/** A file's content digest and the stat it was taken under: the same stat on the target means the same bytes. */
+type DigestCache = Map<string, { stat: string; sha256: string }>;
+
+/**
+ * Every entry under `root` with its kind, permission bits, owner (as root) and content digest. With a
+ * cache, files whose size, times and inode are those of the cached digest are not read again (only for a
+ * tree that nothing but this process writes: a staging directory).
+ */
+async function digestTree(root: string, cache?: DigestCache): Promise<TreeEntry[]> {
+  const asRoot = process.getuid?.() === 0;
+  const out: TreeEntry[] = [];
+  const stats = new Map<string, string>();
+  await walkTree(root, (rel, st, kind) => {
+    out.push({
+      path: rel,
+      kind,
+      mode: Number(st.mode) & 0o7777,
+      ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}),
+      size: kind === 'file' ? Number(st.size) : 0,
+      content: '',
+    });
+    if (kind === 'file') stats.set(rel, `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`);
+  });
+  await eachLimited(out, ioParallelism, async (e) => {
+    const abs = path.join(root, e.path);
+    if (e.kind === 'link') e.content = await fsp.readlink(abs);
+    if (e.kind !== 'file') return;
+    const stat = stats.get(e.path) ?? '';
+    const known = cache?.get(e.path);
+    if (known && known.stat === stat) {
+      e.content = known.sha256;
+      return;
+    }
+    const { sha256, size } = await hashFile(abs);
+    e.content = sha256;
+    e.size = size;
+    cache?.set(e.path, { stat, sha256 });
+  });
+  return out;
+}
+
+/**
+ * The content digest of a file: sha256 of its bytes, or for a file over `readChunk`, sha256 of its chunks'
+ * sha256s (both sides of a move digest alike). Hashed by WebCrypto on libuv's thread pool, so several files
+ * hash at once and the event loop stays free: this runs while the instance is down.
+ */
+async function hashFile(abs: string): Promise<{ sha256: string; size: number }> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  await withNoFollow(abs, async (fh) => {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(readChunk);
+      let n = 0;
+      while (n < readChunk) {
+        const { bytesRead } = await fh.read(buf, n, readChunk - n, size + n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      if (n === 0) break;
+      size += n;
+      parts.push(Buffer.from(await webcrypto.subtle.digest('SHA-256', buf.subarray(0, n))));
+      if (n < readChunk) break;
+    }
+  });
+  const sha256 = parts.length === 1 ? (parts[0] as Buffer).toString('hex') : createHash('sha256').update(Buffer.concat(parts)).digest('hex');
+  return { sha256, size };
+}
+
+/** Target: digests of staging directories, kept from one digest request of a move to the next. */
+const stagingDigests = new Map<string, DigestCache>();
+
+/**
+ * Target: the digest of a staging tree, reading again only the files written since the last digest of it
+ * (asked for once while the instance still runs, so the check after the stop reads only the last pass).
+ */
+export async function digestStaging(dir: string): Promise<TreeEntry[]> {
+  let cache = stagingDigests.get(dir);
+  if (!cache) {
+    // Staging directories of finished moves are gone by now; their digests go with them.
+    for (const known of stagingDigests.keys()) if (!(await lstatPlain(known))) stagingDigests.delete(known);
+    cache = new Map();
+    stagingDigests.set(dir, cache);
+  }
+  return digestTree(dir, cache);
+}
+
+/** The source's own digest of a volume: every file read again, since only its bytes can prove the copy. */
+export function digestVolume(root: string): Promise<TreeEntry[]> {
+  return digestTree(root);
+}
+
+/** What `packEntries` reports as it goes. */
+export interface PackOptions {
+  /** Every byte of the stream, as it is produced (progress). */
+  onBytes: (n: number) => void;
+  /** Hashes the whole stream (pre-copy passes compare it with what the target received). */
+  streamHash?: Hash;
+  /**
+   * Receives each entry as it was packed: kind, mode, owner (as root), size and the sha256 of a file's
+   * bytes as they were read, in the same pass that packs them (cold copies compare it with what landed).
+   */
+  onEntry?: (entry: TreeEntry) => void;
+}
+
+/**
+ * A tar stream of `paths` (relative to `root`) as they are at the moment each is read. Entries that
+ * vanished or changed kind since they were listed are left out, and a file that shrank while read is
+ * padded to the size its header announced: either way the entry changed after it was listed, so the next
+ * pass sends it again (and its `onEntry` digest, of the bytes read, differs from what the target wrote).
+ * Hard links within one stream stay links.
+ */
+export async function* packEntries(root: string, paths: string[], options: PackOptions): AsyncGenerator<Buffer> {
+  const { onBytes, streamHash, onEntry } = options;
+  const asRoot = process.getuid?.() === 0;
+  const emit = (chunk: Buffer): Buffer => {
+    streamHash?.update(chunk);
+    onBytes(chunk.length);
+    return chunk;
+  };
+  const describe = (rel: string, st: Stats, kind: Kind, size: number, content: string): void => {
+    onEntry?.({ path: rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size, content });
+  };
+  /** The first path packed of each inode with more than one link, and the digest of its bytes. */
+  const links = new Map<string, { rel: string; sha256: string }>();
+  for (const rel of paths) {
+    const abs = rel === '.' ? root : path.join(root, rel);
+    const st = await fsp.lstat(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
+    if (!st) continue;
+    if (st.isDirectory()) {
+      for (const b of headerBlocks({ ...headerOf(st), path: rel === '.' ? './' : `${rel}/`, type: 'Directory', size: 0 })) yield emit(b);
+      describe(rel, st, 'dir', 0, '');
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      const target = await fsp.readlink(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
+      if (target === null) continue;
+      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'SymbolicLink', linkpath: target, size: 0 })) yield emit(b);
+      describe(rel, st, 'link', 0, target);
+      continue;
+    }
+    if (!st.isFile()) continue;
+    const inode = `${st.dev}:${st.ino}`;
+    const linkedTo = st.nlink > 1 ? links.get(inode) : undefined;
+    if (linkedTo !== undefined) {
+      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'Link', linkpath: linkedTo.rel, size: 0 })) yield emit(b);
+      describe(rel, st, 'file', st.size, linkedTo.sha256);
+      continue;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      if (isGone(err) || errorCode(err) === 'ELOOP') continue; // replaced by a link since it was listed
+      throw err;
+    }
+    try {
+      const fst = await fh.stat();
+      if (!fst.isFile()) continue;
+      for (const b of headerBlocks({ ...headerOf(fst), path: rel, type: 'File', size: fst.size })) yield emit(b);
+      const content = onEntry ? createHash('sha256') : null;
+      let left = fst.size;
+      let pos = 0;
+      let ended = false;
+      while (left > 0) {
+        const buf = Buffer.allocUnsafe(Math.min(readChunk, left));
+        const n = ended ? 0 : (await fh.read(buf, 0, buf.length, pos)).bytesRead;
+        if (n === 0) {
+          ended = true;
+          buf.fill(0);
+        }
+        const chunk = ended ? buf : buf.subarray(0, n);
+        if (!ended) content?.update(chunk); // the bytes read, not the padding of a file that shrank
+        pos += chunk.length;
+        left -= chunk.length;
+        yield emit(chunk);
+      }
+      const pad = (512 - (fst.size % 512)) % 512;
+      if (pad > 0) yield emit(Buffer.alloc(pad));
+      const sha256 = content ? content.digest('hex') : '';
+      if (fst.nlink > 1) links.set(inode, { rel, sha256 });
+      describe(rel, fst, 'file', fst.size, sha256);
+    } finally {
+      await fh.close();
+    }
+  }
+  yield emit(Buffer.alloc(1024)); // two zero blocks end an archive
+}
+
+function headerOf(st: Stats): tar.HeaderData {
+  return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime, uname: '', gname: '' };
+}
+
+/** The header blocks of one entry, with a pax header first when a field does not fit ustar. */
+function headerBlocks(h: tar.HeaderData): Buffer[] {
+  const header = new tar.Header(h);
+  const out: Buffer[] = [];
+  if (header.encode()) {
+    out.push(new tar.Pax({ path: h.path, linkpath: h.linkpath, size: h.size, uid: h.uid, gid: h.gid, mtime: h.mtime }).encode());
+  }
+  if (!header.block) throw new Error(`could not encode a tar header for "${h.path ?? ''}"`);
+  out.push(header.block);
+  return out;
+}
+
+// ---- target side ----
+
+/** An entry a stream wrote, and the owner it must end up with. */
+interface Written {
+  rel: string;
+  type: string;
+  uid?: number;
+  gid?: number;
+  /** For a hard link: the path (relative) of the file it links to. */
+  linkTo?: string;
+}
+
+/** A copy could not be written as sent (a write failed, or node-tar warned); `code` is the errno code if any. */
+export class UnpackError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+    this.name = 'UnpackError';
+  }
+}
+
+/** What unpacking one stream did. */
+interface Unpacked {
+  /** The stream's digest, if asked for. */
+  digest: StreamDigest | null;
+  /** Every entry as it landed, read back (fstat) after it was made durable, if asked for. */
+  landed: TreeEntry[] | null;
+  /** Milliseconds that making it durable took. */
+  syncMs: number;
+}
+
+/**
+ * Target: extract a stream into `dir` (a staging directory) and make it exactly what was sent: modes and
+ * absolute symlink targets (exactTree: node-tar changes both) and, as root, owners (node-tar never chowns
+ * symlinks); then fsync what it wrote. Any write error or warning of node-tar (a full pool, a path it
+ * refused) stops the extraction at once and fails it: node-tar would otherwise only warn, and go on, and a
+ * file whose write failed or fell short would be left cut. With `landed`, every entry is read back after
+ * the fsync (kind, mode, owner as root, size) with the sha256 of the bytes written to it (hashed on their
+ * way to the disk, no second read): what the source compares with what it packed.
+ */
+async function unpack(dir: string, body: Readable, options: { fresh: boolean; streamDigest: boolean; landed: boolean }): Promise<Unpacked> {
+  const asRoot = process.getuid?.() === 0;
+  if (options.fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
+  const written = new Map<string, Written>();
+  const relOf = new WeakMap<tar.ReadEntry, string>();
+  const contents = new Map<string, string>();
+  let refused: string | null = null;
+  let failure: UnpackError | null = null;
+  const counter = options.streamDigest ? new HashCounter() : null;
+  const exact = exactTree(dir);
+  const extraction = tar.x({
+    cwd: dir,
+    preserveOwner: asRoot,
+    // Directories that exist already (an earlier pass) get the mode node-tar gives those it creates, owner
+    // rwx, so that this pass can write into a read-only one; exactTree puts the final mode back afterwards.
+    chmod: true,
+    filter: (p, entry) => {
+      const rel = relativePath(p);
+      if (rel === null || !(entry instanceof tar.ReadEntry)) {
+        refused ??= p;
+        return false;
+      }
+      const linkTo = entry.type === 'Link' && typeof entry.linkpath === 'string' ? (relativePath(entry.linkpath) ?? undefined) : undefined;
+      written.set(rel, { rel, type: entry.type, uid: entry.uid, gid: entry.gid, linkTo });
+      relOf.set(entry, rel);
+      return true;
+    },
+    onReadEntry: exact.record,
+    // A file's bytes are hashed on their way to the disk (only for a copy that is checked entry by entry).
+    // node-tar pipes the entry through whatever stream this returns; its type names only its own class.
+    transform: options.landed
+      ? (entry) => {
+          const rel = relOf.get(entry);
+          return rel === undefined ? undefined : (new ContentHasher((sha256) => contents.set(rel, sha256)) as unknown as tar.ReadEntry);
+        }
+      : undefined,
+    onwarn: (code, message, data) => {
+      if (code === 'TAR_ENTRY_INFO' || failure) return; // info: an absolute link target made relative (exactTree restores it)
+      const errno = typeof data.code === 'string' && data.code !== code ? data.code : undefined;
+      failure = new UnpackError(`${code}: ${String(message)}`, errno);
+      extraction.abort(failure);
+    },
+  });
+  try {
+    if (counter) await pipeline(body, counter, extraction);
+    else await pipeline(body, extraction);
+  } catch (err) {
+    if (failure) throw failure;
+    throw err;
+  }
+  if (failure) throw failure;
+  if (refused !== null) throw errors.badRequest(`entry "${refused}" would land outside the staging directory`);
+  // Only entries reached through real directories are touched (a symlink planted on the way could lead anywhere).
+  const entries: { w: Written; abs: string }[] = [];
+  for (const w of written.values()) if (await insideAsDirs(dir, w.rel)) entries.push({ w, abs: w.rel === '.' ? dir : path.join(dir, w.rel) });
+  const owned = (w: Written): w is Written & { uid: number; gid: number } => asRoot && w.uid !== undefined && w.gid !== undefined;
+  // Owners before modes: a chown clears the set-id bits that exactTree's chmod then puts back. In a fresh
+  // staging directory node-tar created every file and directory itself, as root, and gave each its owner;
+  // only entries that were already there (a later pre-copy pass) may have kept an old one.
+  const reused = options.fresh ? [] : entries.filter(({ w }) => owned(w) && (w.type === 'File' || w.type === 'Directory'));
+  await eachLimited(reused, ioParallelism, async ({ w, abs }) => {
+    await withNoFollow(abs, async (fh) => {
+      const st = await fh.stat();
+      if (owned(w) && (st.uid !== w.uid || st.gid !== w.gid)) await fh.chown(w.uid, w.gid);
+    });
+  });
+  await exact.apply();
+  for (const { w, abs } of entries) if (owned(w) && w.type === 'SymbolicLink') await fsp.lchown(abs, w.uid, w.gid);
+  // Durable, then read back: a write that fell short shows as a size that is not the one sent.
+  const t0 = Date.now();
+  const stats = new Map<string, Stats>();
+  const parents = new Set(entries.filter(({ w }) => w.rel !== '.').map(({ abs }) => path.dirname(abs)));
+  await eachLimited(entries.filter(({ w }) => w.type !== 'SymbolicLink'), ioParallelism, ({ w, abs }) =>
+    withNoFollow(abs, async (fh) => {
+      await fh.sync();
+      if (options.landed) stats.set(w.rel, await fh.stat());
+    }).catch((err: unknown) => {
+      // A hard link or file that is not there (or not a file) is simply missing from what landed.
+      if (!options.landed || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
+    }),
+  );
+  await eachLimited([...parents], ioParallelism, syncPath);
+  const syncMs = Date.now() - t0;
+  if (!options.landed) return { digest: counter?.digest() ?? null, landed: null, syncMs };
+  const landed: TreeEntry[] = [];
+  for (const { w, abs } of entries) {
+    const st = w.type === 'SymbolicLink' ? await lstatPlain(abs) : (stats.get(w.rel) ?? null);
+    if (!st) continue;
+    const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : null;
+    if (!kind) continue;
+    const content =
+      kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents.get(w.linkTo ?? w.rel) ?? '');
+    landed.push({ path: w.rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size: kind === 'file' ? st.size : 0, content });
+  }
+  return { digest: counter?.digest() ?? null, landed, syncMs };
+}
+
+/**
+ * Target: apply one pre-copy pass to `dir` (see `unpack`), so that the commit after the stop finds the copy
+ * already on disk. Returns the stream's digest.
+ */
+export async function applyPass(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
+  const { digest } = await unpack(dir, body, { fresh, streamDigest: true, landed: false });
+  if (!digest) throw new Error('a pre-copy pass has no digest');
+  return digest;
+}
+
+/**
+ * Target: receive a cold copy of a volume into a fresh staging directory `dir` (see `unpack`) and answer
+ * what landed, entry by entry, once it is durable, and how long making it durable took.
+ */
+export async function receiveCopy(dir: string, body: Readable): Promise<{ landed: TreeEntry[]; syncMs: number }> {
+  const { landed, syncMs } = await unpack(dir, body, { fresh: true, streamDigest: false, landed: true });
+  return { landed: landed ?? [], syncMs };
+}
+
+/** Hashes a file's bytes on their way from the tar stream to the disk. */
+class ContentHasher extends Transform {
+  private readonly hash = createHash('sha256');
+  constructor(private readonly done: (sha256: string) => void) {
+    super({ highWaterMark: readChunk }); // as much buffered as the tar parser hands over at once
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.done(this.hash.digest('hex'));
+    cb();
+  }
+}
+
+/** Run `fn` on `abs` opened for reading without following a symlink. */
+async function withNoFollow(abs: string, fn: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const fh = await fsp.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    await fn(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Target: remove `paths` (relative, as the source listed them) from `dir`; refuses any that would leave it. */
+export async function deletePaths(dir: string, paths: string[]): Promise<void> {
+  const checked = paths.map((p) => {
+    const rel = relativePath(p);
+    if (rel === null || rel === '.') throw errors.badRequest(`cannot delete "${p}" from a staging directory`);
+    return rel;
+  });
+  for (const rel of checked) {
+    // Through a parent that is not a real directory the path is not inside the staging tree: nothing to remove.
+    if (!(await insideAsDirs(dir, rel))) continue;
+    await fsp.rm(path.join(dir, rel), { recursive: true, force: true });
+  }
+}
+
+/** A tar entry path as a clean relative path (`.` for the root), or null if it is absolute or climbs out. */
+function relativePath(p: string): string | null {
+  if (p.includes('\0') || p.startsWith('/')) return null;
+  const parts = p.split('/').filter((s) => s !== '' && s !== '.');
+  if (parts.some((s) => s === '..')) return null;
+  return parts.length === 0 ? '.' : parts.join('/');
+}
+
+/** True if every parent of `rel` below `dir` is a real directory (no symlink leads out of the tree). */
+async function insideAsDirs(dir: string, rel: string): Promise<boolean> {
+  const parts = rel === '.' ? [] : rel.split('/').slice(0, -1);
+  let at = dir;
+  for (const part of parts) {
+    at = path.join(at, part);
+    const st = await lstatPlain(at);
+    if (!st?.isDirectory()) return false;
+  }
+  return true;
+}
+
+/** Hashes and counts what flows through it. */
+class HashCounter extends Transform {
+  private readonly hash = createHash('sha256');
+  private bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+  digest(): StreamDigest {
+    return { sha256: this.hash.digest('hex'), bytes: this.bytes };
+  }
+}
+
+// ---- small helpers ----
+
+function kindOf(st: BigIntStats): Kind | null {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'link';
+  return null;
+}
+
+function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
+/** Sorting by UTF-16 code units: both sides must list a tree in the same order, whatever the locale. */
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function errorCode(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+function isGone(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function lstatOrNull(p: string): Promise<BigIntStats | null> {
+  try {
+    return await fsp.lstat(p, { bigint: true });
+  } catch (err) {
+    if (isGone(err)) return null;
+    throw err;
+  }
+}
+
+async function lstatPlain(p: string): Promise<Stats | null> {
+  try {
+    return await fsp.lstat(p);
+  } catch (err) {
+    if (isGone(err)) return null;
+    throw err;
+  }
+}
+
+async function syncPath(p: string): Promise<void> {
+  const fh = await fsp.open(p, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Run `fn` over `items`, at most `limit` at once. */
+async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
