@@ -112,7 +112,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await restrict(socketPath, socketMode, socketGroup);
 
     // Back after being cut off: copies other members gave up sending here meanwhile are garbage now.
-    cluster.onReturn(() => void migrator.sweepLeftovers().catch((err: unknown) => log.warn({ err }, 'could not sweep what moves given up meanwhile left here')));
+    cluster.onReturn(
+      () =>
+        void migrator
+          .sweepLeftovers()
+          .then(() => log.info('swept what other members gave up sending here while this member was cut off'))
+          .catch((err: unknown) => log.warn({ err }, 'could not sweep what moves given up meanwhile left here')),
+    );
     const record = await cluster.register(member.address);
     await cluster.startHeartbeat();
     await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`, { mode: privateFileMode });
