@@ -34,6 +34,8 @@ const registryDir = '/run/roost-hosts';
 const netnsPrefix = 'roost-hosts-';
 /** /16 ranges tried in order; one that any address or route of the host touches is skipped. */
 const candidateRanges = ['10.213', '10.219', '172.27'];
+/** How long a member may take to answer after it was started (ms). */
+const startTimeoutMs = 90_000;
 /** The port every member's HTTPS listens on (each member has its own address). */
 const memberPort = 8443;
 
@@ -455,11 +457,12 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     h.child = child;
     h.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.unref();
-    const deadline = Date.now() + 30_000;
+    // Generous: a loaded CI machine may take long to start node and compile the sources.
+    const deadline = Date.now() + startTimeoutMs;
     for (;;) {
       if (pid(h.name) === null) throw new Error(`member ${h.name} exited while starting:\n${logTail(h.name, 20)}`);
       if (await answers(h.name)) return;
-      if (Date.now() > deadline) throw new Error(`member ${h.name} did not answer within 30 s:\n${logTail(h.name, 20)}`);
+      if (Date.now() > deadline) throw new Error(`member ${h.name} did not answer within ${startTimeoutMs / 1000} s:\n${logTail(h.name, 20)}`);
       await delay(100);
     }
   };

@@ -23,7 +23,10 @@ export function loud(cluster: () => HostsCluster | undefined, body: () => Promis
     } catch (err) {
       const h = cluster();
       if (!h || !(err instanceof Error)) throw err;
-      err.message = `${err.message}\n${h.report()}`;
+      // The stack too: an AssertionError is printed from its stack, made before the message changed.
+      const report = h.report();
+      err.message = `${err.message}\n${report}`;
+      err.stack = `${err.stack ?? ''}\n${report}`;
       throw err;
     }
   };

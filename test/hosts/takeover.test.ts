@@ -31,6 +31,11 @@ import {
 import { assertOneProcess, firstLogged, logLines, loud, seconds, waitOperationVia } from './support.js';
 
 const movers = ['t1', 't2', 't3', 't4', 't5'];
+/**
+ * `cluster.offline_threshold` (s), also the drainer's lease: short for fast takeovers, but not so short that a
+ * loaded machine (a member's event loop held up for seconds) costs the leader its lease before the cut.
+ */
+const threshold = 5;
 const all = [...movers, 'tcold'];
 
 /** Instances on `member` that take a moment each to move: a slow clean stop and a few MiB of data. */
@@ -75,7 +80,7 @@ describe('the drainer\'s member is killed mid-evacuation and stays dead', () => 
   let h: HostsCluster | undefined;
   let data: Map<string, InstanceData>;
   before(async () => {
-    h = await startHosts({ members: 4 });
+    h = await startHosts({ members: 4, offlineThreshold: threshold });
     const c = h;
     await loud(() => h, async () => {
       assert.equal(await c.leader(), 'm1');
@@ -94,6 +99,7 @@ describe('the drainer\'s member is killed mid-evacuation and stays dead', () => 
       const id = await beginState(c, 'm2', { action: 'evacuate', parallel: 1 }, 'm3');
       await midway(c, id, 'm3');
       const term = (await evacuationRecord(c, 'm2'))?.term ?? 0;
+      assert.equal(await c.leader(), 'm1', 'm1 still runs the drainer when it is killed');
       const killedAt = Date.now();
       await c.kill('m1', 'SIGKILL');
 
@@ -107,8 +113,12 @@ describe('the drainer\'s member is killed mid-evacuation and stays dead', () => 
       assert.equal(record?.status, 'done');
       assert.notEqual(record?.term, term, 'a later term finished the run');
       assert.equal(await c.leader(), took?.member);
-      const resumed = logLines(c, took?.member ?? '').filter((l) => l.msg === 'drainer: running a request' && l.operation === id && l.resumed === true);
-      assert.equal(resumed.length, 1, 'the new leader took the run up by itself');
+      const lines = logLines(c, took?.member ?? '').filter((l) => l.time >= killedAt);
+      const resumed = lines.filter((l) => l.msg === 'drainer: running a request' && l.operation === id && l.resumed === true);
+      const terms = lines.filter((l) => l.msg === 'this member now runs the drainer');
+      assert.ok(resumed.length >= 1, 'the new leader took the run up by itself');
+      // Once per term at most: a loaded machine may cost the new leader its lease, and its next term resumes again.
+      assert.ok(resumed.length <= terms.length, `the run was resumed ${resumed.length} times in ${terms.length} terms`);
       const doneAt = Date.parse(record?.finishedAt ?? '');
 
       assert.equal(c.pid('m1'), null, 'm1 stays dead');
@@ -128,7 +138,7 @@ describe('the drainer\'s member is cut off mid-evacuation, then comes back', () 
   let h: HostsCluster | undefined;
   let data: Map<string, InstanceData>;
   before(async () => {
-    h = await startHosts({ members: 4 });
+    h = await startHosts({ members: 4, offlineThreshold: threshold });
     const c = h;
     await loud(() => h, async () => {
       assert.equal(await c.leader(), 'm1');
@@ -144,15 +154,23 @@ describe('the drainer\'s member is cut off mid-evacuation, then comes back', () 
     await loud(() => c, async () => {
       const id = await beginState(c, 'm2', { action: 'evacuate', parallel: 1 }, 'm3');
       // The worst moment: the leader is also the target of the copy under way, so the holder's stream to it stalls.
-      // (Placement picks m1 first among the empty members, so one of the first moves goes there.)
-      await waitFor('a copy into m1 is under way', async () => (await journaledMoves(c)).some((j) => j.target === 'm1' && j.phase === 'stopped'), 60_000);
+      // (Placement picks m1 first among the empty members, so one of the first moves goes there.) The leader is
+      // read again at every look: a loaded machine may have moved the lease since the cluster started.
+      let cut = '';
+      await waitFor('a copy into the drainer\'s member is under way', async () => {
+        const leader = await c.leader();
+        if (leader === null || leader === 'm2') return false; // the evacuated member leading is not this case
+        cut = leader;
+        return (await journaledMoves(c)).some((j) => j.target === leader && j.phase === 'stopped');
+      }, 60_000);
+      const rest = c.names.filter((m) => m !== cut);
       const cutAt = Date.now();
-      await c.partition('m1');
+      await c.partition(cut);
 
-      await waitFor('m1 says it no longer runs the drainer', () => firstLogged(c, ['m1'], 'this member no longer runs the drainer', cutAt) !== null, 30_000);
-      const stopped = firstLogged(c, ['m1'], 'this member no longer runs the drainer', cutAt);
-      await waitFor('another member runs the drainer', () => firstLogged(c, ['m2', 'm3', 'm4'], 'this member now runs the drainer', cutAt) !== null, 30_000);
-      const took = firstLogged(c, ['m2', 'm3', 'm4'], 'this member now runs the drainer', cutAt);
+      await waitFor(`${cut} says it no longer runs the drainer`, () => firstLogged(c, [cut], 'this member no longer runs the drainer', cutAt) !== null, 30_000);
+      const stopped = firstLogged(c, [cut], 'this member no longer runs the drainer', cutAt);
+      await waitFor('another member runs the drainer', () => firstLogged(c, rest, 'this member now runs the drainer', cutAt) !== null, 30_000);
+      const took = firstLogged(c, rest, 'this member now runs the drainer', cutAt);
       assert.ok((stopped?.time ?? Infinity) <= (took?.time ?? 0), 'the cut-off leader stopped before the next one started');
       const op = await waitOperationVia(c, id, 'm3', 120_000);
       assert.equal(op.status, 'Success', op.err);
@@ -160,21 +178,21 @@ describe('the drainer\'s member is cut off mid-evacuation, then comes back', () 
       assert.equal(record?.operation, id);
       assert.equal(record?.status, 'done');
       const doneAt = Date.parse(record?.finishedAt ?? '');
-      assert.equal((await memberInfo(c, 'm1', 'm3')).status, 'Offline');
+      assert.equal((await memberInfo(c, cut, 'm3')).status, 'Offline');
 
       const healedAt = Date.now();
-      await c.heal('m1');
-      await waitFor('m1 is Online again', async () => (await memberInfo(c, 'm1', 'm3')).status === 'Online', 60_000);
+      await c.heal(cut);
+      await waitFor(`${cut} is Online again`, async () => (await memberInfo(c, cut, 'm3')).status === 'Online', 60_000);
       const backAt = Date.now();
-      // Back in touch with the store, m1 removes the copy the holder gave up sending it while it was cut off.
-      await waitFor('m1 swept what was given up while it was cut off', () => firstLogged(c, ['m1'], 'swept what other members gave up sending here while this member was cut off', healedAt) !== null, 30_000);
-      // m1 keeps running, as a member like the others: it answers, and it campaigns but does not take the lease back.
-      assert.notEqual(c.pid('m1'), null);
-      assert.equal((await memberInfo(c, 'm1', 'm1')).status, 'Online');
+      // Back in touch with the store, it removes the copy the holder gave up sending it while it was cut off.
+      await waitFor(`${cut} swept what was given up while it was cut off`, () => firstLogged(c, [cut], 'swept what other members gave up sending here while this member was cut off', healedAt) !== null, 30_000);
+      // It keeps running, as a member like the others: it answers, and it campaigns but does not take the lease back.
+      assert.notEqual(c.pid(cut), null);
+      assert.equal((await memberInfo(c, cut, cut)).status, 'Online');
       assert.equal(await c.leader(), took?.member);
       await assertEvacuated(c, 'm2', data, 'm3', ['m2']);
 
-      const timing = `partition: cut → m1 stops acting ${seconds((stopped?.time ?? 0) - cutAt)}, cut → ${took?.member ?? '?'} runs the drainer ${seconds((took?.time ?? 0) - cutAt)}, cut → run done ${seconds(doneAt - cutAt)}; link back → m1 Online ${seconds(backAt - healedAt)}`;
+      const timing = `partition: cut → ${cut} stops acting ${seconds((stopped?.time ?? 0) - cutAt)}, cut → ${took?.member ?? '?'} runs the drainer ${seconds((took?.time ?? 0) - cutAt)}, cut → run done ${seconds(doneAt - cutAt)}; link back → ${cut} Online ${seconds(backAt - healedAt)}`;
       t.diagnostic(timing);
       process.stderr.write(`${timing}\n`);
     })();
