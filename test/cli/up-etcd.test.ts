@@ -20,7 +20,7 @@ let home = '';
 let dir = '';
 
 /** Run the real `roost` CLI (through tsx) with its own HOME, against member m01 of the cluster. */
-function roost(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+function roost(args: string[], timeoutMs = 240_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', cliMain, ...args], {
       env: { ...process.env, HOME: home, XDG_CONFIG_HOME: path.join(home, 'config'), XDG_DATA_HOME: path.join(home, 'data'), ROOST_DIR: path.join(dir, 'm01') },
@@ -76,7 +76,8 @@ describe('roost up --store etcd', () => {
     await rm(home, { recursive: true, force: true });
   });
 
-  it('brings a cluster up on a local etcd, evacuates and restores, and roost down --purge leaves nothing', { timeout: 300_000 }, async () => {
+  // Generous: every step is a new CLI process (node and tsx), and on a loaded machine `up` alone took 80 s.
+  it('brings a cluster up on a local etcd, evacuates and restores, and roost down --purge leaves nothing', { timeout: 600_000 }, async () => {
     const up = await ok(['up', '--store', 'etcd', '--dir', dir]);
     assert.match(up, /^Member m01: added and started/m);
     assert.match(up, /^Member m03: added and started/m);
