@@ -37,7 +37,7 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   /** Group whose members may use the members' unix sockets (roostd's `--group`); recorded for later starts. */
   group?: string;
-  /** How long to wait for a member to answer after starting it (ms). */
+  /** How long to wait for a member to answer after starting it (ms; default 90 s). */
   readyTimeoutMs?: number;
   /** The store of a new cluster (default `sqlite`); an existing cluster keeps the one it was created with. */
   store?: LocalStoreKind;
@@ -201,7 +201,9 @@ export class LocalCluster {
       exited = code ?? -1;
     });
     child.unref();
-    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 30_000);
+    // Generous by default: it only matters when a start is slow (a loaded machine took over 30 s to start node),
+    // and a member that exits is reported at once anyway.
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 90_000);
     for (;;) {
       if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
       if (await this.answers(m.name)) return;
