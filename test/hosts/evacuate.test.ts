@@ -54,7 +54,7 @@ describe('evacuate and restore across hosts', () => {
     data = await readAll(h, all);
   }
 
-  it('the drainer on m1 evacuates m2 (asked through m3): moves cross hosts with bytes, power states and origin', { timeout: 120_000 }, loud(() => h, async () => {
+  it('the drainer on m1 evacuates m2 (asked through m3): moves cross hosts with bytes, power states and origin', { timeout: 240_000 }, loud(() => h, async () => {
     assert.equal(await h.leader(), 'm1', 'the first member runs the drainer');
     const states = new StatusRecorder(h, 'm2', 'm3');
     const id = await beginState(h, 'm2', { action: 'evacuate' }, 'm3');
@@ -99,7 +99,7 @@ describe('evacuate and restore across hosts', () => {
     assert.doesNotMatch(h.log('m2'), /this member now runs the drainer/);
   }));
 
-  it('restore brings everything home to m2 over the links, starts the pinned one, clears the origin', { timeout: 120_000 }, loud(() => h, async () => {
+  it('restore brings everything home to m2 over the links, starts the pinned one, clears the origin', { timeout: 240_000 }, loud(() => h, async () => {
     const states = new StatusRecorder(h, 'm2', 'm1');
     const id = await beginState(h, 'm2', { action: 'restore' }, 'm1');
     const op = await waitOperation(h, id, 60_000);

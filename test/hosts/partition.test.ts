@@ -37,7 +37,7 @@ describe('a plain member cut off from the others', () => {
     await h?.stop();
   });
 
-  it('is Offline after the threshold, takes nothing while it is, and is Online again when its link returns', { timeout: 180_000 }, async (t: TestContext) => {
+  it('is Offline after the threshold, takes nothing while it is, and is Online again when its link returns', { timeout: 300_000 }, async (t: TestContext) => {
     const c = h as HostsCluster;
     await loud(() => c, async () => {
       assert.notEqual(await c.leader(), 'm4', 'the member cut off is not the drainer\'s');

@@ -93,7 +93,7 @@ describe('the drainer\'s member is killed mid-evacuation and stays dead', () => 
     await h?.stop();
   });
 
-  it('another member takes the drainer over and finishes the run under the same operation id', { timeout: 180_000 }, async (t: TestContext) => {
+  it('another member takes the drainer over and finishes the run under the same operation id', { timeout: 300_000 }, async (t: TestContext) => {
     const c = h as HostsCluster;
     await loud(() => c, async () => {
       const id = await beginState(c, 'm2', { action: 'evacuate', parallel: 1 }, 'm3');
@@ -149,7 +149,7 @@ describe('the drainer\'s member is cut off mid-evacuation, then comes back', () 
     await h?.stop();
   });
 
-  it('it stops acting once its lease is gone, another member finishes the run, and after the link returns nothing is duplicated or lost', { timeout: 180_000 }, async (t: TestContext) => {
+  it('it stops acting once its lease is gone, another member finishes the run, and after the link returns nothing is duplicated or lost', { timeout: 300_000 }, async (t: TestContext) => {
     const c = h as HostsCluster;
     await loud(() => c, async () => {
       const id = await beginState(c, 'm2', { action: 'evacuate', parallel: 1 }, 'm3');
