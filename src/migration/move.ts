@@ -358,6 +358,8 @@ export class Migrator {
    * off from the network would otherwise hang until TCP gives up, many minutes later, holding the instances'
    * locks, so no later order could move them either), or the drainer term that ordered it ended (its commit is
    * fenced and would fail anyway). Both are watched in the store, so the copy ends as soon as the store knows.
+   * A heartbeat that lapses and comes back within one more offline threshold (a target held up for a moment,
+   * as a loaded machine does) is not a gone target: its copy goes on, and the commit checks the heartbeat anyway.
    */
   private async watchMove(target: string, fence: MoveRequest['fence']): Promise<MoveWatchdog> {
     const { store } = this.deps;
@@ -371,14 +373,25 @@ export class Migrator {
       abort.abort(why);
     };
     const watches: Watch[] = [];
+    let lapse: NodeJS.Timeout | null = null;
     const offline = (): MoveAbortedError => new MoveAbortedError(`member "${target}" went offline during the move`, true);
     // Best effort: a store that cannot be read now fails the move's own writes soon enough.
     try {
+      const graceMs = (await this.deps.cluster.offlineThreshold()) * 1000;
       const beat = await store.get(keys.heartbeat(target));
       if (!beat) stop(offline());
       else {
         watches.push(store.watch(beat.key, beat.modRevision, (events) => {
-          if (events.some((e) => e.type === 'delete' && e.kv.key === beat.key)) stop(offline());
+          for (const e of events) {
+            if (e.kv.key !== beat.key) continue;
+            if (e.type === 'delete' && lapse === null) {
+              lapse = setTimeout(() => stop(offline()), graceMs);
+              lapse.unref();
+            } else if (e.type === 'put' && lapse !== null) {
+              clearTimeout(lapse);
+              lapse = null;
+            }
+          }
         }, () => undefined));
       }
       if (fence) {
@@ -398,6 +411,7 @@ export class Migrator {
       targetGone: gone.signal,
       reason: () => reason,
       close: () => {
+        if (lapse !== null) clearTimeout(lapse);
         for (const w of watches) w.close();
       },
     };
