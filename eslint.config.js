@@ -1,6 +1,8 @@
-// Lint configuration: typescript-eslint's recommended rules over our sources, tests and benchmarks.
+// Lint configuration: typescript-eslint's recommended rules over our sources, tests, benchmarks and the web
+// UI (`ui/`, with React's rules of hooks).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import reactHooks from 'eslint-plugin-react-hooks';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
@@ -16,5 +18,9 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-constant-condition': ['error', { checkLoops: false }],
     },
+  },
+  {
+    files: ['ui/**/*.{ts,tsx}'],
+    ...reactHooks.configs.flat.recommended,
   },
 );

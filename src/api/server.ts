@@ -1,8 +1,11 @@
 // The API server of one member: the same routes on the unix socket (trusted local clients, like
-// LXD's) and on HTTPS (members, authenticated by the cluster certificate with mutual TLS).
+// LXD's) and on HTTPS (members, authenticated by the cluster certificate with mutual TLS), and the web UI
+// (`/ui/`) on both.
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods, type RouteShorthandOptions } from 'fastify';
 import websocket from '@fastify/websocket';
+import fastifyStatic from '@fastify/static';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ApiError, errorBody, errors } from '../errors/index.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
@@ -17,6 +20,8 @@ import { registerEventRoutes } from './routes/events.js';
 import { registerInternalRoutes } from './routes/internal.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerFileRoutes } from './routes/files.js';
+import { registerUiRoutes } from './routes/ui.js';
+import { uiDir } from '../config/env.js';
 import { forwardTo } from './request.js';
 
 /** Where a request came from. */
@@ -110,6 +115,9 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   });
 
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
+  // Only `reply.sendFile` (the UI's routes decide what to serve); a UI not built yet is answered per request.
+  const ui = path.resolve(uiDir());
+  await app.register(fastifyStatic, { root: ui, serve: false });
   const router = new Router(app, member, origin);
   registerServerRoutes(router);
   registerClusterRoutes(router);
@@ -119,6 +127,7 @@ export async function buildApi(member: Member, origin: Origin, https?: { key: st
   registerImageRoutes(router);
   registerOperationRoutes(router);
   registerEventRoutes(router);
+  registerUiRoutes(router, ui);
   if (origin === 'peer') registerInternalRoutes(router);
   router.finish();
   return app;

@@ -5,8 +5,7 @@
 import type { Operation } from '../client/client.js';
 import type { JsonObject } from '../client/json.js';
 import { mergeEvacuationProgress, parseEvacuationProgress as parseWire, type EvacuationProgress, type InstanceProgress } from '../wire/evacuation.js';
-import { formatBytes } from '../util/units.js';
-import { formatEta } from './format.js';
+import { formatBytes, formatEta } from '../util/units.js';
 
 export type { EvacuationProgress, InstanceProgress } from '../wire/evacuation.js';
 export { isInFlight } from '../wire/evacuation.js';

@@ -4,6 +4,9 @@
 import Table from 'cli-table3';
 import { stringify } from 'yaml';
 
+/** `formatEta` lives with the other unit formatters (the web UI uses it too); re-exported for the CLI. */
+export { formatEta } from '../util/units.js';
+
 /** The values `--format` accepts. */
 export const outputFormats = ['table', 'json', 'yaml', 'csv'] as const;
 
@@ -98,14 +101,4 @@ export function formatTime(iso: string): string {
   const d = new Date(t);
   const p = (n: number): string => String(n).padStart(2, '0');
   return `${d.getUTCFullYear()}/${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())} UTC`;
-}
-
-/** A remaining time as `45s`, `2m05s` or `1h02m`, for progress displays. */
-export function formatEta(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '-';
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }

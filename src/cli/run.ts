@@ -12,6 +12,7 @@ import { registerOperationCommands } from './commands/operations.js';
 import { registerStorageCommands } from './commands/storage.js';
 import { registerImageCommands } from './commands/images.js';
 import { registerExecCommand } from './commands/exec.js';
+import { registerUiCommand } from './commands/ui.js';
 import { CliContext, type CliIO } from './context.js';
 
 /** What `runCli` takes, re-exported for callers of this module. */
@@ -40,6 +41,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerExecCommand(program, ctx);
   registerOperationCommands(program, ctx);
   registerMonitorCommand(program, ctx);
+  registerUiCommand(program, ctx);
   return program;
 }
 

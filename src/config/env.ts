@@ -5,6 +5,9 @@
 //                                 request (default 30000); calls that wait on slow work wait longer
 //   ROOST_MOVE_SWEEP_INTERVAL_MS  how often a member removes what moves that no longer exist left on it
 //                                 (default 60000)
+//   ROOST_UI_DIR                  the built web UI that `/ui/` serves (default: `dist/ui` of this checkout)
+
+import { fileURLToPath } from 'node:url';
 
 /** Milliseconds from environment variable `name`, or `fallback` when it is unset or not a positive number. */
 function millisecondsFrom(name: string, fallback: number): number {
@@ -22,4 +25,12 @@ export function peerTimeoutMs(): number {
 /** How often a member sweeps away the copies and staging that moves no longer journaled left on it (ms). */
 export function moveSweepIntervalMs(): number {
   return millisecondsFrom('ROOST_MOVE_SWEEP_INTERVAL_MS', 60_000);
+}
+
+/** The folder of the built web UI that `/ui/` serves: `ROOST_UI_DIR`, else `dist/ui` beside the sources. */
+export function uiDir(): string {
+  const dir = process.env.ROOST_UI_DIR;
+  if (dir !== undefined && dir.trim() !== '') return dir;
+  // Two levels below the package root both as sources (src/config) and compiled (dist/config).
+  return fileURLToPath(new URL('../../dist/ui/', import.meta.url));
 }

@@ -45,3 +45,13 @@ export function formatDuration(ms: number): string {
   if (m < 60) return `${m}m${rest}s`;
   return `${Math.floor(m / 60)}h${m % 60}m${rest}s`;
 }
+
+/** A remaining time as `45s`, `2m05s` or `1h02m`, for progress displays. */
+export function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '-';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}

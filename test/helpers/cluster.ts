@@ -221,6 +221,8 @@ export interface StartClusterOptions {
   dirMode?: number;
   /** Extra environment of every member's daemon (settings such as `ROOST_MOVE_SWEEP_INTERVAL_MS`). */
   env?: Record<string, string>;
+  /** How long a member's daemon may take to answer after it starts (default LocalCluster's, 90 s). */
+  readyTimeoutMs?: number;
 }
 
 /** Clusters still running in this process, torn down hard if the process exits without `stop`. */
@@ -238,7 +240,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
   const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-e2e-'));
   live.add(dir);
   if (options.dirMode !== undefined) await chmod(dir, options.dirMode);
-  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info', ...(options.env ?? {}) }, group: options.group });
+  const local = new LocalCluster(dir, { env: { ROOST_LOG_LEVEL: process.env.ROOST_LOG_LEVEL ?? 'info', ...(options.env ?? {}) }, group: options.group, readyTimeoutMs: options.readyTimeoutMs });
   const names = Array.from({ length: count }, (_, i) => memberName(i + 1));
   const clients = new Map<string, RoostClient>();
   const raws = new Map<string, Client>();
