@@ -66,7 +66,7 @@ for (const n of sizes) {
       }
     });
 
-    const store = await openStore(cluster.storeUrl);
+    const store = await openStore(cluster.sqliteUrl);
     const before = (await store.range('config')).revision;
     const t0 = process.hrtime.bigint();
     await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'evacuate' });

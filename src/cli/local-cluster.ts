@@ -1,4 +1,4 @@
-// `roost up` / `roost down`: a local multi-member cluster on this host with the embedded store.
+// `roost up` / `roost down`: a local multi-member cluster on this host, on the embedded store or a local etcd.
 
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -11,6 +11,8 @@ import { resolveGroup } from '../daemon/permissions.js';
 export interface UpOptions {
   members: number;
   dir?: string;
+  /** The store of a new cluster: `sqlite` (default) or `etcd` (a local 3-node etcd under `<dir>/etcd`). */
+  store?: string;
   /** Group allowed to use the members' sockets (roostd's `--group`); default: the one recorded, else the user's. */
   group?: string;
 }
@@ -42,8 +44,11 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   if (!Number.isInteger(options.members) || options.members < 1 || options.members > 64) {
     throw new Error('--members must be a whole number from 1 to 64');
   }
+  if (options.store !== undefined && options.store !== 'sqlite' && options.store !== 'etcd') {
+    throw new Error(`--store must be sqlite or etcd, not "${options.store}"`);
+  }
   if (options.group !== undefined) await resolveGroup(options.group); // an unknown group fails here, not in every member's log
-  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { group: options.group });
+  const cluster = new LocalCluster(resolve(options.dir ?? defaultClusterDir()), { store: options.store, group: options.group });
   const results = await cluster.up(options.members);
   for (const r of results) {
     const words = { joined: 'added and started', started: 'started', running: 'already running', removed: 'no longer a member (removed); forgotten' }[r.action];
@@ -53,6 +58,8 @@ export async function upCommand(options: UpOptions, out: (line: string) => void 
   if (first) {
     // Other settings (remotes, the default remote) stay as they are.
     updateCliConfig((config) => ({ ...config, member: join(cluster.dir, first.name) }));
+    const { store } = await cluster.state();
+    if (LocalCluster.storeKind(store) === 'etcd') out(`Store: local etcd in ${cluster.etcd.dir} (${store})`);
     out(`Cluster ready in ${cluster.dir}; roost commands talk to ${first.name} (set ROOST_DIR=<member dir> for another).`);
   }
 }

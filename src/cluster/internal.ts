@@ -290,8 +290,8 @@ export class MoveTarget {
   }
 
   /** Drop everything the move left on the target (unless the store says it belongs there now). */
-  async discard(body: DiscardBody): Promise<void> {
-    await this.peers.call(this.address, 'POST', `${this.base}/discard`, { json: body });
+  async discard(body: DiscardBody, signal?: AbortSignal): Promise<void> {
+    await this.peers.call(this.address, 'POST', `${this.base}/discard`, { json: body, signal });
   }
 }
 

@@ -37,6 +37,7 @@ export class ClusterService {
   /** Called when the heartbeat finds this member's record gone (it was removed from the cluster). */
   onRemoved: (() => void) | null = null;
   private leaseTtl = 0;
+  private returned: (() => void) | null = null;
 
   constructor(
     private readonly store: Store,
@@ -79,6 +80,15 @@ export class ClusterService {
     await this.beat();
   }
 
+  /**
+   * Call `fn` when this member's heartbeat had lapsed (its lease expired: the others saw it Offline, e.g.
+   * while it was cut off from the store) and is alive again, so work that others gave up on meanwhile can be
+   * tidied up here.
+   */
+  onReturn(fn: () => void): void {
+    this.returned = fn;
+  }
+
   /** Stop heartbeating (the member will turn Offline after the threshold unless revoke is asked). */
   async stopHeartbeat(revoke: boolean): Promise<void> {
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
@@ -99,7 +109,8 @@ export class ClusterService {
       // On a threshold change the old lease is revoked only after the heartbeat moved to the new one:
       // revoking first would delete the heartbeat and show this member Offline for a moment.
       let replaced: string | null = null;
-      if (!this.lease || ttl !== this.leaseTtl || !(await this.store.keepAlive(this.lease))) {
+      const lapsed = this.lease !== null && ttl === this.leaseTtl && !(await this.store.keepAlive(this.lease));
+      if (!this.lease || ttl !== this.leaseTtl || lapsed) {
         if (this.lease && ttl !== this.leaseTtl) replaced = this.lease;
         this.lease = await this.store.grantLease(ttl);
         this.leaseTtl = ttl;
@@ -110,6 +121,10 @@ export class ClusterService {
         { type: 'put', key: lastSeenKey(this.memberName), value: JSON.stringify(beat) },
       ]);
       if (replaced) await this.store.revokeLease(replaced).catch(() => undefined);
+      if (lapsed) {
+        this.log.info('heartbeat restored after it had lapsed (this member was Offline)');
+        this.returned?.();
+      }
     } catch (err) {
       this.log.warn({ err }, 'heartbeat failed');
     }

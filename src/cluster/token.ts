@@ -2,6 +2,8 @@
 // cluster certificate fingerprint and where to reach the cluster (Roost adds the store URL); a trust token
 // names the client, the secret, the certificate the members present and their addresses.
 
+import { z } from 'zod';
+
 /** The decoded token. */
 export interface JoinToken {
   server_name: string;
@@ -71,4 +73,24 @@ export function decodeTrustToken(text: string): TrustToken | null {
   if (typeof t.secret !== 'string' || t.secret === '') return null;
   if (typeof t.fingerprint !== 'string' || t.fingerprint === '' || addresses.length === 0) return null;
   return { client_name: t.client_name, fingerprint: t.fingerprint, addresses, secret: t.secret, expires_at: typeof t.expires_at === 'string' ? t.expires_at : '' };
+}
+
+/** The metadata of the operation `POST /1.0/cluster/members` answers (LXD's token operation, plus the store URL). */
+const tokenOperation = z.object({
+  metadata: z.object({
+    serverName: z.string(),
+    secret: z.string(),
+    fingerprint: z.string(),
+    addresses: z.array(z.string()),
+    expiresAt: z.string(),
+    store: z.string(),
+  }),
+});
+
+/** The printable token of a join-token operation (what `roost cluster add` prints and `roostd --join` takes). */
+export function joinTokenOf(operation: unknown): string {
+  const parsed = tokenOperation.safeParse(operation);
+  if (!parsed.success) throw new Error('the server answered no join token');
+  const t = parsed.data.metadata;
+  return encodeJoinToken({ server_name: t.serverName, secret: t.secret, fingerprint: t.fingerprint, addresses: t.addresses, expires_at: t.expiresAt, store: t.store });
 }

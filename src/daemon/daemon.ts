@@ -126,6 +126,14 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // Created under umask 077 (nobody may connect); now opened to the socket's group, as LXD's --group.
     await restrict(socketPath, socketMode, socketGroup);
 
+    // Back after being cut off: copies other members gave up sending here meanwhile are garbage now.
+    cluster.onReturn(
+      () =>
+        void migrator
+          .sweepLeftovers()
+          .then(() => log.info('swept what other members gave up sending here while this member was cut off'))
+          .catch((err: unknown) => log.warn({ err }, 'could not sweep what moves given up meanwhile left here')),
+    );
     const record = await cluster.register(member.address);
     await cluster.startHeartbeat();
     await writeFile(join(dir, 'roostd.pid'), `${process.pid}\n`, { mode: privateFileMode });

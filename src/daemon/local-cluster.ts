@@ -1,5 +1,6 @@
-// A local cluster on this host: N roostd processes sharing one embedded SQLite store, each with its
-// own data directory, on free loopback ports. `roost up`/`roost down` and the tests drive it.
+// A local cluster on this host: N roostd processes sharing one store, each with its own data directory, on
+// free loopback ports. The store is the embedded SQLite file, or (`roost up --store etcd`) a local 3-node
+// etcd that the cluster starts and stops with its members. `roost up`/`roost down` and the tests drive it.
 
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, fchmodSync, readFileSync } from 'node:fs';
@@ -7,8 +8,9 @@ import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RoostClient } from '../client/client.js';
-import { encodeJoinToken } from '../cluster/token.js';
+import { joinTokenOf } from '../cluster/token.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
+import { LocalEtcd } from './local-etcd.js';
 import { traversableDirMode, ensureDir, memberDirMode, privateFileMode } from './permissions.js';
 
 /** One member of a local cluster. */
@@ -17,8 +19,12 @@ export interface LocalMember {
   dir: string;
 }
 
+/** Which store a local cluster runs on. */
+export type LocalStoreKind = 'sqlite' | 'etcd';
+
 /** What `cluster.json` in the cluster directory records. */
 export interface LocalClusterState {
+  /** The store URL every member uses. */
   store: string;
   members: LocalMember[];
   /** The `--group` the members run with, once given (later starts keep it). */
@@ -31,8 +37,10 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   /** Group whose members may use the members' unix sockets (roostd's `--group`); recorded for later starts. */
   group?: string;
-  /** How long to wait for a member to answer after starting it (ms). */
+  /** How long to wait for a member to answer after starting it (ms; default 90 s). */
   readyTimeoutMs?: number;
+  /** The store of a new cluster (default `sqlite`); an existing cluster keeps the one it was created with. */
+  store?: LocalStoreKind;
 }
 
 /** Name of the i-th member (1-based): zero-padded so names sort in creation order. */
@@ -51,18 +59,43 @@ export class LocalCluster {
     this.dir = resolve(dir);
   }
 
-  /** The store URL all members share. */
-  get storeUrl(): string {
+  /** The URL of the embedded store a SQLite cluster's members share. */
+  get sqliteUrl(): string {
     return `sqlite:${join(this.dir, 'cluster.db')}`;
   }
 
-  /** The recorded members (empty if the cluster was never brought up). */
+  /** The local etcd of an etcd cluster (`<dir>/etcd`). */
+  get etcd(): LocalEtcd {
+    return new LocalEtcd(this.dir);
+  }
+
+  /** The recorded members (empty if the cluster was never brought up) and the store they use. */
   async state(): Promise<LocalClusterState> {
     try {
       return JSON.parse(await readFile(join(this.dir, 'cluster.json'), 'utf8')) as LocalClusterState;
     } catch {
-      return { store: this.storeUrl, members: [] };
+      return { store: '', members: [] };
     }
+  }
+
+  /** Which store a recorded store URL names. */
+  static storeKind(url: string): LocalStoreKind {
+    return url.startsWith('etcd:') ? 'etcd' : 'sqlite';
+  }
+
+  /**
+   * The store URL of the cluster, making its store ready: a new cluster gets the store asked for (a local
+   * etcd is created and started); an existing one keeps its own (its local etcd is started if it is down).
+   */
+  private async readyStore(state: LocalClusterState): Promise<string> {
+    const asked = this.options.store;
+    if (state.members.length > 0 && state.store !== '') {
+      const kind = LocalCluster.storeKind(state.store);
+      if (asked && asked !== kind) throw new Error(`the cluster in ${this.dir} runs on ${kind}; --store ${asked} cannot change that (remove it with "roost down --purge" first)`);
+      if (kind === 'etcd') await this.etcd.start();
+      return state.store;
+    }
+    return (asked ?? 'sqlite') === 'etcd' ? this.etcd.start() : this.sqliteUrl;
   }
 
   private async saveState(state: LocalClusterState): Promise<void> {
@@ -93,7 +126,10 @@ export class LocalCluster {
   async up(count: number): Promise<{ name: string; action: 'started' | 'joined' | 'running' | 'removed' }[]> {
     await ensureDir(this.dir, traversableDirMode);
     const state = await this.state();
+    state.store = await this.readyStore(state);
     if (this.options.group !== undefined) state.group = this.options.group;
+    // Members read the store URL and the group from here when they start.
+    await this.saveState(state);
     const out: { name: string; action: 'started' | 'joined' | 'running' | 'removed' }[] = [];
     for (const m of [...state.members]) {
       if (this.pidOf(m.name)) out.push({ name: m.name, action: 'running' });
@@ -126,9 +162,7 @@ export class LocalCluster {
     const client = this.client(via);
     try {
       const res = await client.request('POST', '/1.0/cluster/members', { server_name: name });
-      const op = res.metadata as { metadata: { serverName: string; secret: string; fingerprint: string; addresses: string[]; expiresAt: string; store: string } };
-      const t = op.metadata;
-      return encodeJoinToken({ server_name: t.serverName, secret: t.secret, fingerprint: t.fingerprint, addresses: t.addresses, expires_at: t.expiresAt, store: t.store });
+      return joinTokenOf(res.metadata);
     } finally {
       await client.close();
     }
@@ -139,7 +173,9 @@ export class LocalCluster {
     // The daemon sets the member directory's group and tightens everything in it; these come first.
     await ensureDir(this.dir, traversableDirMode);
     await ensureDir(m.dir, memberDirMode);
-    const group = this.options.group ?? (await this.state()).group;
+    const state = await this.state();
+    const storeUrl = state.store !== '' ? state.store : this.sqliteUrl;
+    const group = this.options.group ?? state.group;
     const logPath = join(m.dir, 'roostd.log');
     const fd = openSync(logPath, 'a', privateFileMode);
     fchmodSync(fd, privateFileMode);
@@ -148,7 +184,7 @@ export class LocalCluster {
     const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
     const args = [
       ...(fromSource ? ['--import', 'tsx'] : []),
-      main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', this.storeUrl,
+      main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', storeUrl,
       ...(how.bootstrap ? ['--bootstrap'] : []),
       ...(how.join ? ['--join', how.join] : []),
       ...(group !== undefined ? ['--group', group] : []),
@@ -165,7 +201,9 @@ export class LocalCluster {
       exited = code ?? -1;
     });
     child.unref();
-    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 30_000);
+    // Generous by default: it only matters when a start is slow (a loaded machine took over 30 s to start node),
+    // and a member that exits is reported at once anyway.
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 90_000);
     for (;;) {
       if (exited !== null) throw new Error(`member ${m.name} exited (code ${exited}) while starting:\n${await tail(logPath)}`);
       if (await this.answers(m.name)) return;
@@ -214,8 +252,8 @@ export class LocalCluster {
   }
 
   /**
-   * Stop every member: its instances first (cleanly, then forced), then the daemon. Data stays
-   * unless `purge`, which removes the cluster directory.
+   * Stop every member: its instances first (cleanly, then forced), then the daemon; then the local etcd, if
+   * the cluster has one. Data stays unless `purge`, which removes the cluster directory.
    */
   async down(purge: boolean): Promise<string[]> {
     const state = await this.state();
@@ -225,6 +263,7 @@ export class LocalCluster {
       await this.stopInstances(m);
       stopped.push(m.name);
     }
+    await this.etcd.stop();
     if (purge) await rm(this.dir, { recursive: true, force: true });
     return stopped;
   }

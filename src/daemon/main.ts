@@ -13,8 +13,8 @@ const program = new Command()
   .description('Run one Roost cluster member')
   .requiredOption('--name <name>', 'member name')
   .requiredOption('--dir <dir>', 'member data directory (its unix socket is <dir>/unix.socket)')
-  .option('--address <host:port>', 'HTTPS listen address for members', '127.0.0.1:8443')
-  .option('--store <url>', 'cluster store URL (sqlite:<path>); a join token may carry it')
+  .option('--address <host:port>', 'HTTPS address for members (the one they dial, so not 0.0.0.0)', '127.0.0.1:8443')
+  .option('--store <url>', 'cluster store URL: sqlite:<path> (one host) or etcd://host:port,...[?cacert=&cert=&key=]; a join token carries it')
   .option('--bootstrap', 'create a new cluster if it does not exist yet')
   .option('--join <token>', 'join the cluster with a token from "roost cluster add"')
   .option('--group <group>', 'group whose members may use the unix socket (default: the daemon user\'s primary group)')
@@ -25,7 +25,7 @@ const opts = program.opts<{ name: string; dir: string; address: string; store?: 
 
 async function main(): Promise<void> {
   const storeUrl = opts.store ?? (opts.join ? decodeJoinToken(opts.join).store : '');
-  if (!storeUrl) throw new Error('no store URL: pass --store sqlite:<path> (or a join token that carries one)');
+  if (!storeUrl) throw new Error('no store URL: pass --store sqlite:<path> or --store etcd://host:port,... (or a join token that carries one)');
   const daemon = await startDaemon({
     name: opts.name,
     dir: opts.dir,

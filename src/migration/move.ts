@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { Store, Op, Compare } from '../store/store.js';
+import type { Store, Op, Compare, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import { rootVolumeRefs, snapshotRef, volumeKey, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
@@ -110,6 +110,17 @@ export function moveFailureKind(err: unknown): 'busy' | 'target-unavailable' | '
   if (err instanceof MoveBusyError) return 'busy';
   if (err instanceof MoveAbortedError && err.targetUnavailable) return 'target-unavailable';
   return 'failed';
+}
+
+/** Watches a move from the outside (see Migrator.watchMove). */
+interface MoveWatchdog {
+  /** Aborted once the move can no longer lead anywhere. */
+  signal: AbortSignal;
+  /** Aborted once the target is Offline (even after the move stopped for another reason). */
+  targetGone: AbortSignal;
+  /** Why, once it is so: the error the move fails with. */
+  reason(): Error | null;
+  close(): void;
 }
 
 /** Services the migrator uses. */
@@ -246,12 +257,14 @@ export class Migrator {
     // Recovery (which may run meanwhile, retrying an earlier failure) leaves this move alone.
     this.active.add(id);
     const link = this.deps.internal.moveTarget(target.address, id);
+    const watchdog = await this.watchMove(req.target, req.fence);
+    const signal = req.signal ? AbortSignal.any([req.signal, watchdog.signal]) : watchdog.signal;
     try {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
         const warm = req.precopy === true && precopyFits(svc, loaded)
-          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal: req.signal, onProgress: req.onProgress, log })
+          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
           req.onPhase?.('copying');
@@ -266,21 +279,21 @@ export class Migrator {
             .map((l) => svc.stopUnlocked(l.record.project, l.record.name, { keepLastState: true, force: req.forceStop === true })),
         );
         await advance('stopped');
-        this.throwIfAborted(req.signal);
+        this.throwIfAborted(signal);
 
         // 3. Stream (after a pre-copy, only what changed since its last pass).
         req.onPhase?.('copying');
         if (warm) {
           await warm.finish(); // the last changes, then a check that the target's copy equals the source
         } else {
-          await this.copyCold(refs, link, req);
+          await this.copyCold(refs, link, req, signal);
         }
 
         // 4. Target makes the copies durable.
-        this.throwIfAborted(req.signal);
-        await link.commit(req.signal);
+        this.throwIfAborted(signal);
+        await link.commit(signal);
         const copiedRevision = await advance('copied');
-        this.throwIfAborted(req.signal);
+        this.throwIfAborted(signal);
 
         // 5. Commit the new location, only while the target still takes instances.
         const guard = await this.targetGuard(req.target, req.allowRestoringTarget === true);
@@ -314,10 +327,12 @@ export class Migrator {
         }
         committed = true;
       } catch (err) {
-        await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation).catch((e: unknown) => {
+        await this.rollback(id, target.address, [...journals.values()], loaded.some((l) => l.running) && !req.evacuation, watchdog.targetGone).catch((e: unknown) => {
           log.error({ err: e, move: id }, 'rollback of a move failed; recovery will retry');
           this.retryRecoverySoon();
         });
+        const cut = watchdog.reason();
+        if (cut && !req.signal?.aborted) throw cut;
         if (err instanceof ApiError) throw err;
         if (req.signal?.aborted) throw err;
         // The target has no room (507): an evacuation places the instance on another member.
@@ -335,8 +350,73 @@ export class Migrator {
         }
       }
     } finally {
+      watchdog.close();
       this.active.delete(id);
     }
+  }
+
+  /**
+   * Stops a move's copy once it can lead nowhere: its target stopped heartbeating (a stream into a member cut
+   * off from the network would otherwise hang until TCP gives up, many minutes later, holding the instances'
+   * locks, so no later order could move them either), or the drainer term that ordered it ended (its commit is
+   * fenced and would fail anyway). Both are watched in the store, so the copy ends as soon as the store knows.
+   * A heartbeat that lapses and comes back within one more offline threshold (a target held up for a moment,
+   * as a loaded machine does) is not a gone target: its copy goes on, and the commit checks the heartbeat anyway.
+   */
+  private async watchMove(target: string, fence: MoveRequest['fence']): Promise<MoveWatchdog> {
+    const { store } = this.deps;
+    const abort = new AbortController();
+    const gone = new AbortController();
+    let reason: Error | null = null;
+    const stop = (why: Error): void => {
+      if (why instanceof MoveAbortedError) gone.abort(why);
+      if (reason) return;
+      reason = why;
+      abort.abort(why);
+    };
+    const watches: Watch[] = [];
+    let lapse: NodeJS.Timeout | null = null;
+    const offline = (): MoveAbortedError => new MoveAbortedError(`member "${target}" went offline during the move`, true);
+    // Best effort: a store that cannot be read now fails the move's own writes soon enough.
+    try {
+      const graceMs = (await this.deps.cluster.offlineThreshold()) * 1000;
+      const beat = await store.get(keys.heartbeat(target));
+      if (!beat) stop(offline());
+      else {
+        watches.push(store.watch(beat.key, beat.modRevision, (events) => {
+          for (const e of events) {
+            if (e.kv.key !== beat.key) continue;
+            if (e.type === 'delete' && lapse === null) {
+              lapse = setTimeout(() => stop(offline()), graceMs);
+              lapse.unref();
+            } else if (e.type === 'put' && lapse !== null) {
+              clearTimeout(lapse);
+              lapse = null;
+            }
+          }
+        }, () => undefined));
+      }
+      if (fence) {
+        const leader = await store.get(fence.key);
+        if (!leader || leader.createRevision !== fence.createRevision) stop(new FenceLostError());
+        else {
+          watches.push(store.watch(fence.key, leader.modRevision, (events) => {
+            if (events.some((e) => e.kv.key === fence.key && (e.type === 'delete' || e.kv.createRevision !== fence.createRevision))) stop(new FenceLostError());
+          }, () => undefined));
+        }
+      }
+    } catch (err) {
+      this.deps.log.warn({ err }, 'could not watch a move\'s target and drainer term; the move goes on unwatched');
+    }
+    return {
+      signal: abort.signal,
+      targetGone: gone.signal,
+      reason: () => reason,
+      close: () => {
+        if (lapse !== null) clearTimeout(lapse);
+        for (const w of watches) w.close();
+      },
+    };
   }
 
   /**
@@ -344,7 +424,7 @@ export class Migrator {
    * packed (and every file hashed) in one read, and compare what the target reports as landed with what
    * was packed, entry by entry.
    */
-  private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest): Promise<void> {
+  private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest, signal: AbortSignal): Promise<void> {
     const { pool } = this.deps;
     const scans = [];
     for (const ref of refs) scans.push(await scanTree(pool.volumePath(ref)));
@@ -352,9 +432,9 @@ export class Migrator {
     for (const scan of scans) for (const e of scan.values()) total += e.size;
     let done = 0;
     req.onProgress?.(0, total);
-    await link.prepare(refs, manifestFootprint(scans), req.signal);
+    await link.prepare(refs, manifestFootprint(scans), signal);
     for (const [i, ref] of refs.entries()) {
-      this.throwIfAborted(req.signal);
+      this.throwIfAborted(signal);
       const packed: TreeEntry[] = [];
       const body = Readable.from(
         packEntries(pool.volumePath(ref), [...(scans[i]?.keys() ?? [])], {
@@ -366,7 +446,7 @@ export class Migrator {
         }),
         { objectMode: false },
       );
-      const { landed } = await link.sendVolume(ref, body, req.signal);
+      const { landed } = await link.sendVolume(ref, body, signal);
       const difference = firstDifference(packed, landed);
       if (difference !== null) {
         throw new MoveAbortedError(`the copy of volume "${ref.name}" on "${req.target}" is not what was sent (${difference})`, false, 500);
@@ -419,15 +499,17 @@ export class Migrator {
   /**
    * Before the commit: drop the target's copies, clear the journal, restart locally what ran (user moves;
    * the caller holds the instance locks). A target that cannot be reached does not keep the instance
-   * hostage: nothing was committed there, so its copies are garbage its own recovery removes at boot.
+   * hostage: nothing was committed there, so its copies are garbage its own sweep removes (`sweepLeftovers`).
    */
-  private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean): Promise<void> {
+  private async rollback(id: string, targetAddress: string, journals: MoveJournal[], restart: boolean, targetGone?: AbortSignal): Promise<void> {
     const first = journals[0];
     if (!first) return;
     try {
-      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes });
+      // A target gone Offline may not answer for a long time; it removes the copy itself when it is back.
+      if (targetGone?.aborted) throw targetGone.reason;
+      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes }, targetGone);
     } catch (err) {
-      if (!(err instanceof PeerUnreachableError)) throw err;
+      if (!(err instanceof PeerUnreachableError) && !targetGone?.aborted) throw err;
       this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');
     }
     await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));

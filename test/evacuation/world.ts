@@ -10,7 +10,7 @@ import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RoostEvent } from '../../src/client/client.js';
 import { keys, type EvacuationRecord, type MoveJournal } from '../../src/store/schema.js';
-import { processAlive, sha256Tree, waitFor, type InstanceView, type RawResponse, type TestCluster } from '../helpers/cluster.js';
+import { processAlive, sha256Tree, waitFor, type InstanceView, type RawResponse, type ClusterView } from '../helpers/cluster.js';
 import type { EvacuationProgress } from '../../src/wire/evacuation.js';
 
 /** The file every workload appends its counter to, in its root volume. */
@@ -49,26 +49,26 @@ export interface WorkloadOptions {
 }
 
 /** Create an instance running `writerCommand`, seed its root volume, and start it unless told not to. */
-export async function launchWorkload(c: TestCluster, name: string, o: WorkloadOptions): Promise<void> {
+export async function launchWorkload(c: ClusterView, name: string, o: WorkloadOptions): Promise<void> {
   await c.launch(name, { target: o.target, start: false, command: writerCommand(o.termSleep ?? 0), config: o.config, devices: o.devices });
   await seedVolume(c.instanceDir(o.target, name), o.payloadBytes ?? 64 * 1024, name);
   if (o.start !== false) await setPower(c, name, 'start');
 }
 
 /** Start or stop an instance through the API and wait for it. */
-export async function setPower(c: TestCluster, name: string, action: 'start' | 'stop', via?: string): Promise<void> {
+export async function setPower(c: ClusterView, name: string, action: 'start' | 'stop', via?: string): Promise<void> {
   const member = via ?? (await c.instance(name, firstUp(c))).location;
   await c.client(member).runAsync('PUT', `/1.0/instances/${name}/state`, { action, timeout: 10 });
 }
 
 /** Create a custom volume on `member` and seed it. */
-export async function createVolume(c: TestCluster, member: string, name: string, payloadBytes = 128 * 1024): Promise<void> {
+export async function createVolume(c: ClusterView, member: string, name: string, payloadBytes = 128 * 1024): Promise<void> {
   await c.client(member).request('POST', `/1.0/storage-pools/default/volumes/custom?target=${member}`, { name });
   await seedVolume(c.volumeDir(member, name), payloadBytes, name);
 }
 
 /** The first member whose daemon runs (to ask questions through). */
-export function firstUp(c: TestCluster): string {
+export function firstUp(c: ClusterView): string {
   const up = c.names.find((m) => c.pid(m) !== null);
   if (!up) throw new Error('no member daemon is running');
   return up;
@@ -93,14 +93,14 @@ export function volumeDisk(volume: string): Record<string, string> {
 const notLog = (p: string): boolean => p === dataFile || p === volumeMount;
 
 /** Read an instance's data where the store says it lives. */
-export async function readData(c: TestCluster, name: string, via = firstUp(c)): Promise<InstanceData> {
+export async function readData(c: ClusterView, name: string, via = firstUp(c)): Promise<InstanceData> {
   const { location } = await c.instance(name, via);
   const dir = c.instanceDir(location, name);
   return { name, fixed: await sha256Tree(dir, notLog), log: await readFile(path.join(dir, dataFile), 'utf8').catch(() => '') };
 }
 
 /** Read the data of several instances, keyed by name. */
-export async function readAll(c: TestCluster, names: string[], via = firstUp(c)): Promise<Map<string, InstanceData>> {
+export async function readAll(c: ClusterView, names: string[], via = firstUp(c)): Promise<Map<string, InstanceData>> {
   const out = new Map<string, InstanceData>();
   for (const n of names) out.set(n, await readData(c, n, via));
   return out;
@@ -120,17 +120,17 @@ export function assertDataIntact(before: InstanceData, after: InstanceData, exac
 }
 
 /** Check every instance of `before` against its current data. `ran` names those that may have written since. */
-export async function assertAllIntact(c: TestCluster, before: Map<string, InstanceData>, ran: Set<string>, via = firstUp(c)): Promise<void> {
+export async function assertAllIntact(c: ClusterView, before: Map<string, InstanceData>, ran: Set<string>, via = firstUp(c)): Promise<void> {
   for (const [name, data] of before) assertDataIntact(data, await readData(c, name, via), !ran.has(name));
 }
 
 /** Members whose pool holds a root volume directory of `name`. */
-export function volumeHolders(c: TestCluster, name: string): string[] {
+export function volumeHolders(c: ClusterView, name: string): string[] {
   return c.names.filter((m) => existsSync(c.instanceDir(m, name)));
 }
 
 /** Members on which a process of `name` runs (by the pid file its driver keeps there). */
-export function runningOn(c: TestCluster, name: string): string[] {
+export function runningOn(c: ClusterView, name: string): string[] {
   return c.names.filter((m) => {
     try {
       const { pid } = JSON.parse(readFileSync(path.join(c.memberDir(m), 'instances', `default_${name}`, 'pid.json'), 'utf8')) as { pid: number };
@@ -145,7 +145,7 @@ export function runningOn(c: TestCluster, name: string): string[] {
  * Assert an instance is in exactly one place: the member its record names is the only one with its
  * volume directory, and it runs there (or nowhere) as `running` says. Returns its view.
  */
-export async function assertOnePlace(c: TestCluster, name: string, expect: { running?: boolean; location?: string } = {}, via = firstUp(c)): Promise<InstanceView> {
+export async function assertOnePlace(c: ClusterView, name: string, expect: { running?: boolean; location?: string } = {}, via = firstUp(c)): Promise<InstanceView> {
   const view = await c.instance(name, via);
   assert.deepEqual(volumeHolders(c, name), [view.location], `volume directories of "${name}" (record says ${view.location})`);
   const running = runningOn(c, name);
@@ -160,7 +160,7 @@ export async function assertOnePlace(c: TestCluster, name: string, expect: { run
 }
 
 /** Assert no move is journaled and no member has staging directories left. */
-export async function assertNoLeftovers(c: TestCluster): Promise<void> {
+export async function assertNoLeftovers(c: ClusterView): Promise<void> {
   const store = await c.store();
   const { kvs } = await store.range(keys.moves());
   assert.deepEqual(kvs.map((kv) => kv.key), [], 'move journal entries left');
@@ -171,13 +171,13 @@ export async function assertNoLeftovers(c: TestCluster): Promise<void> {
 }
 
 /** Journal entries of moves in flight. */
-export async function journaledMoves(c: TestCluster): Promise<MoveJournal[]> {
+export async function journaledMoves(c: ClusterView): Promise<MoveJournal[]> {
   const { kvs } = await (await c.store()).range(keys.moves());
   return kvs.map((kv) => JSON.parse(kv.value) as MoveJournal);
 }
 
 /** The durable record `evacuations/<member>`, if any. */
-export async function evacuationRecord(c: TestCluster, member: string): Promise<EvacuationRecord | null> {
+export async function evacuationRecord(c: ClusterView, member: string): Promise<EvacuationRecord | null> {
   const kv = await (await c.store()).get(keys.evacuation(member));
   return kv ? (JSON.parse(kv.value) as EvacuationRecord) : null;
 }
@@ -191,17 +191,17 @@ export interface MemberInfo {
 }
 
 /** A member's view, asked through `via`. */
-export async function memberInfo(c: TestCluster, member: string, via = firstUp(c)): Promise<MemberInfo> {
+export async function memberInfo(c: ClusterView, member: string, via = firstUp(c)): Promise<MemberInfo> {
   return (await c.client(via).get(`/1.0/cluster/members/${member}`)) as MemberInfo;
 }
 
 /** Wait until a member shows `status`. */
-export async function waitStatus(c: TestCluster, member: string, status: string, timeoutMs = 20_000, via?: string): Promise<void> {
+export async function waitStatus(c: ClusterView, member: string, status: string, timeoutMs = 20_000, via?: string): Promise<void> {
   await waitFor(`${member} is ${status}`, async () => (await memberInfo(c, member, via ?? firstUp(c))).status === status, timeoutMs);
 }
 
 /** Set member config keys (empty values unset). */
-export async function setMemberConfig(c: TestCluster, member: string, config: Record<string, string>): Promise<void> {
+export async function setMemberConfig(c: ClusterView, member: string, config: Record<string, string>): Promise<void> {
   await c.client(firstUp(c)).request('PATCH', `/1.0/cluster/members/${member}`, { config });
 }
 
@@ -212,7 +212,7 @@ export class StatusRecorder {
   private readonly loop: Promise<void>;
 
   constructor(
-    private readonly c: TestCluster,
+    private readonly c: ClusterView,
     private readonly member: string,
     private readonly via: string,
   ) {
@@ -261,12 +261,12 @@ export interface OperationView {
 }
 
 /** `POST /1.0/cluster/members/<member>/state` through `via`, answered as is. */
-export function postState(c: TestCluster, member: string, body: Record<string, unknown>, via = member): Promise<RawResponse> {
+export function postState(c: ClusterView, member: string, body: Record<string, unknown>, via = member): Promise<RawResponse> {
   return c.raw(via, 'POST', `/1.0/cluster/members/${member}/state`, { json: body });
 }
 
 /** Start an evacuate or restore and return its operation id (asserting LXD's async envelope). */
-export async function beginState(c: TestCluster, member: string, body: Record<string, unknown>, via = member): Promise<string> {
+export async function beginState(c: ClusterView, member: string, body: Record<string, unknown>, via = member): Promise<string> {
   const res = await postState(c, member, body, via);
   assert.equal(res.status, 202, `${String(body.action)} of ${member}: ${res.text}`);
   assert.equal(res.body?.type, 'async');
@@ -278,13 +278,13 @@ export async function beginState(c: TestCluster, member: string, body: Record<st
 }
 
 /** One operation, or null if unknown. */
-export async function getOperation(c: TestCluster, id: string, via = firstUp(c)): Promise<OperationView | null> {
+export async function getOperation(c: ClusterView, id: string, via = firstUp(c)): Promise<OperationView | null> {
   const res = await c.raw(via, 'GET', `/1.0/operations/${id}`);
   return res.status === 200 ? (res.body?.metadata as OperationView) : null;
 }
 
 /** Wait until an operation is final and return it (asked through any running member, so a restart is no problem). */
-export async function waitOperation(c: TestCluster, id: string, timeoutMs = 30_000): Promise<OperationView> {
+export async function waitOperation(c: ClusterView, id: string, timeoutMs = 30_000): Promise<OperationView> {
   let last: OperationView | null = null;
   try {
     await waitFor(`operation ${id} ends`, async () => {
@@ -299,7 +299,7 @@ export async function waitOperation(c: TestCluster, id: string, timeoutMs = 30_0
 }
 
 /** Run an evacuate or restore to the end, asserting it succeeded; returns the operation. */
-export async function runState(c: TestCluster, member: string, body: Record<string, unknown>, via = member, timeoutMs = 30_000): Promise<OperationView> {
+export async function runState(c: ClusterView, member: string, body: Record<string, unknown>, via = member, timeoutMs = 30_000): Promise<OperationView> {
   const id = await beginState(c, member, body, via);
   const op = await waitOperation(c, id, timeoutMs);
   assert.equal(op.status, 'Success', `${String(body.action)} of ${member} failed: ${op.err}\n${c.logTail(member)}`);
@@ -313,7 +313,7 @@ export interface EventLog {
 }
 
 /** Subscribe to a member's event stream (all types) and keep everything. */
-export async function recordEvents(c: TestCluster, via: string, types: string[] = []): Promise<EventLog> {
+export async function recordEvents(c: ClusterView, via: string, types: string[] = []): Promise<EventLog> {
   const events: RoostEvent[] = [];
   const sub = await c.client(via).events(types, (e) => events.push(e));
   return { events, close: () => sub.close() };
@@ -349,13 +349,13 @@ export function runProgress(metadata: Record<string, unknown> | null): RunProgre
  * The whole progress of a member's running or last run, as any member answers it from the request record
  * (the operation's own updates list only what changed in each).
  */
-export async function memberProgress(c: TestCluster, member: string, via = firstUp(c)): Promise<RunProgress | null> {
+export async function memberProgress(c: ClusterView, member: string, via = firstUp(c)): Promise<RunProgress | null> {
   const state = (await c.client(via).get(`/1.0/cluster/members/${member}/state`)) as { roost_evacuation?: RunProgress | null };
   return state.roost_evacuation ?? null;
 }
 
 /** Config of every instance named, from one listing. */
-export async function instancesByName(c: TestCluster, via = firstUp(c)): Promise<Map<string, InstanceView>> {
+export async function instancesByName(c: ClusterView, via = firstUp(c)): Promise<Map<string, InstanceView>> {
   const list = (await c.client(via).get('/1.0/instances?recursion=1')) as InstanceView[];
   return new Map(list.map((i) => [i.name, i]));
 }
@@ -365,7 +365,7 @@ export async function instancesByName(c: TestCluster, via = firstUp(c)): Promise
  * evacuation and operation records, the server config, every member's volume and staging
  * directories, and which instance processes run.
  */
-export async function fingerprint(c: TestCluster): Promise<string> {
+export async function fingerprint(c: ClusterView): Promise<string> {
   const store = await c.store();
   const { kvs } = await store.rangeMany([keys.instances(), keys.volumes(), keys.members(), keys.serverConfig(), keys.moves(), keys.evacuations(), keys.operations()]);
   const records = kvs.map((kv) => `${kv.key}=${kv.value}`);

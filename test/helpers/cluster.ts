@@ -65,15 +65,16 @@ export interface InstanceView {
   state?: { status: string; pid: number };
 }
 
-/** What `startCluster` returns. */
-export interface TestCluster {
-  /** The cluster directory (removed by `stop`). */
-  dir: string;
-  local: LocalCluster;
-  /** Member names, `m01`… */
+/**
+ * What the shared world helpers (`test/evacuation/world.ts`) need of a running cluster, whichever harness
+ * runs it: the local one below (one host, SQLite) or `hosts.ts` (members in their own namespaces, etcd).
+ */
+export interface ClusterView {
+  /** Member names. */
   names: string[];
+  /** A member's data directory as this process reaches it. */
   memberDir(member: string): string;
-  /** The API client of a member (replaced after `restart`). */
+  /** The API client of a member (replaced after a restart). */
   client(member: string): RoostClient;
   /** One request on a member's socket, answered as is (errors are not thrown). */
   raw(member: string, method: string, path: string, options?: RawOptions): Promise<RawResponse>;
@@ -81,7 +82,7 @@ export interface TestCluster {
   launch(name: string, options: LaunchOptions): Promise<void>;
   /** An instance with its state, asked through `via` (default the first member). */
   instance(name: string, via?: string): Promise<InstanceView>;
-  /** The shared store, opened in this process (closed by `stop`). */
+  /** The cluster store, opened in this process (closed by `stop`). */
   store(): Promise<Store>;
   /** `<member dir>/storage-pools/default/containers/default_<name>`: an instance's root volume. */
   instanceDir(member: string, name: string): string;
@@ -89,28 +90,35 @@ export interface TestCluster {
   volumeDir(member: string, name: string): string;
   /** `<member dir>/storage-pools/default/.staging`: incoming copies of moves. */
   stagingDir(member: string): string;
-  /**
-   * Everything a refused request must leave alone, as one comparable string: instance, volume, profile,
-   * member and move records, the server config, and the volume, snapshot and staging directories of every
-   * member.
-   */
-  world(): Promise<string>;
   /** Pid of a member's daemon, or null. */
   pid(member: string): number | null;
   /** Signal a member's daemon and wait until it is gone. */
   kill(member: string, signal: NodeJS.Signals): Promise<void>;
   /** Start a member again (its data and membership are kept) and wait until it answers. */
   restart(member: string): Promise<void>;
+  /** The last lines of a member's daemon log (for failure messages). */
+  logTail(member: string, lines?: number): string;
+  /** Stop every daemon and instance and remove what the cluster left; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** What `startCluster` returns. */
+export interface TestCluster extends ClusterView {
+  /** The cluster directory (removed by `stop`). */
+  dir: string;
+  local: LocalCluster;
   /**
    * Give a member a pool of its own on a fresh tmpfs (`size` as mount takes it, e.g. `2m`; `inodes`:
    * nr_inodes): its daemon is stopped, the tmpfs mounted on its pool directory, the daemon started again.
    * Needs root; `stop` unmounts it. Do it before the member holds anything.
    */
   mountPool(member: string, options: { size: string; inodes?: number }): Promise<void>;
-  /** The last lines of a member's daemon log (for failure messages). */
-  logTail(member: string, lines?: number): string;
-  /** Stop every daemon and instance and remove the directory; safe to call twice. */
-  stop(): Promise<void>;
+  /**
+   * Everything a refused request must leave alone, as one comparable string: instance, volume, profile,
+   * member and move records, the server config, and the volume, snapshot and staging directories of every
+   * member.
+   */
+  world(): Promise<string>;
 }
 
 /** Default workload: idles in its root volume, writes nothing, ends cleanly on SIGTERM. */
@@ -166,6 +174,39 @@ export async function sha256Tree(dir: string, exclude: (relPath: string) => bool
   return hash.digest('hex');
 }
 
+/** One request through an undici client (on a member's socket), answered as is: status, headers, text, envelope. */
+export async function rawRequest(client: Client, method: string, urlPath: string, o: RawOptions = {}): Promise<RawResponse> {
+  const headers: Record<string, string> = { ...(o.headers ?? {}) };
+  let body: string | undefined;
+  if (o.text !== undefined) body = o.text;
+  else if (o.json !== undefined) body = JSON.stringify(o.json);
+  if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+  const res = await client.request({ method: method as Dispatcher.HttpMethod, path: urlPath, headers, body });
+  const text = await res.body.text();
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+  let parsed: Envelope | null = null;
+  try {
+    const j = JSON.parse(text) as unknown;
+    if (j && typeof j === 'object' && 'type' in j) parsed = j as Envelope;
+  } catch {
+    parsed = null;
+  }
+  return { status: res.statusCode, headers: flat, text, body: parsed };
+}
+
+/** Create an instance through `client` on member `target` (and start it unless told not to), waiting on the operations. */
+export async function launchInstance(client: RoostClient, name: string, o: LaunchOptions): Promise<void> {
+  await client.runAsync('POST', `/1.0/instances?target=${encodeURIComponent(o.target)}`, {
+    name,
+    type: 'process',
+    source: { type: 'none' },
+    config: { 'process.command': o.command ?? idleCommand, ...(o.config ?? {}) },
+    devices: o.devices ?? {},
+  });
+  if (o.start !== false) await client.runAsync('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
+}
+
 /** How to start a test cluster. */
 export interface StartClusterOptions {
   /** Number of members (default 3). */
@@ -181,7 +222,7 @@ export interface StartClusterOptions {
   dirMode?: number;
   /** Extra environment of every member's daemon (settings such as `ROOST_MOVE_SWEEP_INTERVAL_MS`). */
   env?: Record<string, string>;
-  /** How long a member's daemon may take to answer after it starts (default LocalCluster's, 30 s). */
+  /** How long a member's daemon may take to answer after it starts (default LocalCluster's, 90 s). */
   readyTimeoutMs?: number;
 }
 
@@ -233,25 +274,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
     await r?.destroy().catch(() => undefined);
   };
 
-  const raw = async (m: string, method: string, urlPath: string, o: RawOptions = {}): Promise<RawResponse> => {
-    const headers: Record<string, string> = { ...(o.headers ?? {}) };
-    let body: string | undefined;
-    if (o.text !== undefined) body = o.text;
-    else if (o.json !== undefined) body = JSON.stringify(o.json);
-    if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
-    const res = await rawClient(m).request({ method: method as Dispatcher.HttpMethod, path: urlPath, headers, body });
-    const text = await res.body.text();
-    const flat: Record<string, string> = {};
-    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
-    let parsed: Envelope | null = null;
-    try {
-      const j = JSON.parse(text) as unknown;
-      if (j && typeof j === 'object' && 'type' in j) parsed = j as Envelope;
-    } catch {
-      parsed = null;
-    }
-    return { status: res.statusCode, headers: flat, text, body: parsed };
-  };
+  const raw = (m: string, method: string, urlPath: string, o: RawOptions = {}): Promise<RawResponse> => rawRequest(rawClient(m), method, urlPath, o);
 
   const cluster: TestCluster = {
     dir,
@@ -260,17 +283,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
     memberDir,
     client,
     raw,
-    async launch(name, o) {
-      const c = client(o.target);
-      await c.runAsync('POST', `/1.0/instances?target=${encodeURIComponent(o.target)}`, {
-        name,
-        type: 'process',
-        source: { type: 'none' },
-        config: { 'process.command': o.command ?? idleCommand, ...(o.config ?? {}) },
-        devices: o.devices ?? {},
-      });
-      if (o.start !== false) await c.runAsync('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
-    },
+    launch: (name, o) => launchInstance(client(o.target), name, o),
     async instance(name, via) {
       return (await client(via ?? names[0] ?? 'm01').get(`/1.0/instances/${name}?recursion=1`)) as InstanceView;
     },

@@ -33,16 +33,27 @@ export interface EtcdClusterOptions {
   tls?: EtcdTlsFiles;
   /** How long to wait for the cluster to become healthy (default 20 s). */
   startTimeoutMs?: number;
+  /**
+   * The address clients reach etcd on (default 127.0.0.1): another local address, such as a bridge that
+   * members in network namespaces reach, when clients live elsewhere. Peers stay on loopback.
+   */
+  clientHost?: string;
+  /** Where the data directory is made (default the system's temporary directory); tmpfs spares fsync stalls. */
+  dataParent?: string;
+  /** etcd's election timeout in ms (default 500, heartbeats a tenth of it); longer rides out a busy machine. */
+  electionTimeoutMs?: number;
 }
 
 /** A running test cluster. */
 export interface EtcdCluster {
   /** The data directory of all members (removed by `stopAll`). */
   dir: string;
-  /** Client endpoints, `127.0.0.1:port`, one per member in member order. */
+  /** Client endpoints, `host:port` (on `clientHost`), one per member in member order. */
   endpoints: string[];
   /** A store URL naming every member (`etcd://…`), with the TLS query when the cluster uses TLS. */
   url: string;
+  /** The last lines of member `i`'s log (for failure messages). */
+  logTail(i: number, lines?: number): string;
   /** The store URL of one member only. */
   urlOf(i: number): string;
   /** PID of member `i`'s etcd, or null while it is not running. */
@@ -97,10 +108,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** True if something accepts TCP connections on 127.0.0.1:`port`. */
-async function listening(port: number): Promise<boolean> {
+/** True if something accepts TCP connections on `host`:`port`. */
+async function listening(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
+    const socket = connect({ host, port });
     socket.setTimeout(500);
     socket.once('connect', () => {
       socket.destroy();
@@ -163,8 +174,10 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
 async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const count = options.nodes ?? 3;
   const tls = options.tls;
+  const host = options.clientHost ?? '127.0.0.1';
+  const election = options.electionTimeoutMs ?? 500;
   const scheme = tls ? 'https' : 'http';
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'roost-etcd-'));
+  const dir = await mkdtemp(path.join(options.dataParent ?? os.tmpdir(), 'roost-etcd-'));
   directories.add(dir);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
@@ -172,7 +185,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   }
   const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(',');
   const token = `roost-test-${path.basename(dir)}`;
-  const endpoints = members.map((m) => `127.0.0.1:${m.clientPort}`);
+  const endpoints = members.map((m) => `${host}:${m.clientPort}`);
   const tlsQuery = tls
     ? `?${new URLSearchParams({ cacert: tls.cacert, cert: tls.cert, key: tls.key }).toString()}`
     : '';
@@ -181,16 +194,16 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     const args = [
       '--name', m.name,
       '--data-dir', path.join(dir, m.name),
-      '--listen-client-urls', `${scheme}://127.0.0.1:${m.clientPort}`,
-      '--advertise-client-urls', `${scheme}://127.0.0.1:${m.clientPort}`,
+      '--listen-client-urls', `${scheme}://${host}:${m.clientPort}`,
+      '--advertise-client-urls', `${scheme}://${host}:${m.clientPort}`,
       '--listen-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-cluster', initialCluster,
       '--initial-cluster-state', 'new',
       '--initial-cluster-token', token,
-      // Fast elections (and so a 1 s minimum lease TTL), a small backend, frequent snapshots.
-      '--heartbeat-interval', '50',
-      '--election-timeout', '500',
+      // Fast elections (the shortest lease etcd grants is 1.5 election timeouts), a small backend, frequent snapshots.
+      '--heartbeat-interval', String(Math.round(election / 10)),
+      '--election-timeout', String(election),
       '--quota-backend-bytes', String(256 * 1024 * 1024),
       '--snapshot-count', '5000',
       // Roost's batched writes (a move, an event sweep) can exceed the default 128 operations.
@@ -221,9 +234,9 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     });
   }
 
-  function logTail(m: Member): string {
+  function logTail(m: Member, lines = 15): string {
     try {
-      return readFileSync(path.join(dir, `${m.name}.log`), 'utf8').split('\n').slice(-15).join('\n');
+      return readFileSync(path.join(dir, `${m.name}.log`), 'utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
     }
@@ -231,7 +244,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
 
   async function healthy(m: Member): Promise<boolean> {
     try {
-      const body = await fetchText(`${scheme}://127.0.0.1:${m.clientPort}/health`, tls);
+      const body = await fetchText(`${scheme}://${host}:${m.clientPort}/health`, tls);
       return (JSON.parse(body) as { health?: string }).health === 'true';
     } catch {
       return false;
@@ -269,6 +282,10 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     dir,
     endpoints,
     url: `etcd://${endpoints.join(',')}${tlsQuery}`,
+    logTail: (i, lines) => {
+      const m = members[i];
+      return m ? logTail(m, lines) : '(no such member)';
+    },
     urlOf: (i) => `etcd://${endpoints[i] ?? ''}${tlsQuery}`,
     pid: (i) => members[i]?.process?.pid ?? null,
     async killNode(i) {
@@ -285,7 +302,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
       // etcd answers requests only once it has rejoined a quorum, which a member restarted alone cannot;
       // so wait until it listens, and let callers wait for health when they need it.
       const deadline = Date.now() + 20_000;
-      while (!(await listening(m.clientPort))) {
+      while (!(await listening(host, m.clientPort))) {
         if (!m.process || Date.now() > deadline) throw new Error(`etcd member ${i} did not come back:\n${logTail(m)}`);
         await sleep(25);
       }
@@ -296,7 +313,7 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
         for (const [i, m] of members.entries()) {
           if (!m.process) continue;
           try {
-            const metrics = await fetchText(`${scheme}://127.0.0.1:${m.clientPort}/metrics`, tls);
+            const metrics = await fetchText(`${scheme}://${host}:${m.clientPort}/metrics`, tls);
             if (/^etcd_server_is_leader 1$/m.test(metrics)) return i;
           } catch {
             // Not answering yet: ask the others, then again.

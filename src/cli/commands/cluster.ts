@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { ApiClientError, type Operation, type RoostClient } from '../../client/client.js';
 import { type JsonObject, asArray, asObject, isObject, str, stringList, stringMap } from '../../client/json.js';
 import { formatBytes } from '../../util/units.js';
+import { joinTokenOf } from '../../cluster/token.js';
 import type { CliContext } from '../context.js';
 import {
   type MemberAction,
@@ -171,6 +172,16 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       const members = asArray(await client.get('/1.0/cluster/members?recursion=1'));
       const instances = asArray(await client.get('/1.0/instances?recursion=1'));
       ctx.write(renderList(format, { header: memberHeader, rows: memberRows(members, instances), data: members }));
+    });
+
+  cluster
+    .command('add')
+    .description('Request a join token for a new cluster member (give it to "roostd --join" on the new host)')
+    .argument('<name>')
+    .action(async (name: string) => {
+      const res = await ctx.client().request('POST', '/1.0/cluster/members', { server_name: name });
+      ctx.print(`Member ${name} join token:`);
+      ctx.print(joinTokenOf(res.metadata));
     });
 
   cluster
