@@ -29,6 +29,7 @@ import { consumeToken, tokenOperations } from '../cluster/tokens.js';
 import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
 import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
+import { evacuateOnShutdown } from './shutdown.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
 import { ensureDir, memberDirMode, privateDirMode, privateFileMode, restrict, socketMode, traversableDirMode } from './permissions.js';
@@ -56,6 +57,8 @@ const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 100
 export interface RunningDaemon {
   member: Member;
   stop(): Promise<void>;
+  /** The host is shutting down (SIGTERM): evacuate first if `core.shutdown_action` says so, then stop. */
+  shutdown(): Promise<void>;
   /** Resolves when the member was removed from the cluster (its process should then stop). */
   removed: Promise<void>;
 }
@@ -149,13 +152,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const removed = new Promise<void>((resolve) => {
       cluster.onRemoved = resolve;
     });
+    const stop = async (): Promise<void> => {
+      await election.stop();
+      await leading;
+      await stopDaemon(member, [httpsApp, unixApp]);
+    };
     return {
       member,
       removed,
-      stop: async () => {
-        await election.stop();
-        await leading;
-        await stopDaemon(member, [httpsApp, unixApp]);
+      stop,
+      shutdown: async () => {
+        await evacuateOnShutdown(member);
+        await stop();
       },
     };
   } catch (err) {
