@@ -49,8 +49,9 @@ export class ClusterService {
     for (;;) {
       const kv = await this.store.get(keys.member(this.memberName));
       const host = { cpus: os.cpus().length, memoryBytes: os.totalmem() };
+      const startedAt = new Date().toISOString();
       const record: MemberRecord = kv
-        ? { ...(JSON.parse(kv.value) as MemberRecord), address, host }
+        ? { ...(JSON.parse(kv.value) as MemberRecord), address, host, startedAt }
         : {
             name: this.memberName,
             address,
@@ -59,7 +60,8 @@ export class ClusterService {
             state: 'Online',
             config: {},
             host,
-            createdAt: new Date().toISOString(),
+            createdAt: startedAt,
+            startedAt,
           };
       const r = await this.store.txn([{ key: keys.member(this.memberName), modRevision: kv?.modRevision ?? 0 }], [
         { type: 'put', key: keys.member(this.memberName), value: JSON.stringify(record) },

@@ -28,7 +28,7 @@ import { decodeJoinToken } from '../cluster/token.js';
 import { consumeToken, tokenOperations } from '../cluster/tokens.js';
 import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
-import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
+import { clusterPorts, maintenanceBook, maintenancePorts, maintenanceRequestPorts, requestBook, requestPorts } from './drainer-ports.js';
 import { evacuateOnShutdown } from './shutdown.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
@@ -124,9 +124,16 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await operations.failStale(new Set(), 'The member restarted while the operation ran');
 
     // Every member campaigns to run the drainer; the one holding the lease runs evacuations and restores.
-    const drainer = new Drainer(clusterPorts(member), requestBook(member));
+    const drainer = new Drainer(Object.assign(clusterPorts(member), maintenancePorts(member)), requestBook(member), maintenanceBook(member));
     const requests = requestPorts(member);
     operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    const maintenances = maintenanceRequestPorts(member);
+    operations.handle('maintenance', {
+      cancel: async (op) => {
+        const record = (await maintenances.list()).find((x) => x.record.operation === op.id);
+        return record ? maintenances.requestCancel(record.record.id) : false;
+      },
+    });
     operations.handle('join-token', tokenOperations(store, events));
     let leading: Promise<void> = Promise.resolve();
     const election = new LeaderElection({

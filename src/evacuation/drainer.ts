@@ -7,7 +7,8 @@
 import type { Term } from '../cluster/leader.js';
 import type { MoveJournal } from '../store/schema.js';
 import { Run, type RunOptions } from './run.js';
-import type { ClusterPorts, RequestBook } from './ports.js';
+import { MaintenanceRun } from './maintenance.js';
+import type { ClusterPorts, MaintenanceBook, MaintenancePorts, RequestBook } from './ports.js';
 
 /** Settings of the drainer. */
 export interface DrainerOptions {
@@ -22,11 +23,13 @@ export interface DrainerOptions {
 /** Runs requests while this member leads. */
 export class Drainer {
   private readonly runs = new Map<string, Run>();
+  private readonly maintenances = new Map<string, MaintenanceRun>();
   private planningTail: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly ports: ClusterPorts,
+    private readonly ports: ClusterPorts & MaintenancePorts,
     private readonly book: RequestBook,
+    private readonly maintenanceBook: MaintenanceBook,
   ) {}
 
   /** Lead for one term; resolves once the term has ended and every run of it has stopped. */
@@ -45,14 +48,19 @@ export class Drainer {
       reconciling = reconciling.then(async () => {
         while (again && !term.signal.aborted) {
           again = false;
+          await this.reconcileMaintenance(term, reconcile, Math.min(500, options.settleIntervalMs)).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not read the maintenances; retrying'));
           await this.reconcile(term, runOptions, reconcile).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not read the requests; retrying'));
         }
       });
     };
-    const watch = await this.book.watch(reconcile).catch((err: unknown) => {
-      ports.log.warn({ err }, 'drainer: could not watch the requests; looking at them periodically');
-      return null;
-    });
+    const watches = await Promise.all(
+      [this.book, this.maintenanceBook].map((b) =>
+        b.watch(reconcile).catch((err: unknown) => {
+          ports.log.warn({ err }, 'drainer: could not watch the requests; looking at them periodically');
+          return null;
+        }),
+      ),
+    );
     // A watch delivers changes after it starts; what was recorded before is read once here.
     reconcile();
     const settle = setInterval(() => void this.settleGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not settle moves of gone members')), options.settleIntervalMs);
@@ -64,12 +72,13 @@ export class Drainer {
       if (term.signal.aborted) resolve();
       else term.signal.addEventListener('abort', () => resolve(), { once: true });
     });
-    watch?.close();
+    for (const w of watches) w?.close();
     clearInterval(settle);
     clearInterval(retry);
     await reconciling;
-    await Promise.all([...this.runs.values()].map((r) => r.done));
+    await Promise.all([...this.runs.values(), ...this.maintenances.values()].map((r) => r.done));
     this.runs.clear();
+    this.maintenances.clear();
   }
 
   /** Start a run for every pending or running request that has none; pass cancel requests on. */
@@ -89,6 +98,26 @@ export class Drainer {
       void run.done.then(() => {
         if (this.runs.get(record.member) === run) this.runs.delete(record.member);
         // A request recorded while this run ended (a resume) starts now.
+        kick();
+      });
+    }
+  }
+
+  /** Start a run for every pending or running maintenance that has none; pass cancel requests on. */
+  private async reconcileMaintenance(term: Term, kick: () => void, pollMs: number): Promise<void> {
+    for (const stored of await this.maintenanceBook.list()) {
+      const { record } = stored;
+      const live = this.maintenances.get(record.id);
+      if (live) {
+        if (record.cancelRequested) live.requestCancel();
+        continue;
+      }
+      if (record.status !== 'pending' && record.status !== 'running') continue;
+      const run = new MaintenanceRun(this.ports, this.maintenanceBook, this.book, stored, term, { pollMs });
+      this.maintenances.set(record.id, run);
+      this.ports.log.info({ maintenance: record.id, members: record.members.map((m) => m.name), resumed: record.status === 'running' }, 'drainer: running a maintenance');
+      void run.done.then(() => {
+        if (this.maintenances.get(record.id) === run) this.maintenances.delete(record.id);
         kick();
       });
     }

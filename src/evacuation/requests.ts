@@ -10,7 +10,7 @@ import type { EvacuationRecord, MemberStatus, OperationRecord, StoredMemberState
 import type { ClusterSnapshot } from '../placement/index.js';
 import type { EvacuationProgress } from '../wire/evacuation.js';
 import { isEvacuateMode, planEvacuation, planHasWork, planRestore, type EvacuationPlan } from './planner.js';
-import type { StoredRequest } from './ports.js';
+import type { Fence, StoredRequest } from './ports.js';
 
 const requestSchema = z.object({
   action: z.enum(['evacuate', 'restore']),
@@ -33,7 +33,7 @@ export interface RequestPorts {
    * In one transaction, only if the member record and the request record are still at the revisions read:
    * set the member's state, write the request record and its operation. False if anything changed.
    */
-  begin(member: string, to: StoredMemberState, memberRevision: number, record: EvacuationRecord, requestRevision: number, op: OperationRecord): Promise<boolean>;
+  begin(member: string, to: StoredMemberState, memberRevision: number, record: EvacuationRecord, requestRevision: number, op: OperationRecord, fence?: Fence): Promise<boolean>;
   /** Set the cancel flag of a run's record (and its operation's status), if it still runs. */
   requestCancel(member: string, operation: string): Promise<boolean>;
   /** Publish an operation as an `operation` event. */
@@ -68,6 +68,7 @@ export async function requestStateChange(
   ports: RequestPorts,
   member: string,
   body: unknown,
+  fence?: Fence,
 ): Promise<{ sync: unknown } | { operation: OperationRecord }> {
   const parsed = requestSchema.safeParse(body ?? {});
   if (!parsed.success) {
@@ -110,7 +111,7 @@ export async function requestStateChange(
     }
     const record = newRecord(member, req.action, mode, parallel, reservations);
     const op = newOperation(record);
-    if (await ports.begin(member, to, state.modRevision, record, current?.modRevision ?? 0, op)) {
+    if (await ports.begin(member, to, state.modRevision, record, current?.modRevision ?? 0, op, fence)) {
       ports.publishOperation(op);
       return { operation: op };
     }
