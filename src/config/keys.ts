@@ -43,6 +43,8 @@ export const configKeys: readonly ConfigKey[] = [
   // Server (cluster-wide)
   { name: 'cluster.offline_threshold', scope: 'server', default: '20', validate: seconds,
     doc: 'Seconds without a heartbeat after which a member is considered Offline.' },
+  { name: 'cluster.healing_threshold', scope: 'server', default: '0', validate: nonNegativeInt,
+    doc: 'Seconds without a heartbeat after which the drainer heals a member (evacuates it while it is offline); 0 turns healing off (as LXD).' },
   { name: 'cluster.evacuation_parallelism', scope: 'server', default: '4', validate: positiveInt,
     doc: 'How many data copies an evacuation or restore runs at once unless the request says otherwise.' },
   { name: 'core.shutdown_action', scope: 'server', default: 'shutdown', validate: oneOf('shutdown', 'evacuate'),

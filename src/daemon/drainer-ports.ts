@@ -14,6 +14,7 @@ import {
   PortError,
   type ClusterPorts,
   type Fence,
+  type HealResult,
   type MaintenanceBook,
   type MaintenancePorts,
   type MemberInfo,
@@ -26,6 +27,7 @@ import {
 import { requestStateChange } from '../evacuation/requests.js';
 import { maintenanceActive, type MaintenanceRequestPorts } from '../evacuation/maintenance-request.js';
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import type { RequestPorts } from '../evacuation/requests.js';
 import type { ClusterSnapshot } from '../placement/index.js';
 
@@ -175,6 +177,63 @@ export function maintenancePorts(m: Member): MaintenancePorts {
   };
 }
 
+/**
+ * Heal `member` (see ClusterPorts.heal): in one transaction, only while its record is unchanged and Online and
+ * its heartbeat key is absent (and `fence` holds, when the drainer heals), set it Evacuated with what was left
+ * in place, and write a finished operation that shows it. Emits `cluster-member-healed`.
+ */
+export async function healMember(m: Member, member: string, fence: Fence | null): Promise<HealResult> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const kv = await m.store.get(keys.member(member));
+    if (!kv) return { healed: false };
+    const record = JSON.parse(kv.value) as MemberRecord;
+    if (record.state !== 'Online') return { healed: false };
+    const { kvs } = await m.store.range(keys.instances());
+    // Every instance today lives on its member's local pool: none can be reached while the member is gone.
+    const unreachable = kvs
+      .map((x) => JSON.parse(x.value) as InstanceRecord)
+      .filter((r) => r.location === member)
+      .map((r) => (r.project === 'default' ? r.name : `${r.project}/${r.name}`))
+      .sort();
+    const at = new Date().toISOString();
+    const op: OperationRecord = {
+      id: randomUUID(),
+      class: 'task',
+      description: 'Evacuating cluster member',
+      createdAt: at,
+      updatedAt: at,
+      status: 'Success',
+      resources: { cluster: [`/1.0/cluster/members/${member}`] },
+      metadata: { evacuation_progress: 'Healed while offline', roost_healed: { member, unreachable } },
+      mayCancel: false,
+      err: '',
+      location: member,
+      kind: 'evacuation',
+    };
+    const next: MemberRecord = { ...record, state: 'Evacuated', healed: { at, unreachable } };
+    const r = await m.store.txn(
+      [...(fence ? [fence] : []), { key: kv.key, modRevision: kv.modRevision }, { key: keys.heartbeat(member), modRevision: 0 }],
+      [
+        { type: 'put', key: kv.key, value: JSON.stringify(next) },
+        { type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) },
+      ],
+    );
+    if (r.succeeded) {
+      m.events.publish('operation', operationToApi(op), 'default', member);
+      m.events.lifecycle('cluster-member-healed', `/1.0/cluster/members/${member}`, { unreachable }, 'default', member);
+      m.log.warn({ member, unreachable }, `member healed while offline${unreachable.length > 0 ? '; instances on its local storage cannot be reached and stay there until it is restored' : ''}`);
+      return { healed: true, unreachable, operation: op.id };
+    }
+    const hb = await m.store.get(keys.heartbeat(member));
+    if (hb) return { healed: false };
+    if (fence) {
+      const fenceKv = await m.store.get(fence.key);
+      if (!fenceKv || ('createRevision' in fence && fenceKv.createRevision !== fence.createRevision)) return { healed: false };
+    }
+  }
+  return { healed: false };
+}
+
 /** The cluster as the drainer acts on it, from member `m`. */
 export function clusterPorts(m: Member): ClusterPorts {
   const address = async (member: string): Promise<string> => (await m.cluster.member(member)).record.address;
@@ -183,7 +242,7 @@ export function clusterPorts(m: Member): ClusterPorts {
     log: m.log,
     snapshot: (planned) => planningSnapshot(m, planned),
     async members(): Promise<MemberInfo[]> {
-      return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status, address: v.record.address, startedAt: v.record.startedAt ?? '' }));
+      return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status, state: v.record.state, lastSeen: v.lastSeen, address: v.record.address, startedAt: v.record.startedAt ?? '' }));
     },
     async transition(member, from, to, fence) {
       for (;;) {
@@ -191,7 +250,7 @@ export function clusterPorts(m: Member): ClusterPorts {
         if (!kv) return false;
         const record = JSON.parse(kv.value) as MemberRecord;
         if (!from.includes(record.state)) return false;
-        const r = await m.store.txn([fence, { key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...record, state: to }) }]);
+        const r = await m.store.txn([fence, { key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...record, state: to, healed: to === 'Online' ? undefined : record.healed }) }]);
         if (r.succeeded) return true;
         const fenceKv = await m.store.get(fence.key);
         if (!fenceKv || ('createRevision' in fence && fenceKv.createRevision !== fence.createRevision)) return false;
@@ -270,6 +329,10 @@ export function clusterPorts(m: Member): ClusterPorts {
     lifecycle(action, source, location) {
       m.events.lifecycle(action, source, {}, 'default', location);
     },
+    async healingThreshold() {
+      return Number(configValue('server', await m.cluster.serverConfig(), 'cluster.healing_threshold'));
+    },
+    heal: (member, fence) => healMember(m, member, fence),
   };
 }
 
@@ -321,5 +384,7 @@ export function requestPorts(m: Member): RequestPorts {
       return false;
     },
     publishOperation: (op) => book.publishOperation(op),
+    heal: (member) => healMember(m, member, null),
+    operation: (id) => book.operation(id),
   };
 }

@@ -63,7 +63,10 @@ export class Drainer {
     );
     // A watch delivers changes after it starts; what was recorded before is read once here.
     reconcile();
-    const settle = setInterval(() => void this.settleGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not settle moves of gone members')), options.settleIntervalMs);
+    const settle = setInterval(() => {
+      void this.settleGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not settle moves of gone members'));
+      void this.healGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not heal offline members'));
+    }, options.settleIntervalMs);
     settle.unref();
     // Reads can fail for a while (the store unreachable); look again now and then as long as the term lasts.
     const retry = setInterval(reconcile, Math.max(1000, options.settleIntervalMs));
@@ -137,6 +140,24 @@ export class Drainer {
       await this.ports.settleJournals(group, term.fence).catch((err: unknown) =>
         this.ports.log.warn({ err, move: group[0]?.id }, 'drainer: could not settle a move of a gone member yet'),
       );
+    }
+  }
+
+  /**
+   * Heal the members whose last heartbeat is older than `cluster.healing_threshold` (LXD's key; 0: off) and
+   * that the store still has Online: they are set Evacuated, so nothing is placed on them and a restore
+   * brings them back, and what they hold is reported.
+   */
+  private async healGone(term: Term): Promise<void> {
+    if (term.signal.aborted) return;
+    const threshold = await this.ports.healingThreshold();
+    if (threshold <= 0) return;
+    const now = Date.now();
+    for (const m of await this.ports.members()) {
+      if (term.signal.aborted) return;
+      if (m.status !== 'Offline' || m.state !== 'Online' || m.lastSeen === null || now - m.lastSeen < threshold * 1000) continue;
+      const r = await this.ports.heal(m.name, term.fence);
+      if (r.healed) this.ports.log.info({ member: m.name, offlineSeconds: Math.round((now - m.lastSeen) / 1000), unreachable: r.unreachable }, 'drainer: healed an offline member');
     }
   }
 

@@ -58,10 +58,17 @@ export interface MaintenancePorts {
   instancesDown(member: string): Promise<string[]>;
 }
 
+/** What healing a member did: nothing (it answers again, or is not Online in the store), or what it left in place. */
+export type HealResult = { healed: false } | { healed: true; unreachable: string[]; operation: string };
+
 /** A member as the drainer sees it. */
 export interface MemberInfo {
   name: string;
   status: MemberStatus;
+  /** Its stored state (what it was told to be, whatever its heartbeat says). */
+  state: StoredMemberState;
+  /** When its last heartbeat was written (epoch ms), if known. */
+  lastSeen: number | null;
   address: string;
   /** When its daemon last started ('' if unknown). */
   startedAt: string;
@@ -136,6 +143,14 @@ export interface ClusterPorts {
   settleJournals(journals: MoveJournal[], fence: Fence): Promise<void>;
   /** Whether instances of a driver type can pre-copy (copy while running, then stop and send the changes). */
   canPrecopy(type: string): boolean;
+  /** `cluster.healing_threshold` in seconds (0: healing is off). */
+  healingThreshold(): Promise<number>;
+  /**
+   * Heal an offline member under `fence`: only while it is still Online in the store with no heartbeat, set
+   * it Evacuated (saying it was healed) with a finished operation. Instances on local storage cannot be
+   * reached and stay where they are (listed in the result); they start again when it is restored.
+   */
+  heal(member: string, fence: Fence | null): Promise<HealResult>;
   /** Emit a lifecycle event (`cluster-member-evacuated`, ...) as happening on `location` (the member it is about). */
   lifecycle(action: string, source: string, location: string): void;
 }

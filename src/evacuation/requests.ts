@@ -10,13 +10,14 @@ import type { EvacuationRecord, MemberStatus, OperationRecord, StoredMemberState
 import type { ClusterSnapshot } from '../placement/index.js';
 import type { EvacuationProgress } from '../wire/evacuation.js';
 import { isEvacuateMode, planEvacuation, planHasWork, planRestore, type EvacuationPlan } from './planner.js';
-import type { Fence, StoredRequest } from './ports.js';
+import type { Fence, HealResult, StoredRequest } from './ports.js';
 
 const requestSchema = z.object({
   action: z.enum(['evacuate', 'restore']),
   mode: z.string().optional(),
   dry_run: z.boolean().optional(),
   parallel: z.number().int().min(1).max(64).optional(),
+  force: z.boolean().optional(),
 }).passthrough();
 
 /** What the request handler needs, and nothing more. */
@@ -38,6 +39,10 @@ export interface RequestPorts {
   requestCancel(member: string, operation: string): Promise<boolean>;
   /** Publish an operation as an `operation` event. */
   publishOperation(op: OperationRecord): void;
+  /** Heal an offline member by hand (what the drainer does after `cluster.healing_threshold`). */
+  heal(member: string): Promise<HealResult>;
+  /** Read an operation record. */
+  operation(id: string): Promise<OperationRecord | null>;
 }
 
 /** The plan as `dry_run` returns it. */
@@ -80,7 +85,18 @@ export async function requestStateChange(
   const evacuate = req.action === 'evacuate';
   if (evacuate ? mode !== '' && !isEvacuateMode(mode) : mode !== '' && mode !== 'skip') throw errors.badRequest(`Invalid mode "${mode}"`);
   const view = await ports.member(member);
-  if (view.status === 'Offline') throw errors.badRequest(`Cannot ${req.action} offline cluster member`);
+  if (view.status === 'Offline') {
+    // `evacuate --force` of a member that is gone: heal it now, as the drainer would after the healing threshold.
+    if (!evacuate || req.force !== true || req.dry_run === true) {
+      throw errors.badRequest(`Cannot ${req.action} offline cluster member${evacuate ? ' (evacuate it with force to heal it: its instances on local storage stay where they are until it is restored)' : ''}`);
+    }
+    if (view.state !== 'Online') throw errors.badRequest(`Cannot heal cluster member "${member}": it is ${view.state}, not Online, in the store`);
+    const healed = await ports.heal(member);
+    if (!healed.healed) throw errors.conflict(`Cluster member "${member}" changed while it was being healed; try again`);
+    const op = await ports.operation(healed.operation);
+    if (!op) throw errors.conflict(`The operation of healing "${member}" vanished`);
+    return { operation: op };
+  }
 
   if (req.dry_run === true) {
     const snapshot = await ports.snapshot(member);

@@ -22,6 +22,8 @@ export interface MemberRecord {
   createdAt: string;
   /** When its daemon last started (ISO): a rolling maintenance knows from it that a member was rebooted. */
   startedAt?: string;
+  /** Set when it was healed (evacuated while offline); cleared by its restore. */
+  healed?: { at: string; unreachable: string[] };
 }
 
 /** Written by each member on every heartbeat under its lease. */
