@@ -148,7 +148,7 @@ export class ClusterService {
       const record = JSON.parse(kv.value) as MemberRecord;
       if (!alive.has(record.name)) {
         const seen = lastSeen.get(record.name);
-        const message = seen ? `No heartbeat for ${formatDuration(Date.now() - seen)}` : 'No heartbeat';
+        const message = `${seen ? `No heartbeat for ${formatDuration(Date.now() - seen)}` : 'No heartbeat'}${record.healed ? '; healed (evacuated while offline)' : ''}`;
         views.push({ record, status: 'Offline', message, modRevision: kv.modRevision, lastSeen: seen ?? null });
       } else {
         views.push({ record, status: record.state, message: stateMessage(record), modRevision: kv.modRevision, lastSeen: lastSeen.get(record.name) ?? null });

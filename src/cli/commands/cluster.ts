@@ -112,6 +112,19 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, member: 
     if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
   }
 
+  // `--force` on a member that is gone heals it (what the drainer does after cluster.healing_threshold).
+  if (action === 'evacuate' && flags.force) {
+    const info = await client.get(`/1.0/cluster/members/${seg(member)}`).catch(() => null);
+    if (info !== null && str(info, 'status') === 'Offline') {
+      body.force = true;
+      const result = await client.runAsync('POST', path, body);
+      const healed = asObject(asObject(result.operation?.metadata).roost_healed);
+      const left = stringList(healed.unreachable);
+      ctx.print(`Healed "${member}" while offline: it is Evacuated, nothing new lands on it${left.length > 0 ? `; on its local storage, left in place until it is restored: ${left.join(', ')}` : ''}`);
+      return;
+    }
+  }
+
   const title = action === 'evacuate' ? 'Evacuating cluster member' : 'Restoring cluster member';
   const live = ctx.isTerminal ? new LiveProgressView(ctx.io.stdout, title) : null;
   const plain = new PlainProgressLog();
