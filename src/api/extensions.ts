@@ -330,4 +330,5 @@ export const apiExtensions: readonly string[] = [
   'roost_evacuation_plan',
   'roost_evacuation_parallel',
   'roost_evacuation_progress',
+  'roost_cluster_maintenance',
 ];

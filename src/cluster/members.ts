@@ -16,6 +16,8 @@ export interface MemberView {
   message: string;
   /** Store revision of the member record (for compare-and-swap). */
   modRevision: number;
+  /** When its last heartbeat was written (epoch ms), if known. */
+  lastSeen: number | null;
 }
 
 /** LXD's status messages. */
@@ -26,6 +28,15 @@ const messages: Record<MemberStatus, string> = {
   Restoring: 'Restore in progress',
   Offline: 'No heartbeat',
 };
+
+/** The message of a member that answers: LXD's, or what healing did to it. */
+function stateMessage(record: MemberRecord): string {
+  if (record.state === 'Evacuated' && record.healed) {
+    const n = record.healed.unreachable.length;
+    return `Healed while offline${n > 0 ? ` (${n} instance${n > 1 ? 's' : ''} on local storage left in place)` : ''}; restore it to bring its instances home`;
+  }
+  return messages[record.state];
+}
 
 /** Key of the unleased "last seen" stamp kept beside the leased heartbeat, for the Offline message. */
 const lastSeenKey = (name: string): string => `lastseen/${name}`;
@@ -50,8 +61,9 @@ export class ClusterService {
     for (;;) {
       const kv = await this.store.get(keys.member(this.memberName));
       const host = { cpus: os.cpus().length, memoryBytes: os.totalmem() };
+      const startedAt = new Date().toISOString();
       const record: MemberRecord = kv
-        ? { ...(JSON.parse(kv.value) as MemberRecord), address, host }
+        ? { ...(JSON.parse(kv.value) as MemberRecord), address, host, startedAt }
         : {
             name: this.memberName,
             address,
@@ -60,7 +72,8 @@ export class ClusterService {
             state: 'Online',
             config: {},
             host,
-            createdAt: new Date().toISOString(),
+            createdAt: startedAt,
+            startedAt,
           };
       const r = await this.store.txn([{ key: keys.member(this.memberName), modRevision: kv?.modRevision ?? 0 }], [
         { type: 'put', key: keys.member(this.memberName), value: JSON.stringify(record) },
@@ -150,10 +163,10 @@ export class ClusterService {
       const record = JSON.parse(kv.value) as MemberRecord;
       if (!alive.has(record.name)) {
         const seen = lastSeen.get(record.name);
-        const message = seen ? `No heartbeat for ${formatDuration(Date.now() - seen)}` : 'No heartbeat';
-        views.push({ record, status: 'Offline', message, modRevision: kv.modRevision });
+        const message = `${seen ? `No heartbeat for ${formatDuration(Date.now() - seen)}` : 'No heartbeat'}${record.healed ? '; healed (evacuated while offline)' : ''}`;
+        views.push({ record, status: 'Offline', message, modRevision: kv.modRevision, lastSeen: seen ?? null });
       } else {
-        views.push({ record, status: record.state, message: messages[record.state], modRevision: kv.modRevision });
+        views.push({ record, status: record.state, message: stateMessage(record), modRevision: kv.modRevision, lastSeen: lastSeen.get(record.name) ?? null });
       }
     }
     return views;

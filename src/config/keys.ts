@@ -43,8 +43,14 @@ export const configKeys: readonly ConfigKey[] = [
   // Server (cluster-wide)
   { name: 'cluster.offline_threshold', scope: 'server', default: '20', validate: seconds,
     doc: 'Seconds without a heartbeat after which a member is considered Offline.' },
+  { name: 'cluster.healing_threshold', scope: 'server', default: '0', validate: nonNegativeInt,
+    doc: 'Seconds without a heartbeat after which the drainer heals a member (evacuates it while it is offline); 0 turns healing off (as LXD).' },
   { name: 'cluster.evacuation_parallelism', scope: 'server', default: '4', validate: positiveInt,
     doc: 'How many data copies an evacuation or restore runs at once unless the request says otherwise.' },
+  { name: 'core.shutdown_action', scope: 'server', default: 'shutdown', validate: oneOf('shutdown', 'evacuate'),
+    doc: 'What a member does when its daemon gets SIGTERM (the host shutting down): stop (`shutdown`), or first evacuate itself through the drainer (`evacuate`, as Incus).' },
+  { name: 'core.shutdown_timeout', scope: 'server', default: '5', validate: positiveInt,
+    doc: 'Minutes a member shutting down waits for its own evacuation before it stops anyway (as LXD\'s key of that name).' },
   { name: 'user.', prefix: true, scope: 'server', default: '', validate: any, doc: 'Free-form user key.' },
 
   // Member

@@ -31,7 +31,8 @@ import { decodeJoinToken } from '../cluster/token.js';
 import { consumeToken, tokenOperations } from '../cluster/tokens.js';
 import { Drainer } from '../evacuation/drainer.js';
 import { LeaderElection } from '../cluster/leader.js';
-import { clusterPorts, requestBook, requestPorts } from './drainer-ports.js';
+import { clusterPorts, maintenanceBook, maintenancePorts, maintenanceRequestPorts, requestBook, requestPorts } from './drainer-ports.js';
+import { evacuateOnShutdown } from './shutdown.js';
 import { ImageService } from '../images/service.js';
 import { ExecSessions } from '../api/exec-session.js';
 import { ensureDir, memberDirMode, privateDirMode, privateFileMode, restrict, socketMode, traversableDirMode } from './permissions.js';
@@ -65,6 +66,8 @@ const progressIntervalMs = Number(process.env.ROOST_PROGRESS_INTERVAL_MS) || 100
 export interface RunningDaemon {
   member: Member;
   stop(): Promise<void>;
+  /** The host is shutting down (SIGTERM): evacuate first if `core.shutdown_action` says so, then stop. */
+  shutdown(): Promise<void>;
   /** Resolves when the member was removed from the cluster (its process should then stop). */
   removed: Promise<void>;
 }
@@ -144,9 +147,16 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await operations.failStale(new Set(), 'The member restarted while the operation ran');
 
     // Every member campaigns to run the drainer; the one holding the lease runs evacuations and restores.
-    const drainer = new Drainer(clusterPorts(member), requestBook(member));
+    const drainer = new Drainer(Object.assign(clusterPorts(member), maintenancePorts(member)), requestBook(member), maintenanceBook(member));
     const requests = requestPorts(member);
     operations.handle('evacuation', { cancel: (op) => requests.requestCancel(op.location, op.id) });
+    const maintenances = maintenanceRequestPorts(member);
+    operations.handle('maintenance', {
+      cancel: async (op) => {
+        const record = (await maintenances.list()).find((x) => x.record.operation === op.id);
+        return record ? maintenances.requestCancel(record.record.id) : false;
+      },
+    });
     operations.handle('join-token', tokenOperations(store, events));
     operations.handle('trust-token', tokenOperations(store, events));
     let leading: Promise<void> = Promise.resolve();
@@ -173,13 +183,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const removed = new Promise<void>((resolve) => {
       cluster.onRemoved = resolve;
     });
+    const stop = async (): Promise<void> => {
+      await election.stop();
+      await leading;
+      await stopDaemon(member, [httpsApp, unixApp], ownStore);
+    };
     return {
       member,
       removed,
-      stop: async () => {
-        await election.stop();
-        await leading;
-        await stopDaemon(member, [httpsApp, unixApp], ownStore);
+      stop,
+      shutdown: async () => {
+        await evacuateOnShutdown(member);
+        await stop();
       },
     };
   } catch (err) {

@@ -2,7 +2,7 @@
 // membership view, and the typed internal client to the members holding instances.
 
 import type { Member } from './context.js';
-import { keys, type EvacuationRecord, type InstanceRecord, type MemberRecord, type MoveJournal, type OperationRecord } from '../store/schema.js';
+import { keys, type EvacuationRecord, type InstanceRecord, type MaintenanceRecord, type MemberRecord, type MoveJournal, type OperationRecord } from '../store/schema.js';
 import type { Compare, Op } from '../store/store.js';
 import { readSnapshot } from '../cluster/snapshot.js';
 import { RemoteMoveError } from '../cluster/internal.js';
@@ -10,7 +10,24 @@ import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
 import { configValue } from '../config/keys.js';
 import { operationToApi } from '../operations/operations.js';
 import { withReservations } from '../evacuation/snapshot.js';
-import { PortError, type ClusterPorts, type Fence, type MemberInfo, type MoveOrder, type MoveProgress, type RequestBook, type StoredRequest } from '../evacuation/ports.js';
+import {
+  PortError,
+  type ClusterPorts,
+  type Fence,
+  type HealResult,
+  type MaintenanceBook,
+  type MaintenancePorts,
+  type MemberInfo,
+  type MoveOrder,
+  type MoveProgress,
+  type RecordBook,
+  type RequestBook,
+  type Stored,
+} from '../evacuation/ports.js';
+import { requestStateChange } from '../evacuation/requests.js';
+import { maintenanceActive, type MaintenanceRequestPorts } from '../evacuation/maintenance-request.js';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import type { RequestPorts } from '../evacuation/requests.js';
 import type { ClusterSnapshot } from '../placement/index.js';
 
@@ -28,25 +45,25 @@ function portError(err: unknown): unknown {
   return err;
 }
 
-/** The request records and their operations, in this member's store. */
-export function requestBook(m: Member): RequestBook {
-  const parse = (kv: { value: string; modRevision: number }): StoredRequest => ({ record: JSON.parse(kv.value) as EvacuationRecord, modRevision: kv.modRevision });
+/** Records of one kind under `prefix`, `key` naming each, with their operations, in this member's store. */
+function recordBook<T>(m: Member, prefix: string, key: (name: string) => string, nameOf: (record: T) => string): RecordBook<T> {
+  const parse = (kv: { value: string; modRevision: number }): Stored<T> => ({ record: JSON.parse(kv.value) as T, modRevision: kv.modRevision });
   return {
-    async get(member) {
-      const kv = await m.store.get(keys.evacuation(member));
+    async get(name) {
+      const kv = await m.store.get(key(name));
       return kv ? parse(kv) : null;
     },
     async list() {
-      return (await m.store.range(keys.evacuations())).kvs.map(parse);
+      return (await m.store.range(prefix)).kvs.map(parse);
     },
     async watch(onChange) {
-      const { revision } = await m.store.range(keys.evacuations());
-      return m.store.watch(keys.evacuations(), revision, () => onChange());
+      const { revision } = await m.store.range(prefix);
+      return m.store.watch(prefix, revision, () => onChange());
     },
     async write(record, operation, fence, modRevision) {
       const compares: Compare[] = [fence];
-      if (modRevision !== null) compares.push({ key: keys.evacuation(record.member), modRevision });
-      const ops: Op[] = [{ type: 'put', key: keys.evacuation(record.member), value: JSON.stringify(record) }];
+      if (modRevision !== null) compares.push({ key: key(nameOf(record)), modRevision });
+      const ops: Op[] = [{ type: 'put', key: key(nameOf(record)), value: JSON.stringify(record) }];
       if (operation) ops.push({ type: 'put', key: keys.operation(operation.id), value: JSON.stringify(operation) });
       const r = await m.store.txn(compares, ops);
       return { ok: r.succeeded, modRevision: r.revision };
@@ -61,6 +78,163 @@ export function requestBook(m: Member): RequestBook {
   };
 }
 
+/** The request records (`evacuations/<member>`) and their operations. */
+export function requestBook(m: Member): RequestBook {
+  return recordBook<EvacuationRecord>(m, keys.evacuations(), keys.evacuation, (r) => r.member);
+}
+
+/** The rolling maintenances (`maintenance/<id>`) and their operations. */
+export function maintenanceBook(m: Member): MaintenanceBook {
+  return recordBook<MaintenanceRecord>(m, keys.maintenances(), keys.maintenance, (r) => r.id);
+}
+
+/** What the API's maintenance handler needs, from member `m`. */
+export function maintenanceRequestPorts(m: Member): MaintenanceRequestPorts {
+  const book = maintenanceBook(m);
+  const lock = keys.lock('maintenance');
+  return {
+    self: m.name,
+    async members() {
+      return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status }));
+    },
+    list: () => book.list(),
+    async create(record, op, seen) {
+      // Every new maintenance rewrites the lock key: two requests that both saw none running cannot both win.
+      const lockKv = await m.store.get(lock);
+      // One begun after the list was read: look again.
+      if (lockKv && !seen.some((x) => x.record.id === lockKv.value)) return false;
+      const r = await m.store.txn(
+        [{ key: lock, modRevision: lockKv?.modRevision ?? 0 }, ...seen.filter(maintenanceActive).map((s) => ({ key: keys.maintenance(s.record.id), modRevision: s.modRevision }))],
+        [
+          { type: 'put', key: lock, value: record.id },
+          { type: 'put', key: keys.maintenance(record.id), value: JSON.stringify(record) },
+          { type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) },
+        ],
+      );
+      return r.succeeded;
+    },
+    async requestCancel(id) {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const stored = await book.get(id);
+        if (!stored || !maintenanceActive(stored)) return false;
+        const op = await book.operation(stored.record.operation);
+        const record = { ...stored.record, cancelRequested: true };
+        const ops: Op[] = [{ type: 'put', key: keys.maintenance(id), value: JSON.stringify(record) }];
+        if (op && op.status === 'Running') {
+          op.status = 'Cancelling';
+          op.updatedAt = new Date().toISOString();
+          ops.push({ type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) });
+        }
+        const r = await m.store.txn([{ key: keys.maintenance(id), modRevision: stored.modRevision }], ops);
+        if (r.succeeded) {
+          if (op) book.publishOperation(op);
+          return true;
+        }
+      }
+      return false;
+    },
+    publishOperation: (op) => book.publishOperation(op),
+  };
+}
+
+/** What a rolling maintenance needs, from member `m`. */
+export function maintenancePorts(m: Member): MaintenancePorts {
+  const requests = requestPorts(m);
+  return {
+    async request(member, action, fence) {
+      try {
+        const result = await requestStateChange(requests, member, { action }, fence);
+        return 'operation' in result ? result.operation.id : null;
+      } catch (err) {
+        const text = err instanceof Error ? err.message : String(err);
+        if (text === 'Cluster member is already evacuated' || text === 'Cluster member is already restored') return null;
+        throw err;
+      }
+    },
+    async runCommand(command, timeoutMs, signal) {
+      return new Promise((resolve) => {
+        const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], signal, timeout: timeoutMs, killSignal: 'SIGKILL' });
+        let output = '';
+        const keep = (b: Buffer): void => {
+          output = (output + b.toString('utf8')).slice(-4000);
+        };
+        child.stdout.on('data', keep);
+        child.stderr.on('data', keep);
+        child.on('error', (err) => resolve({ code: -1, output: `${output}${err.message}` }));
+        child.on('close', (code, sig) => resolve({ code: code ?? -1, output: sig ? `${output}(killed by ${sig})` : output }));
+      });
+    },
+    async instancesDown(member) {
+      const view = await m.cluster.member(member);
+      const { kvs } = await m.store.range(keys.instances());
+      const should = kvs
+        .map((kv) => JSON.parse(kv.value) as InstanceRecord)
+        .filter((r) => r.location === member && r.config['volatile.last_state.power'] === 'RUNNING');
+      if (should.length === 0) return [];
+      const asked = should.map((r) => ({ project: r.project, name: r.name }));
+      const states = member === m.name ? Object.fromEntries(await m.instances.statesOf(asked)) : await m.internal.instanceStates(view.record.address, asked);
+      return should.filter((r) => states[`${r.project}/${r.name}`]?.status !== 'Running').map((r) => r.name);
+    },
+  };
+}
+
+/**
+ * Heal `member` (see ClusterPorts.heal): in one transaction, only while its record is unchanged and Online and
+ * its heartbeat key is absent (and `fence` holds, when the drainer heals), set it Evacuated with what was left
+ * in place, and write a finished operation that shows it. Emits `cluster-member-healed`.
+ */
+export async function healMember(m: Member, member: string, fence: Fence | null): Promise<HealResult> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const kv = await m.store.get(keys.member(member));
+    if (!kv) return { healed: false };
+    const record = JSON.parse(kv.value) as MemberRecord;
+    if (record.state !== 'Online') return { healed: false };
+    const { kvs } = await m.store.range(keys.instances());
+    // Every instance today lives on its member's local pool: none can be reached while the member is gone.
+    const unreachable = kvs
+      .map((x) => JSON.parse(x.value) as InstanceRecord)
+      .filter((r) => r.location === member)
+      .map((r) => (r.project === 'default' ? r.name : `${r.project}/${r.name}`))
+      .sort();
+    const at = new Date().toISOString();
+    const op: OperationRecord = {
+      id: randomUUID(),
+      class: 'task',
+      description: 'Evacuating cluster member',
+      createdAt: at,
+      updatedAt: at,
+      status: 'Success',
+      resources: { cluster: [`/1.0/cluster/members/${member}`] },
+      metadata: { evacuation_progress: 'Healed while offline', roost_healed: { member, unreachable } },
+      mayCancel: false,
+      err: '',
+      location: member,
+      kind: 'evacuation',
+    };
+    const next: MemberRecord = { ...record, state: 'Evacuated', healed: { at, unreachable } };
+    const r = await m.store.txn(
+      [...(fence ? [fence] : []), { key: kv.key, modRevision: kv.modRevision }, { key: keys.heartbeat(member), modRevision: 0 }],
+      [
+        { type: 'put', key: kv.key, value: JSON.stringify(next) },
+        { type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) },
+      ],
+    );
+    if (r.succeeded) {
+      m.events.publish('operation', operationToApi(op), 'default', member);
+      m.events.lifecycle('cluster-member-healed', `/1.0/cluster/members/${member}`, { unreachable }, 'default', member);
+      m.log.warn({ member, unreachable }, `member healed while offline${unreachable.length > 0 ? '; instances on its local storage cannot be reached and stay there until it is restored' : ''}`);
+      return { healed: true, unreachable, operation: op.id };
+    }
+    const hb = await m.store.get(keys.heartbeat(member));
+    if (hb) return { healed: false };
+    if (fence) {
+      const fenceKv = await m.store.get(fence.key);
+      if (!fenceKv || ('createRevision' in fence && fenceKv.createRevision !== fence.createRevision)) return { healed: false };
+    }
+  }
+  return { healed: false };
+}
+
 /** The cluster as the drainer acts on it, from member `m`. */
 export function clusterPorts(m: Member): ClusterPorts {
   const address = async (member: string): Promise<string> => (await m.cluster.member(member)).record.address;
@@ -69,7 +243,7 @@ export function clusterPorts(m: Member): ClusterPorts {
     log: m.log,
     snapshot: (planned) => planningSnapshot(m, planned),
     async members(): Promise<MemberInfo[]> {
-      return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status, address: v.record.address }));
+      return (await m.cluster.members()).map((v) => ({ name: v.record.name, status: v.status, state: v.record.state, lastSeen: v.lastSeen, address: v.record.address, startedAt: v.record.startedAt ?? '' }));
     },
     async transition(member, from, to, fence) {
       for (;;) {
@@ -77,7 +251,7 @@ export function clusterPorts(m: Member): ClusterPorts {
         if (!kv) return false;
         const record = JSON.parse(kv.value) as MemberRecord;
         if (!from.includes(record.state)) return false;
-        const r = await m.store.txn([fence, { key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...record, state: to }) }]);
+        const r = await m.store.txn([fence, { key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...record, state: to, healed: to === 'Online' ? undefined : record.healed }) }]);
         if (r.succeeded) return true;
         const fenceKv = await m.store.get(fence.key);
         if (!fenceKv || ('createRevision' in fence && fenceKv.createRevision !== fence.createRevision)) return false;
@@ -156,6 +330,10 @@ export function clusterPorts(m: Member): ClusterPorts {
     lifecycle(action, source, location) {
       m.events.lifecycle(action, source, {}, 'default', location);
     },
+    async healingThreshold() {
+      return Number(configValue('server', await m.cluster.serverConfig(), 'cluster.healing_threshold'));
+    },
+    heal: (member, fence) => healMember(m, member, fence),
   };
 }
 
@@ -172,12 +350,12 @@ export function requestPorts(m: Member): RequestPorts {
       return Number(configValue('server', await m.cluster.serverConfig(), 'cluster.evacuation_parallelism'));
     },
     current: (member) => book.get(member),
-    async begin(member, to, memberRevision, record, requestRevision, op) {
+    async begin(member, to, memberRevision, record, requestRevision, op, fence) {
       const kv = await m.store.get(keys.member(member));
       if (!kv || kv.modRevision !== memberRevision) return false;
       const next = { ...(JSON.parse(kv.value) as MemberRecord), state: to };
       const r = await m.store.txn(
-        [{ key: kv.key, modRevision: memberRevision }, { key: keys.evacuation(member), modRevision: requestRevision }],
+        [...(fence ? [fence] : []), { key: kv.key, modRevision: memberRevision }, { key: keys.evacuation(member), modRevision: requestRevision }],
         [
           { type: 'put', key: kv.key, value: JSON.stringify(next) },
           { type: 'put', key: keys.evacuation(member), value: JSON.stringify(record) },
@@ -207,5 +385,7 @@ export function requestPorts(m: Member): RequestPorts {
       return false;
     },
     publishOperation: (op) => book.publishOperation(op),
+    heal: (member) => healMember(m, member, null),
+    operation: (id) => book.operation(id),
   };
 }

@@ -259,7 +259,8 @@ export class LocalCluster {
     const state = await this.state();
     const stopped: string[] = [];
     for (const m of state.members) {
-      await this.killMember(m.name, 'SIGTERM');
+      // SIGINT stops a daemon without its host-shutdown action: every member goes down here, none can take over.
+      await this.killMember(m.name, 'SIGINT');
       await this.stopInstances(m);
       stopped.push(m.name);
     }

@@ -36,17 +36,19 @@ async function main(): Promise<void> {
     socketGroup: opts.group === undefined ? undefined : await resolveGroup(opts.group),
   });
   let stopping = false;
-  const stop = (): void => {
+  const end = (how: () => Promise<void>): void => {
     if (stopping) return;
     stopping = true;
-    void daemon.stop().then(
+    void how().then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  void daemon.removed.then(stop);
+  // SIGTERM is the host shutting down (what an init system sends): `core.shutdown_action` applies.
+  // SIGINT (Ctrl-C, `roost down`) only stops the daemon.
+  process.on('SIGTERM', () => end(daemon.shutdown));
+  process.on('SIGINT', () => end(daemon.stop));
+  void daemon.removed.then(() => end(daemon.stop));
 }
 
 main().catch((err: unknown) => {

@@ -7,7 +7,8 @@
 import type { Term } from '../cluster/leader.js';
 import type { MoveJournal } from '../store/schema.js';
 import { Run, type RunOptions } from './run.js';
-import type { ClusterPorts, RequestBook } from './ports.js';
+import { MaintenanceRun } from './maintenance.js';
+import type { ClusterPorts, MaintenanceBook, MaintenancePorts, RequestBook } from './ports.js';
 
 /** Settings of the drainer. */
 export interface DrainerOptions {
@@ -22,11 +23,13 @@ export interface DrainerOptions {
 /** Runs requests while this member leads. */
 export class Drainer {
   private readonly runs = new Map<string, Run>();
+  private readonly maintenances = new Map<string, MaintenanceRun>();
   private planningTail: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly ports: ClusterPorts,
+    private readonly ports: ClusterPorts & MaintenancePorts,
     private readonly book: RequestBook,
+    private readonly maintenanceBook: MaintenanceBook,
   ) {}
 
   /** Lead for one term; resolves once the term has ended and every run of it has stopped. */
@@ -45,17 +48,25 @@ export class Drainer {
       reconciling = reconciling.then(async () => {
         while (again && !term.signal.aborted) {
           again = false;
+          await this.reconcileMaintenance(term, reconcile, Math.min(500, options.settleIntervalMs)).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not read the maintenances; retrying'));
           await this.reconcile(term, runOptions, reconcile).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not read the requests; retrying'));
         }
       });
     };
-    const watch = await this.book.watch(reconcile).catch((err: unknown) => {
-      ports.log.warn({ err }, 'drainer: could not watch the requests; looking at them periodically');
-      return null;
-    });
+    const watches = await Promise.all(
+      [this.book, this.maintenanceBook].map((b) =>
+        b.watch(reconcile).catch((err: unknown) => {
+          ports.log.warn({ err }, 'drainer: could not watch the requests; looking at them periodically');
+          return null;
+        }),
+      ),
+    );
     // A watch delivers changes after it starts; what was recorded before is read once here.
     reconcile();
-    const settle = setInterval(() => void this.settleGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not settle moves of gone members')), options.settleIntervalMs);
+    const settle = setInterval(() => {
+      void this.settleGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not settle moves of gone members'));
+      void this.healGone(term).catch((err: unknown) => ports.log.warn({ err }, 'drainer: could not heal offline members'));
+    }, options.settleIntervalMs);
     settle.unref();
     // Reads can fail for a while (the store unreachable); look again now and then as long as the term lasts.
     const retry = setInterval(reconcile, Math.max(1000, options.settleIntervalMs));
@@ -64,12 +75,13 @@ export class Drainer {
       if (term.signal.aborted) resolve();
       else term.signal.addEventListener('abort', () => resolve(), { once: true });
     });
-    watch?.close();
+    for (const w of watches) w?.close();
     clearInterval(settle);
     clearInterval(retry);
     await reconciling;
-    await Promise.all([...this.runs.values()].map((r) => r.done));
+    await Promise.all([...this.runs.values(), ...this.maintenances.values()].map((r) => r.done));
     this.runs.clear();
+    this.maintenances.clear();
   }
 
   /** Start a run for every pending or running request that has none; pass cancel requests on. */
@@ -94,6 +106,26 @@ export class Drainer {
     }
   }
 
+  /** Start a run for every pending or running maintenance that has none; pass cancel requests on. */
+  private async reconcileMaintenance(term: Term, kick: () => void, pollMs: number): Promise<void> {
+    for (const stored of await this.maintenanceBook.list()) {
+      const { record } = stored;
+      const live = this.maintenances.get(record.id);
+      if (live) {
+        if (record.cancelRequested) live.requestCancel();
+        continue;
+      }
+      if (record.status !== 'pending' && record.status !== 'running') continue;
+      const run = new MaintenanceRun(this.ports, this.maintenanceBook, this.book, stored, term, { pollMs });
+      this.maintenances.set(record.id, run);
+      this.ports.log.info({ maintenance: record.id, members: record.members.map((m) => m.name), resumed: record.status === 'running' }, 'drainer: running a maintenance');
+      void run.done.then(() => {
+        if (this.maintenances.get(record.id) === run) this.maintenances.delete(record.id);
+        kick();
+      });
+    }
+  }
+
   /** Finish or roll back the moves whose source member is Offline (their journals would block those instances). */
   private async settleGone(term: Term): Promise<void> {
     if (term.signal.aborted) return;
@@ -108,6 +140,24 @@ export class Drainer {
       await this.ports.settleJournals(group, term.fence).catch((err: unknown) =>
         this.ports.log.warn({ err, move: group[0]?.id }, 'drainer: could not settle a move of a gone member yet'),
       );
+    }
+  }
+
+  /**
+   * Heal the members whose last heartbeat is older than `cluster.healing_threshold` (LXD's key; 0: off) and
+   * that the store still has Online: they are set Evacuated, so nothing is placed on them and a restore
+   * brings them back, and what they hold is reported.
+   */
+  private async healGone(term: Term): Promise<void> {
+    if (term.signal.aborted) return;
+    const threshold = await this.ports.healingThreshold();
+    if (threshold <= 0) return;
+    const now = Date.now();
+    for (const m of await this.ports.members()) {
+      if (term.signal.aborted) return;
+      if (m.status !== 'Offline' || m.state !== 'Online' || m.lastSeen === null || now - m.lastSeen < threshold * 1000) continue;
+      const r = await this.ports.heal(m.name, term.fence);
+      if (r.healed) this.ports.log.info({ member: m.name, offlineSeconds: Math.round((now - m.lastSeen) / 1000), unreachable: r.unreachable }, 'drainer: healed an offline member');
     }
   }
 

@@ -3,43 +3,75 @@
 // tests and the scale simulation can too.
 
 import type { Compare, Watch } from '../store/store.js';
-import type { EvacuationRecord, MemberStatus, MoveJournal, OperationRecord, StoredMemberState } from '../store/schema.js';
+import type { EvacuationRecord, MaintenanceRecord, MemberStatus, MoveJournal, OperationRecord, StoredMemberState } from '../store/schema.js';
 import type { ClusterSnapshot } from '../placement/index.js';
 import type { Logger } from '../util/log.js';
 
 /** The fence of the drainer's term: every write it makes carries this compare. */
 export type Fence = Compare;
 
-/** A request record with the store revision it was read at. */
-export interface StoredRequest {
-  record: EvacuationRecord;
+/** A record with the store revision it was read at. */
+export interface Stored<T> {
+  record: T;
   modRevision: number;
 }
 
-/** The durable requests (`evacuations/<member>`) and the operations that show them. */
-export interface RequestBook {
-  /** One member's request record. */
-  get(member: string): Promise<StoredRequest | null>;
-  /** Every request record, in one read. */
-  list(): Promise<StoredRequest[]>;
-  /** Call `onChange` whenever a request record changes (a store watch). */
+/** One kind of durable record the drainer carries out (requests, maintenances), and the operations that show them. */
+export interface RecordBook<T> {
+  /** One record by its key (a request: the member's name; a maintenance: its id). */
+  get(key: string): Promise<Stored<T> | null>;
+  /** Every record, in one read. */
+  list(): Promise<Stored<T>[]>;
+  /** Call `onChange` whenever a record changes (a store watch). */
   watch(onChange: () => void): Promise<Watch>;
   /**
-   * Write a request record and, in the same transaction, its operation's record, only while `fence` holds
-   * and the record is still at `modRevision` (or any revision when null). False if a compare failed.
+   * Write a record and, in the same transaction, its operation's record, only while `fence` holds and the
+   * record is still at `modRevision` (or any revision when null). False if a compare failed.
    */
-  write(record: EvacuationRecord, operation: OperationRecord | null, fence: Fence, modRevision: number | null): Promise<{ ok: boolean; modRevision: number }>;
+  write(record: T, operation: OperationRecord | null, fence: Fence, modRevision: number | null): Promise<{ ok: boolean; modRevision: number }>;
   /** The operation record of a run. */
   operation(id: string): Promise<OperationRecord | null>;
   /** Publish an operation's current record as an `operation` event. */
   publishOperation(op: OperationRecord): void;
 }
 
+/** A request record with the store revision it was read at. */
+export type StoredRequest = Stored<EvacuationRecord>;
+
+/** The durable requests (`evacuations/<member>`), keyed by member. */
+export type RequestBook = RecordBook<EvacuationRecord>;
+
+/** The rolling maintenances (`maintenance/<id>`), keyed by id. */
+export type MaintenanceBook = RecordBook<MaintenanceRecord>;
+
+/** What a rolling maintenance needs besides the cluster ports. */
+export interface MaintenancePorts {
+  /**
+   * Ask for an evacuation or restore of `member` as a user would (validated and planned), under `fence`;
+   * resolves with its operation id, or null when there is nothing to do (already evacuated / restored).
+   * Throws an Error carrying the refusal otherwise.
+   */
+  request(member: string, action: 'evacuate' | 'restore', fence: Fence): Promise<string | null>;
+  /** Run the operator's command on this member's host; resolves with its exit code and the end of its output. */
+  runCommand(command: string, timeoutMs: number, signal: AbortSignal): Promise<{ code: number; output: string }>;
+  /** The instances held by `member` that should run (`volatile.last_state.power=RUNNING`) and do not. */
+  instancesDown(member: string): Promise<string[]>;
+}
+
+/** What healing a member did: nothing (it answers again, or is not Online in the store), or what it left in place. */
+export type HealResult = { healed: false } | { healed: true; unreachable: string[]; operation: string };
+
 /** A member as the drainer sees it. */
 export interface MemberInfo {
   name: string;
   status: MemberStatus;
+  /** Its stored state (what it was told to be, whatever its heartbeat says). */
+  state: StoredMemberState;
+  /** When its last heartbeat was written (epoch ms), if known. */
+  lastSeen: number | null;
   address: string;
+  /** When its daemon last started ('' if unknown). */
+  startedAt: string;
 }
 
 /** What the holder of some instances is asked to do with them (one move; a unit moves together). */
@@ -111,6 +143,14 @@ export interface ClusterPorts {
   settleJournals(journals: MoveJournal[], fence: Fence): Promise<void>;
   /** Whether instances of a driver type can pre-copy (copy while running, then stop and send the changes). */
   canPrecopy(type: string): boolean;
+  /** `cluster.healing_threshold` in seconds (0: healing is off). */
+  healingThreshold(): Promise<number>;
+  /**
+   * Heal an offline member under `fence`: only while it is still Online in the store with no heartbeat, set
+   * it Evacuated (saying it was healed) with a finished operation. Instances on local storage cannot be
+   * reached and stay where they are (listed in the result); they start again when it is restored.
+   */
+  heal(member: string, fence: Fence | null): Promise<HealResult>;
   /** Emit a lifecycle event (`cluster-member-evacuated`, ...) as happening on `location` (the member it is about). */
   lifecycle(action: string, source: string, location: string): void;
 }

@@ -10,13 +10,14 @@ import type { EvacuationRecord, MemberStatus, OperationRecord, StoredMemberState
 import type { ClusterSnapshot } from '../placement/index.js';
 import type { EvacuationProgress } from '../wire/evacuation.js';
 import { isEvacuateMode, planEvacuation, planHasWork, planRestore, type EvacuationPlan } from './planner.js';
-import type { StoredRequest } from './ports.js';
+import type { Fence, HealResult, StoredRequest } from './ports.js';
 
 const requestSchema = z.object({
   action: z.enum(['evacuate', 'restore']),
   mode: z.string().optional(),
   dry_run: z.boolean().optional(),
   parallel: z.number().int().min(1).max(64).optional(),
+  force: z.boolean().optional(),
 }).passthrough();
 
 /** What the request handler needs, and nothing more. */
@@ -33,11 +34,15 @@ export interface RequestPorts {
    * In one transaction, only if the member record and the request record are still at the revisions read:
    * set the member's state, write the request record and its operation. False if anything changed.
    */
-  begin(member: string, to: StoredMemberState, memberRevision: number, record: EvacuationRecord, requestRevision: number, op: OperationRecord): Promise<boolean>;
+  begin(member: string, to: StoredMemberState, memberRevision: number, record: EvacuationRecord, requestRevision: number, op: OperationRecord, fence?: Fence): Promise<boolean>;
   /** Set the cancel flag of a run's record (and its operation's status), if it still runs. */
   requestCancel(member: string, operation: string): Promise<boolean>;
   /** Publish an operation as an `operation` event. */
   publishOperation(op: OperationRecord): void;
+  /** Heal an offline member by hand (what the drainer does after `cluster.healing_threshold`). */
+  heal(member: string): Promise<HealResult>;
+  /** Read an operation record. */
+  operation(id: string): Promise<OperationRecord | null>;
 }
 
 /** The plan as `dry_run` returns it. */
@@ -68,6 +73,7 @@ export async function requestStateChange(
   ports: RequestPorts,
   member: string,
   body: unknown,
+  fence?: Fence,
 ): Promise<{ sync: unknown } | { operation: OperationRecord }> {
   const parsed = requestSchema.safeParse(body ?? {});
   if (!parsed.success) {
@@ -79,7 +85,18 @@ export async function requestStateChange(
   const evacuate = req.action === 'evacuate';
   if (evacuate ? mode !== '' && !isEvacuateMode(mode) : mode !== '' && mode !== 'skip') throw errors.badRequest(`Invalid mode "${mode}"`);
   const view = await ports.member(member);
-  if (view.status === 'Offline') throw errors.badRequest(`Cannot ${req.action} offline cluster member`);
+  if (view.status === 'Offline') {
+    // `evacuate --force` of a member that is gone: heal it now, as the drainer would after the healing threshold.
+    if (!evacuate || req.force !== true || req.dry_run === true) {
+      throw errors.badRequest(`Cannot ${req.action} offline cluster member${evacuate ? ' (evacuate it with force to heal it: its instances on local storage stay where they are until it is restored)' : ''}`);
+    }
+    if (view.state !== 'Online') throw errors.badRequest(`Cannot heal cluster member "${member}": it is ${view.state}, not Online, in the store`);
+    const healed = await ports.heal(member);
+    if (!healed.healed) throw errors.conflict(`Cluster member "${member}" changed while it was being healed; try again`);
+    const op = await ports.operation(healed.operation);
+    if (!op) throw errors.conflict(`The operation of healing "${member}" vanished`);
+    return { operation: op };
+  }
 
   if (req.dry_run === true) {
     const snapshot = await ports.snapshot(member);
@@ -110,7 +127,7 @@ export async function requestStateChange(
     }
     const record = newRecord(member, req.action, mode, parallel, reservations);
     const op = newOperation(record);
-    if (await ports.begin(member, to, state.modRevision, record, current?.modRevision ?? 0, op)) {
+    if (await ports.begin(member, to, state.modRevision, record, current?.modRevision ?? 0, op, fence)) {
       ports.publishOperation(op);
       return { operation: op };
     }

@@ -20,6 +20,10 @@ export interface MemberRecord {
   /** Host facts reported by the member at startup (used for capacity defaults). */
   host: { cpus: number; memoryBytes: number };
   createdAt: string;
+  /** When its daemon last started (ISO): a rolling maintenance knows from it that a member was rebooted. */
+  startedAt?: string;
+  /** Set when it was healed (evacuated while offline); cleared by its restore. */
+  healed?: { at: string; unreachable: string[] };
 }
 
 /** Written by each member on every heartbeat under its lease. */
@@ -121,7 +125,7 @@ export interface OperationRecord {
    * Set for operations driven by a record in the store rather than by the process of one member (the
    * drainer's runs, pending tokens): any member shows and cancels them, and no member's restart fails them.
    */
-  kind?: 'evacuation' | 'join-token' | 'trust-token';
+  kind?: 'evacuation' | 'maintenance' | 'join-token' | 'trust-token';
 }
 
 /** Phases of one move, in order. The journal key exists from `started` until the move is finished. */
@@ -187,6 +191,43 @@ export interface GroupRecord {
   members: string[];
 }
 
+/** Where one member stands in a rolling maintenance. */
+export type MaintenanceStep = 'pending' | 'evacuating' | 'rebooting' | 'restoring' | 'verifying' | 'done' | 'failed';
+
+/**
+ * A rolling maintenance of several members (`roost cluster maintain`), carried out by the drainer like an
+ * evacuation: each member in turn is evacuated, rebooted (the operator's command, or waited for), restored and
+ * checked, never more than `concurrency` at once. Every step is recorded, so a new leader carries on.
+ */
+export interface MaintenanceRecord {
+  id: string;
+  operation: string;
+  status: RunStatus;
+  startedAt: string;
+  finishedAt: string | null;
+  cancelRequested: boolean;
+  term: number;
+  /** The operator's command per member (`{member}` is replaced), run on the drainer's host; null: wait for the member to go offline and come back. */
+  exec: string | null;
+  /** Seconds a member may take to come back Online (and for the command to end). */
+  waitOnlineSeconds: number;
+  concurrency: number;
+  members: {
+    name: string;
+    step: MaintenanceStep;
+    error?: string;
+    /** When its current step began (ISO), and how long its evacuation and restore took (s). */
+    stepAt?: string;
+    /** When its daemon had started as its reboot began: it is back once it started again. */
+    bootBefore?: string;
+    /** The operator's command ended well (a drainer taking over does not know, and waits for a new boot). */
+    commandDone?: boolean;
+    evacuateSeconds?: number;
+    restoreSeconds?: number;
+  }[];
+  error: string;
+}
+
 /** A one-time token: to join the cluster (`lxc cluster add`) or to be trusted as a client (`lxc config trust add`). */
 export interface TokenRecord {
   kind: 'join' | 'trust';
@@ -250,6 +291,8 @@ export const keys = {
   moves: () => 'moves/',
   evacuation: (member: string) => `evacuations/${member}`,
   evacuations: () => 'evacuations/',
+  maintenance: (id: string) => `maintenance/${id}`,
+  maintenances: () => 'maintenance/',
   lock: (name: string) => `locks/${name}`,
   /** The drainer's leader key (under a lease; its createRevision is the leader's term). */
   drainerLeader: () => 'drainer/leader',

@@ -93,6 +93,30 @@ describe('roost commands against a fake member', () => {
     assert.equal(r.err, '');
   });
 
+  test('cluster maintain sends the request, prints a line per member step, and refuses a server without the extension', async () => {
+    const entry = (name: string, step: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ name, step, ...extra });
+    const steps = [
+      { status: 'Running' as const, metadata: { roost_maintenance: { members: [entry('m1', 'evacuating'), entry('m2', 'pending')] } } },
+      { status: 'Running' as const, metadata: { roost_maintenance: { members: [entry('m1', 'rebooting'), entry('m2', 'pending')] } } },
+      { status: 'Success' as const, metadata: { roost_maintenance: { members: [entry('m1', 'done', { evacuateSeconds: 2, restoreSeconds: 3.25 }), entry('m2', 'done')] } } },
+    ];
+    fake.on('GET', '/1.0', sync({ api_extensions: ['clustering', 'roost_cluster_maintenance'], config: {} }));
+    fake.operation('POST', '/1.0/cluster/maintenance', steps, { description: 'Rolling maintenance of cluster members' });
+    const r = await roost(['cluster', 'maintain', '--members', 'm1,m2', '--exec', 'ssh {member} reboot', '--wait-online', '10m', '--concurrency', '1', '--force']);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(fake.find('POST', '/1.0/cluster/maintenance')?.body, { members: ['m1', 'm2'], exec: 'ssh {member} reboot', wait_online: '10m', concurrency: 1 });
+    assert.match(r.out, /^m1: evacuating\nm1: rebooting\nm1: done \(evacuated in 2\.0s, restored in 3\.3s\)\nm2: done\nMaintenance complete in [\d.]+s\n$/);
+
+    const both = await roost(['cluster', 'maintain', '--all', '--members', 'm1', '--force']);
+    assert.equal(both.code, 1);
+    assert.equal(both.err, 'Error: Give either --members a,b,... or --all\n');
+
+    fake.on('GET', '/1.0', sync({ api_extensions: ['clustering'], config: {} }));
+    const old = await roost(['cluster', 'maintain', '--all', '--force']);
+    assert.equal(old.code, 1);
+    assert.equal(old.err, 'Error: The server does not support cluster maintain (missing API extension "roost_cluster_maintenance")\n');
+  });
+
   test('evac is an alias and restore words its prompt and summary for restore', async () => {
     fake.operation('POST', '/1.0/cluster/members/m1/state', [{ status: 'Success', metadata: { roost_evacuation: { total: 1, done: 1, instances: { 'default/c1': { action: 'start', state: 'done' } } } } }]);
     const restore = await roost(['cluster', 'restore', 'm1'], { stdin: ['yes\n'] });

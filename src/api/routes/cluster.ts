@@ -10,7 +10,8 @@ import { errors } from '../../errors/index.js';
 import type { MemberView } from '../../cluster/members.js';
 import type { Member } from '../../daemon/context.js';
 import { issueToken } from '../../cluster/tokens.js';
-import { requestPorts } from '../../daemon/drainer-ports.js';
+import { maintenanceRequestPorts, requestPorts } from '../../daemon/drainer-ports.js';
+import { requestMaintenance } from '../../evacuation/maintenance-request.js';
 import { memberProgress, requestStateChange } from '../../evacuation/requests.js';
 import { GroupService, groupsOf } from '../../cluster/groups.js';
 import { checkConfig } from '../../config/keys.js';
@@ -154,5 +155,24 @@ export function registerClusterRoutes(r: Router): void {
     const result = await requestStateChange(requestPorts(m), name, req.body);
     if ('operation' in result) return asyncReply(reply, result.operation);
     return sync(reply, result.sync);
+  });
+
+  // Rolling maintenance: any member records it; the drainer carries it out.
+  r.on('POST', '/1.0/cluster/maintenance', async (req, reply) => asyncReply(reply, await requestMaintenance(maintenanceRequestPorts(m), req.body)));
+  r.on('GET', '/1.0/cluster/maintenance', async (_req, reply) => {
+    const list = await maintenanceRequestPorts(m).list();
+    list.sort((a, b) => a.record.startedAt.localeCompare(b.record.startedAt));
+    return sync(reply, list.map(({ record }) => ({
+      id: record.id,
+      operation: `/1.0/operations/${record.operation}`,
+      status: record.status,
+      started_at: record.startedAt,
+      finished_at: record.finishedAt,
+      exec: record.exec ?? '',
+      wait_online: record.waitOnlineSeconds,
+      concurrency: record.concurrency,
+      members: record.members,
+      error: record.error,
+    })));
   });
 }

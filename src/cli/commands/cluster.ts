@@ -1,4 +1,5 @@
-// `roost cluster ...`: members (list, show, get/set/unset), evacuate/restore, and groups (cluster-groups.ts).
+// `roost cluster ...`: members (list, show, get/set/unset), evacuate/restore, rolling maintenance, and groups
+// (cluster-groups.ts).
 
 import type { Command } from 'commander';
 import { ApiClientError, type Operation, type RoostClient } from '../../client/client.js';
@@ -114,6 +115,19 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, rawMembe
     if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
   }
 
+  // `--force` on a member that is gone heals it (what the drainer does after cluster.healing_threshold).
+  if (action === 'evacuate' && flags.force) {
+    const info = await client.get(`/1.0/cluster/members/${seg(member)}`).catch(() => null);
+    if (info !== null && str(info, 'status') === 'Offline') {
+      body.force = true;
+      const result = await client.runAsync('POST', path, body);
+      const healed = asObject(asObject(result.operation?.metadata).roost_healed);
+      const left = stringList(healed.unreachable);
+      ctx.print(`Healed "${member}" while offline: it is Evacuated, nothing new lands on it${left.length > 0 ? `; on its local storage, left in place until it is restored: ${left.join(', ')}` : ''}`);
+      return;
+    }
+  }
+
   const title = action === 'evacuate' ? 'Evacuating cluster member' : 'Restoring cluster member';
   const live = ctx.isTerminal ? new LiveProgressView(ctx.io.stdout, title) : null;
   const plain = new PlainProgressLog();
@@ -137,6 +151,69 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, rawMembe
       // The server's error (printed by the caller) already has one line per failed instance.
       ctx.print(summaryLine(action, member, err.operation.status, progress));
     }
+    throw err;
+  }
+}
+
+interface MaintainFlags {
+  members?: string;
+  all?: boolean;
+  exec?: string;
+  waitOnline?: string;
+  concurrency?: string;
+  force?: boolean;
+}
+
+/** One line per member whose step changed since the last update (`m02: evacuating`), for logs and terminals alike. */
+export class MaintenanceLog {
+  private readonly steps = new Map<string, string>();
+
+  /** The lines an operation update adds. */
+  lines(op: Operation): string[] {
+    const progress = asObject(asObject(op.metadata).roost_maintenance);
+    const out: string[] = [];
+    for (const entry of asArray(progress.members)) {
+      const name = str(entry, 'name');
+      const step = str(entry, 'step');
+      if (this.steps.get(name) === step) continue;
+      this.steps.set(name, step);
+      if (step === 'pending') continue;
+      const error = str(entry, 'error');
+      const times = [
+        typeof asObject(entry).evacuateSeconds === 'number' ? `evacuated in ${(asObject(entry).evacuateSeconds as number).toFixed(1)}s` : '',
+        typeof asObject(entry).restoreSeconds === 'number' ? `restored in ${(asObject(entry).restoreSeconds as number).toFixed(1)}s` : '',
+      ].filter((t) => t !== '');
+      out.push(`${name}: ${step}${step === 'done' && times.length > 0 ? ` (${times.join(', ')})` : ''}${error ? `: ${error}` : ''}`);
+    }
+    return out;
+  }
+}
+
+/** `roost cluster maintain`: a rolling maintenance, followed member by member until it ends. */
+async function maintain(ctx: CliContext, flags: MaintainFlags): Promise<void> {
+  const members = flags.members?.split(',').map((x) => x.trim()).filter((x) => x !== '') ?? [];
+  if ((members.length > 0) === (flags.all === true)) throw new Error('Give either --members a,b,... or --all');
+  const body: JsonObject = members.length > 0 ? { members } : { all: true };
+  if (flags.exec !== undefined) body.exec = flags.exec;
+  if (flags.waitOnline !== undefined) body.wait_online = flags.waitOnline;
+  if (flags.concurrency !== undefined) body.concurrency = parsePositiveInt(flags.concurrency, '--concurrency');
+  await requireExtension(ctx.client(), 'roost_cluster_maintenance', 'cluster maintain');
+  if (!flags.force) {
+    const which = members.length > 0 ? members.map((x) => `"${x}"`).join(', ') : 'every member';
+    const question = `Are you sure you want to evacuate, reboot and restore ${which}, one after another? (yes/no) [default=no]: `;
+    if (!(await askBool(question, ctx.io))) throw new Error('User aborted');
+  }
+  const log = new MaintenanceLog();
+  const started = Date.now();
+  const onUpdate = (op: Operation): void => {
+    for (const line of log.lines(op)) ctx.print(line);
+  };
+  try {
+    const result = await ctx.client().runAsync('POST', '/1.0/cluster/maintenance', body, onUpdate);
+    if (result.operation) onUpdate(result.operation);
+    ctx.print(`Maintenance complete in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  } catch (err) {
+    if (err instanceof ApiClientError && err.operation) onUpdate(err.operation);
     throw err;
   }
 }
@@ -255,6 +332,17 @@ Are you really sure you want to force removing ${member}? (yes/no): `;
       .option('--dry-run', 'Print the plan without changing anything')
       .option('--parallel <n>', 'Copy at most N instances at a time')
       .action((member: string, flags: MemberStateFlags) => changeMemberState(ctx, name, member, flags));
+
+  cluster
+    .command('maintain')
+    .description('Evacuate, reboot and restore cluster members one after another (a rolling maintenance)')
+    .option('--members <names>', 'The members to maintain, in this order (comma-separated)')
+    .option('--all', 'Every member, in the cluster\'s order')
+    .option('--exec <command>', 'Run this command for each member once it is evacuated ({member} is replaced by its name); without it, wait for the member to go offline and come back')
+    .option('--wait-online <duration>', 'How long a member may take to come back (default 5m)')
+    .option('--concurrency <n>', 'Members taken down at once (default 1)')
+    .option('--force', 'Do not ask for confirmation')
+    .action((flags: MaintainFlags) => maintain(ctx, flags));
 
   stateCommand('evacuate', 'Evacuate a cluster member', 'Force an action for every instance (auto, migrate, live-migrate, stop, force-stop)').alias('evac');
   stateCommand('restore', 'Restore an evacuated cluster member', 'Restore mode (skip: set the member online without moving anything)');
