@@ -83,6 +83,7 @@ export class Run {
     let outcome: RunStatus = 'done';
     let message = '';
     try {
+      await this.countEarlierMoves();
       if (this.record.action === 'evacuate') await this.evacuate();
       else if (this.record.mode !== 'skip') await this.restore();
       if (this.term.signal.aborted) return; // the next leader carries on
@@ -102,6 +103,29 @@ export class Run {
       clearInterval(timer);
     }
     await this.end(outcome, message);
+  }
+
+  /**
+   * A run taken over from an earlier term: a move that term ordered may have committed after its last
+   * progress write (the holder finishes a move it was given while the lease lasts). Such an instance is no
+   * longer in any new plan, so it is counted done here from where it now is, not lost from the totals.
+   */
+  private async countEarlierMoves(): Promise<void> {
+    const moving = new Map<string, { target: string | null; bytes: number }>();
+    for (const [key, item] of Object.entries(this.record.progress?.instances ?? {})) {
+      if (item.state !== 'done' && item.state !== 'failed' && (item.action === 'migrate' || item.action === 'live-migrate')) moving.set(key, { target: item.target, bytes: item.bytes });
+    }
+    for (const r of this.record.reservations) {
+      const key = instanceKey(r.project, r.name);
+      if (!moving.has(key)) moving.set(key, { target: r.target, bytes: 0 });
+    }
+    for (const [key, item] of moving) {
+      const slash = key.indexOf('/');
+      const location = await this.ports.location(key.slice(0, slash), key.slice(slash + 1)).catch(() => null);
+      if (location === null) continue;
+      const arrived = this.record.action === 'evacuate' ? location !== this.member : location === this.member;
+      if (arrived) this.tracker.add(key, 'migrate', this.record.action === 'evacuate' ? location : item.target, item.bytes, 'done');
+    }
   }
 
   private async evacuate(): Promise<void> {
