@@ -71,6 +71,8 @@ export function decideAccess(identity: Identity, method: string, url: string): A
   if (path === '/internal' || path.startsWith('/internal/')) return refused;
   if (identity.kind === 'untrusted') return untrustedAllowed.has(`${method} ${path}`) ? { allow: true } : refused;
   const cert = identity.certificate;
+  // A metrics certificate (Prometheus' scraper) reads the metrics and nothing else, as in LXD.
+  if (cert.type === 'metrics') return method === 'GET' && path === '/1.0/metrics' ? { allow: true } : refused;
   if (!cert.restricted) return { allow: true };
   if (method === 'GET' && (path === '/' || path === '/1.0' || path.startsWith('/1.0/certificates'))) return { allow: true };
   // Only the certificate of its own entry (the route checks that nothing else changes).

@@ -15,6 +15,7 @@ import type { VolumeService } from '../storage/volumes.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { Migrator } from '../migration/move.js';
 import type { ImageService } from '../images/service.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { ExecSessions } from '../api/exec-session.js';
 
 /** One running member. */
@@ -40,6 +41,8 @@ export interface Member {
   volumes: VolumeService;
   pool: StorageDriver;
   migrator: Migrator;
+  /** Its Prometheus metrics (`GET /1.0/metrics`). */
+  metrics: Metrics;
   images: ImageService;
   /** The websockets of this member's running exec operations. */
   execSessions: ExecSessions;

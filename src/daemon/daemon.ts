@@ -5,6 +5,8 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Metrics } from '../metrics/metrics.js';
+import { clusterFacts } from './metrics-facts.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
 import { keys, type MemberRecord } from '../store/schema.js';
@@ -79,7 +81,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   const socketGroup = options.socketGroup ?? process.getgid?.() ?? 0;
   await securePrivateLayout(dir, socketGroup);
   const ownStore = options.store === undefined;
-  const store = options.store ?? (await openStore(options.storeUrl));
+  const metrics = new Metrics(options.name);
+  const store = metrics.instrument(options.store ?? (await openStore(options.storeUrl)));
   try {
     await admit(store, options);
     const cert = await ensureClusterCertificate(store);
@@ -102,10 +105,11 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await profiles.ensureDefault();
     const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, profiles, events, log });
     const volumes = new VolumeService(store, options.name, pool, events);
-    const migrator = new Migrator({ store, member: options.name, pool, instances, internal, cluster, events, log });
+    const migrator = new Migrator({ store, member: options.name, pool, instances, internal, cluster, events, log, observer: metrics });
+    metrics.readFrom(clusterFacts(store, cluster));
     const member: Member = {
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
-      events, operations, instances, profiles, volumes, pool, migrator,
+      events, operations, instances, profiles, volumes, pool, migrator, metrics,
       snapshots: new SnapshotService({ store, member: options.name, pool, instances, events }),
       images: new ImageService(store, options.name, dir, internal, cluster, events),
       execSessions: new ExecSessions(),

@@ -330,6 +330,7 @@ export function clusterPorts(m: Member): ClusterPorts {
     lifecycle(action, source, location) {
       m.events.lifecycle(action, source, {}, 'default', location);
     },
+    runFinished: (action, outcome, seconds) => m.metrics.runFinished(action, outcome, seconds),
     async healingThreshold() {
       return Number(configValue('server', await m.cluster.serverConfig(), 'cluster.healing_threshold'));
     },

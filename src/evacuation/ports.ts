@@ -143,6 +143,8 @@ export interface ClusterPorts {
   settleJournals(journals: MoveJournal[], fence: Fence): Promise<void>;
   /** Whether instances of a driver type can pre-copy (copy while running, then stop and send the changes). */
   canPrecopy(type: string): boolean;
+  /** A run ended (for the metrics): its action, outcome and seconds since it was asked for. */
+  runFinished(action: 'evacuate' | 'restore', outcome: string, seconds: number): void;
   /** `cluster.healing_threshold` in seconds (0: healing is off). */
   healingThreshold(): Promise<number>;
   /**

@@ -206,6 +206,7 @@ export class Run {
       if (ok) ports.lifecycle('cluster-member-restored', `/1.0/cluster/members/${this.member}`, this.member);
     }
     this.tracker.finish(outcome);
+    ports.runFinished(this.record.action, outcome, (Date.now() - Date.parse(this.record.startedAt)) / 1000);
     this.record.status = outcome;
     this.record.finishedAt = new Date().toISOString();
     this.record.reservations = [];

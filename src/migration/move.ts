@@ -20,6 +20,7 @@
 // A target the rollback cannot reach removes what the move left by itself (`sweepLeftovers`), once the
 // move is no longer journaled.
 
+import type { MoveObserver } from '../metrics/metrics.js';
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -133,6 +134,8 @@ export interface MigratorDeps {
   cluster: ClusterService;
   events: EventBus;
   log: Logger;
+  /** Told of every move this member sends (the metrics). */
+  observer?: MoveObserver;
 }
 
 /** Target side: a move whose copy is arriving, and what its pool must still hold for it. */
@@ -173,16 +176,42 @@ export class Migrator {
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Source side: ids of the moves this process is running; recovery leaves them alone. */
   private readonly active = new Set<string>();
+  /** Source side: the requests of moves that stopped a running instance (their downtime is a metric). */
+  private readonly interrupting = new WeakSet<MoveRequest>();
 
   constructor(private readonly deps: MigratorDeps) {}
 
   /** Move instances (held by this member) to `target`. Resolves once they are there (and started if they ran). */
   async move(req: MoveRequest): Promise<void> {
-    const { instances: svc } = this.deps;
+    const { instances: svc, observer } = this.deps;
+    // What the metrics learn of it: bytes sent, and the downtime (from the stop to the end, started on the target).
+    const began = performance.now();
+    let stoppedAt: number | null = null;
+    let bytes = 0;
+    const observed: MoveRequest = {
+      ...req,
+      onProgress: (done, total) => {
+        bytes = done;
+        req.onProgress?.(done, total);
+      },
+      onPhase: (phase) => {
+        if (phase === 'stopping' && stoppedAt === null) stoppedAt = performance.now();
+        req.onPhase?.(phase);
+      },
+    };
     const lockKeys = req.instances.map((i) => `${i.project}/${i.name}`).sort();
     const runLocked = (i: number): Promise<void> =>
-      i === lockKeys.length ? this.moveLocked(req) : svc.locks.run(lockKeys[i] as string, () => runLocked(i + 1));
-    await runLocked(0);
+      i === lockKeys.length ? this.moveLocked(observed) : svc.locks.run(lockKeys[i] as string, () => runLocked(i + 1));
+    observer?.moveStarted();
+    let ok = false;
+    try {
+      await runLocked(0);
+      ok = true;
+    } finally {
+      const end = performance.now();
+      const down = stoppedAt !== null && this.interrupting.has(observed) ? (end - stoppedAt) / 1000 : null;
+      observer?.moveFinished({ ok, seconds: (end - began) / 1000, bytes, downtimeSeconds: down });
+    }
   }
 
   private async moveLocked(req: MoveRequest): Promise<void> {
@@ -272,6 +301,7 @@ export class Migrator {
         }
 
         // 2. Stop.
+        if (loaded.some((l) => l.running)) this.interrupting.add(req);
         req.onPhase?.('stopping');
         await Promise.all(
           loaded

@@ -243,7 +243,7 @@ export interface TokenRecord {
 export interface CertificateRecord {
   /** SHA-256 of the DER certificate, lower-case hex (the key). */
   fingerprint: string;
-  /** `client` (API access) or `metrics` (kept for LXD's shapes; Roost serves no metrics endpoint yet). */
+  /** `client` (API access) or `metrics` (only `GET /1.0/metrics`, as LXD's metrics certificates). */
   type: 'client' | 'metrics';
   name: string;
   /** PEM. */

@@ -48,4 +48,14 @@ describe('the trust policy', () => {
     assert.equal(allowed(r, 'DELETE', '/1.0/certificates/ab'), false);
     assert.equal(allowed(client(true, ['other']), 'GET', '/1.0/instances'), false);
   });
+
+  it('the metrics are for trusted clients; a metrics certificate reads them and nothing else', () => {
+    const metrics: Identity = { kind: 'client', certificate: { fingerprint: 'cd'.repeat(32), type: 'metrics', name: 'prometheus', certificate: '', restricted: false, projects: [], createdAt: '' } };
+    assert.ok(allowed(client(false), 'GET', '/1.0/metrics'));
+    assert.ok(allowed(metrics, 'GET', '/1.0/metrics'));
+    assert.equal(allowed(untrusted, 'GET', '/1.0/metrics'), false);
+    for (const [method, url] of [['GET', '/1.0/instances'], ['GET', '/1.0'], ['POST', '/1.0/metrics'], ['PATCH', '/1.0']]) {
+      assert.equal(allowed(metrics, method ?? '', url ?? ''), false, `${method} ${url}`);
+    }
+  });
 });

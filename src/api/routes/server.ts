@@ -18,6 +18,12 @@ export function registerServerRoutes(r: Router): void {
   const m = r.member;
   r.on('GET', '/', async (_req, reply) => sync(reply, ['/1.0']));
 
+  // Prometheus text format, to trusted clients and metrics certificates (auth.ts), as LXD serves it.
+  r.on('GET', '/1.0/metrics', async (_req, reply) => {
+    const { contentType, body } = await m.metrics.text();
+    return reply.type(contentType).send(body);
+  });
+
   r.on('GET', '/1.0', async (req, reply) => {
     const common = { api_extensions: apiExtensions, api_status: 'stable', api_version: '1.0' };
     // An untrusted client learns only what it needs to present a token (LXD's `api.ServerUntrusted`).
