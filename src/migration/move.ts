@@ -176,8 +176,11 @@ export class Migrator {
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Source side: ids of the moves this process is running; recovery leaves them alone. */
   private readonly active = new Set<string>();
-  /** Source side: the requests of moves that stopped a running instance (their downtime is a metric). */
-  private readonly interrupting = new WeakSet<MoveRequest>();
+  /**
+   * Source side: moves whose instances run again on the target (their downtime is a metric): `running` if
+   * the move stops them, `stopped` if the drainer stopped them just before (ahead of their copy slot).
+   */
+  private readonly interrupting = new WeakMap<MoveRequest, 'running' | 'stopped'>();
 
   constructor(private readonly deps: MigratorDeps) {}
 
@@ -209,7 +212,8 @@ export class Migrator {
       ok = true;
     } finally {
       const end = performance.now();
-      const down = stoppedAt !== null && this.interrupting.has(observed) ? (end - stoppedAt) / 1000 : null;
+      const how = this.interrupting.get(observed);
+      const down = how === 'running' && stoppedAt !== null ? (end - stoppedAt) / 1000 : how === 'stopped' ? (end - began) / 1000 : null;
       observer?.moveFinished({ ok, seconds: (end - began) / 1000, bytes, downtimeSeconds: down });
     }
   }
@@ -301,7 +305,8 @@ export class Migrator {
         }
 
         // 2. Stop.
-        if (loaded.some((l) => l.running)) this.interrupting.add(req);
+        if (loaded.some((l) => l.running)) this.interrupting.set(req, 'running');
+        else if (req.honourLastState === true && loaded.some((l) => l.record.config['volatile.last_state.power'] === 'RUNNING')) this.interrupting.set(req, 'stopped');
         req.onPhase?.('stopping');
         await Promise.all(
           loaded
