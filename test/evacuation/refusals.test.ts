@@ -195,8 +195,9 @@ describe('refused evacuate and restore requests change nothing', () => {
   it('an Offline member is 400 Cannot evacuate/restore offline cluster member', async () => {
     await c.kill('m03', 'SIGKILL');
     await waitFor('m03 is Offline', async () => (await memberInfo(c, 'm03', 'm01')).status === 'Offline', 10_000);
-    await refused('m03', { action: 'evacuate' }, 400, 'Cannot evacuate offline cluster member', 'm01');
+    // LXD's words, then how to heal it (evacuate with force).
+    await refused('m03', { action: 'evacuate' }, 400, 'Cannot evacuate offline cluster member (evacuate it with force to heal it: its instances on local storage stay where they are until it is restored)', 'm01');
     await refused('m03', { action: 'restore' }, 400, 'Cannot restore offline cluster member', 'm02');
-    await refused('m03', { action: 'evacuate', dry_run: true }, 400, 'Cannot evacuate offline cluster member', 'm02');
+    await refused('m03', { action: 'evacuate', dry_run: true }, 400, 'Cannot evacuate offline cluster member (evacuate it with force to heal it: its instances on local storage stay where they are until it is restored)', 'm02');
   });
 });
