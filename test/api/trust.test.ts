@@ -148,7 +148,11 @@ describe('remote clients on HTTPS with the trust store', () => {
     // m01 forwards to m02 (which trusts m01 as a member); a client claiming to be a member is not believed.
     const stop = await https('m01', client, 'PUT', '/1.0/instances/p1/state', { action: 'stop', timeout: 10 }, { 'x-roost-forwarded': 'm01' });
     assert.equal(stop.status, 202, stop.text);
-    await waitFor('p1 stopped', async () => (await c.instance('p1')).status === 'Stopped');
+    // Stopped, and the stop recorded (the record is written once the process is gone).
+    await waitFor('p1 stopped', async () => {
+      const v = await c.instance('p1');
+      return v.status === 'Stopped' && v.config['volatile.last_state.power'] === 'STOPPED';
+    });
     const listed = syncMetadata(await https('m01', client, 'GET', '/1.0/instances?recursion=1')) as { name: string; location: string }[];
     assert.deepEqual(listed.map((i) => [i.name, i.location]), [['p1', 'm02']]);
 
