@@ -222,7 +222,8 @@ export class StatusRecorder {
   private async run(): Promise<void> {
     while (!this.stopped) {
       await this.sample();
-      await new Promise((r) => setTimeout(r, 15));
+      // Unreferenced: a test that failed before calling stop() must not keep its process alive forever.
+      await new Promise((r) => setTimeout(r, 15).unref());
     }
   }
 
