@@ -259,7 +259,8 @@ function groupUnits(moves: PlannedInstance[]): PlannedInstance[][] {
   return [...byUnit.values()];
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Wait `ms`, or less if `signal` aborts first (never rejects). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done(): void {

@@ -9,7 +9,7 @@ import type { Term } from '../cluster/leader.js';
 import type { MaintenanceRecord, MaintenanceStep, OperationRecord } from '../store/schema.js';
 import type { RunStatus } from '../wire/evacuation.js';
 import type { ClusterPorts, MaintenanceBook, MaintenancePorts, RequestBook, Stored } from './ports.js';
-import { errorText } from './executor.js';
+import { errorText, sleep } from './executor.js';
 
 /** Settings of a maintenance run. */
 export interface MaintenanceOptions {
@@ -254,16 +254,4 @@ export class MaintenanceRun {
       }
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done);
-  });
 }
