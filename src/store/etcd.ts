@@ -463,6 +463,7 @@ class EtcdStore implements Store {
     return { kvs, revision: Number(res.header.revision) };
   }
 
+  /** Every commit is replicated before it returns, so a `durability` option (the interface's fourth argument) changes nothing here. */
   async txn(compares: Compare[], ops: Op[], failure: Op[] = []): Promise<TxnResult> {
     const request = { compare: compares.map(toCompare), success: ops.map(toRequestOp), failure: failure.map(toRequestOp) };
     const what = `transaction on ${describeKeys(compares, [...ops, ...failure])}`;

@@ -21,6 +21,11 @@
 //   could lose a committed new location after the move had deleted the source copy. FULL costs one fsync per
 //   write transaction (`npm run bench -- move` prints it beside NORMAL); an explicit sync before each
 //   destructive step instead would have to be remembered at every such step, by every caller.
+//   Liveness writes are the exception: lease grants, keep-alives and revocations, and transactions asked with
+//   `durability: 'relaxed'` (heartbeats), commit under NORMAL. They mean nothing after a reboot, a power cut can
+//   lose only the latest of them (the next FULL commit fsyncs the WAL with every frame before it, so none is
+//   ever reordered after a durable one), and with a hundred members heartbeating an fsync each would need more
+//   than a disk gives (≈ 50 a second on a busy one), holding the write lock, and every other writer, meanwhile.
 // - Privacy: the file holds the cluster's private key and every instance's config, so it and its `-wal` and
 //   `-shm` files are readable by the daemon's user only (0600), also when an older install left them looser.
 
@@ -34,6 +39,7 @@ import {
   type Op,
   type RangeResult,
   type Store,
+  type TxnOptions,
   type TxnResult,
   type Watch,
   type WatchEvent,
@@ -305,6 +311,7 @@ class SqliteStore implements SqliteBackedStore {
     private readonly db: Database.Database,
     private readonly path: string,
     pollIntervalMs: number,
+    private readonly synchronous: 'FULL' | 'NORMAL',
   ) {
     this.st = prepareStatements(db);
     this.pollTimer = setInterval(() => this.poll(), pollIntervalMs);
@@ -345,7 +352,7 @@ class SqliteStore implements SqliteBackedStore {
     );
   }
 
-  async txn(compares: Compare[], ops: Op[], failure: Op[] = []): Promise<TxnResult> {
+  async txn(compares: Compare[], ops: Op[], failure: Op[] = [], options: TxnOptions = {}): Promise<TxnResult> {
     for (const c of compares) checkKey(c.key);
     for (const op of [...ops, ...failure]) if (op.type !== 'deletePrefix') checkKey(op.key);
     return this.write(() => {
@@ -354,7 +361,7 @@ class SqliteStore implements SqliteBackedStore {
       this.apply(succeeded ? ops : failure, batch);
       this.finish(batch);
       return { succeeded, revision: batch.result };
-    });
+    }, options.durability === 'relaxed');
   }
 
   async put(key: string, value: string, lease?: string): Promise<number> {
@@ -382,12 +389,12 @@ class SqliteStore implements SqliteBackedStore {
     return this.write((now) => {
       this.st.insertLease.run(id, ttlMs, now + ttlMs);
       return id;
-    });
+    }, true);
   }
 
   async keepAlive(lease: string): Promise<boolean> {
     // The write reaps first, so a lease past its expiry is gone here and cannot be revived.
-    return this.write((now) => this.st.touchLease.run(now, lease).changes > 0);
+    return this.write((now) => this.st.touchLease.run(now, lease).changes > 0, true);
   }
 
   /** Revoking a lease that is already gone (expired or revoked) does nothing, so shutdown paths can always call it. */
@@ -396,7 +403,7 @@ class SqliteStore implements SqliteBackedStore {
       const batch = new RevisionBatch(this.head());
       this.dropLease(lease, batch);
       this.finish(batch);
-    });
+    }, true);
   }
 
   setting(name: SqliteSetting): string | number {
@@ -492,18 +499,28 @@ class SqliteStore implements SqliteBackedStore {
     this.finish(batch);
   }
 
-  /** Runs `fn` in a `BEGIN IMMEDIATE` transaction after reaping expired leases, then wakes local watches. */
-  private write<T>(fn: (now: number) => T): T {
+  /**
+   * Runs `fn` in a `BEGIN IMMEDIATE` transaction after reaping expired leases, then wakes local watches.
+   * `relaxed` commits it without waiting for the disk (see Durability above); the connection's own setting
+   * is back in place before anything else can run on it.
+   */
+  private write<T>(fn: (now: number) => T, relaxed = false): T {
     return this.guard(() => {
-      const result = this.db
-        .transaction(() => {
-          const now = Date.now();
-          this.reap(now);
-          return fn(now);
-        })
-        .immediate();
-      this.schedulePoll();
-      return result;
+      const relax = relaxed && this.synchronous === 'FULL';
+      if (relax) this.db.pragma('synchronous = NORMAL');
+      try {
+        const result = this.db
+          .transaction(() => {
+            const now = Date.now();
+            this.reap(now);
+            return fn(now);
+          })
+          .immediate();
+        this.schedulePoll();
+        return result;
+      } finally {
+        if (relax) this.db.pragma('synchronous = FULL');
+      }
     });
   }
 
@@ -646,7 +663,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
         conn.pragma(`user_version = ${SCHEMA_VERSION}`);
       })
       .immediate();
-    return new SqliteStore(conn, path, pollIntervalMs);
+    return new SqliteStore(conn, path, pollIntervalMs, synchronous);
   } catch (err) {
     db?.close();
     if (err instanceof StoreError) throw err;

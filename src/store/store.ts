@@ -57,6 +57,17 @@ export interface Watch {
   close(): void;
 }
 
+/** How a transaction is committed. */
+export interface TxnOptions {
+  /**
+   * `durable` (the default): on disk before the call returns. `relaxed`: may be undone by a power cut until
+   * the next durable commit carries it to disk (never reordered after one), for liveness records such as
+   * heartbeats that are rewritten every few seconds and mean nothing after a reboot. Backends that replicate
+   * every commit (etcd) treat both alike.
+   */
+  durability?: 'durable' | 'relaxed';
+}
+
 /** The cluster store. Every method is safe to call from several processes sharing one backend. */
 export interface Store {
   /** Which backend this is (`sqlite` or `etcd`). */
@@ -68,7 +79,7 @@ export interface Store {
   /** Several prefixes read at one revision (one consistent snapshot). */
   rangeMany(prefixes: string[]): Promise<RangeResult>;
   /** Apply `ops` atomically if every compare holds; otherwise apply `failure` ops (default none). */
-  txn(compares: Compare[], ops: Op[], failure?: Op[]): Promise<TxnResult>;
+  txn(compares: Compare[], ops: Op[], failure?: Op[], options?: TxnOptions): Promise<TxnResult>;
   /** Convenience: unconditional put. */
   put(key: string, value: string, lease?: string): Promise<number>;
   /** Convenience: unconditional delete. Returns true if the key existed. */

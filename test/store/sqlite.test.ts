@@ -155,6 +155,14 @@ describe('openStore', () => {
       assert.equal(setting('synchronous'), 2);
       await store.put('k', 'v');
       assert.equal(setting('synchronous'), 2, 'and stays so after writes');
+      // Heartbeats and leases commit relaxed (NORMAL, 1) and leave the connection FULL for the next commit.
+      const lease = await store.grantLease(5);
+      await store.keepAlive(lease);
+      const relaxed = await store.txn([], [{ type: 'put', key: 'beat', value: 'x', lease }], [], { durability: 'relaxed' });
+      assert.equal(relaxed.succeeded, true);
+      assert.equal((await store.get('beat'))?.value, 'x');
+      await store.revokeLease(lease);
+      assert.equal(setting('synchronous'), 2, 'relaxed commits put FULL back');
     } finally {
       await store.close();
       await remove();
