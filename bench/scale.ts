@@ -18,6 +18,7 @@
 //   ROOST_BENCH_PARALLEL=<n>           the evacuation's `parallel` (default: cluster.evacuation_parallelism, 4)
 //   ROOST_BENCH_STORE_PER_MEMBER=1     every member its own store object (as one member per process has)
 //   ROOST_BENCH_CREATE=api             create the instances through the API rather than directly
+//   ROOST_BENCH_HOST_NODE_ARGS='--cpu-prof --cpu-prof-dir=<dir>'  profile the member processes
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -56,6 +57,8 @@ const parallel = process.env.ROOST_BENCH_PARALLEL ? Number(process.env.ROOST_BEN
 const storePerMember = process.env.ROOST_BENCH_STORE_PER_MEMBER === '1';
 const createConcurrency = env('ROOST_BENCH_CREATE_CONCURRENCY', 64);
 const createVia = process.env.ROOST_BENCH_CREATE === 'api' ? 'api' : 'direct';
+/** Extra Node options for the member processes (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, which NODE_OPTIONS refuses). */
+const hostNodeArgs = (process.env.ROOST_BENCH_HOST_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 const goals = { planMs: 50, evacuateSqliteS: 10, evacuateEtcdS: 20, rssMb: 300, listMs: 100 };
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const hostScript = join(repo, 'bench', 'scale', 'host.ts');
@@ -112,7 +115,7 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise
 
 /** One host process of members; resolves once they all answer. */
 async function startHost(dir: string, storeUrl: string, names: string[], how: { bootstrap: boolean; joinVia?: string }, logFile: string): Promise<ChildProcess> {
-  const args = ['--import', 'tsx', hostScript, '--store', storeUrl, '--dir', dir, '--members', names.join(',')];
+  const args = [...hostNodeArgs, '--import', 'tsx', hostScript, '--store', storeUrl, '--dir', dir, '--members', names.join(',')];
   if (how.bootstrap) args.push('--bootstrap');
   if (how.joinVia) args.push('--join-via', how.joinVia);
   if (storePerMember) args.push('--store-per-member');

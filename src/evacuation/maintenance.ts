@@ -10,6 +10,7 @@ import type { MaintenanceRecord, MaintenanceStep, OperationRecord } from '../sto
 import type { RunStatus } from '../wire/evacuation.js';
 import type { ClusterPorts, MaintenanceBook, MaintenancePorts, RequestBook, Stored } from './ports.js';
 import { errorText, sleep } from './executor.js';
+import { writeFenced } from './fenced.js';
 
 /** Settings of a maintenance run. */
 export interface MaintenanceOptions {
@@ -230,28 +231,11 @@ export class MaintenanceRun {
       };
       this.op.updatedAt = new Date().toISOString();
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const r = await this.book.write(this.record, this.op, this.term.fence, this.modRevision);
-      if (r.ok) {
-        this.modRevision = r.modRevision;
-        if (this.op) this.book.publishOperation(this.op);
-        return;
-      }
-      const current = await this.book.get(this.id);
-      if (!current) {
-        this.termLost = true;
-        return;
-      }
-      if (current.modRevision === this.modRevision) {
-        this.termLost = true; // the fence failed: another member leads now
-        return;
-      }
-      this.modRevision = current.modRevision;
-      if (current.record.cancelRequested && !this.record.cancelRequested) {
-        this.record.cancelRequested = true;
-        if (this.op && this.op.status === 'Running') this.op.status = 'Cancelling';
-        this.requestCancel();
-      }
-    }
+    const outcome = await writeFenced(
+      { book: this.book, key: this.id, record: this.record, op: this.op, fence: this.term.fence, modRevision: this.modRevision },
+      () => this.requestCancel(),
+    );
+    if (outcome.kind === 'written' || outcome.kind === 'deferred') this.modRevision = outcome.modRevision;
+    else this.termLost = true;
   }
 }

@@ -11,6 +11,7 @@ import { planEvacuation, planRestore, type EvacuationPlan } from './planner.js';
 import { ProgressTracker } from './progress.js';
 import { errorText, executeEvacuation, executeRestore, instanceKey, type ExecuteOptions } from './executor.js';
 import type { ClusterPorts, RequestBook, StoredRequest } from './ports.js';
+import { writeFenced } from './fenced.js';
 import type { RunStatus } from '../wire/evacuation.js';
 
 /** Settings of every run. */
@@ -245,31 +246,18 @@ export class Run {
       this.op.metadata = { ...(this.op.metadata ?? {}), evacuation_progress: t.text, roost_evacuation: t.delta() };
       this.op.updatedAt = new Date().toISOString();
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const r = await this.book.write(this.record, this.op, this.term.fence, this.modRevision);
-      if (r.ok) {
-        this.modRevision = r.modRevision;
-        if (this.op) this.book.publishOperation(this.op);
-        return;
-      }
-      // Either a user changed the record (a cancel request), or this term is over.
-      const current = await this.book.get(this.member);
-      if (!current || current.record.id !== this.id) {
-        this.ports.log.warn({ run: this.id }, 'the request record was replaced; this run stops');
-        this.termLost = true;
-        this.cancel.abort(new Error('superseded'));
-        return;
-      }
-      if (current.modRevision === this.modRevision) {
-        this.termLost = true; // the fence failed: another member leads now
-        return;
-      }
-      this.modRevision = current.modRevision;
-      if (current.record.cancelRequested && !this.record.cancelRequested) {
-        this.record.cancelRequested = true;
-        if (this.op && this.op.status === 'Running') this.op.status = 'Cancelling';
-        this.requestCancel();
-      }
+    const outcome = await writeFenced(
+      { book: this.book, key: this.member, record: this.record, op: this.op, fence: this.term.fence, modRevision: this.modRevision, isOurs: (r) => r.id === this.id },
+      () => this.requestCancel(),
+    );
+    if (outcome.kind === 'replaced') {
+      this.ports.log.warn({ run: this.id }, 'the request record was replaced; this run stops');
+      this.termLost = true;
+      this.cancel.abort(new Error('superseded'));
+    } else if (outcome.kind === 'term-lost') {
+      this.termLost = true;
+    } else {
+      this.modRevision = outcome.modRevision;
     }
   }
 }

@@ -105,6 +105,8 @@ export class EventBus {
             key: keys.event(`${String(now).padStart(15, '0')}-${this.member}-${String(this.seq++).padStart(9, '0')}`),
             value: JSON.stringify(e),
           })),
+          // Notifications, not state: one lost to a power cut costs nothing, so they need not wait for the disk.
+          { durability: 'relaxed' },
         );
       }
     } catch {
