@@ -428,6 +428,13 @@ export class InstanceService {
    */
   async statesOf(instances: { project: string; name: string }[]): Promise<Map<string, InstanceRuntimeState>> {
     const out = new Map<string, InstanceRuntimeState>();
+    // One read of each project's profiles, not one per instance (a listing asks about thousands).
+    const profileSets = new Map<string, Promise<ProfileSet>>();
+    const profilesOf = (project: string): Promise<ProfileSet> => {
+      let set = profileSets.get(project);
+      if (!set) profileSets.set(project, (set = this.profileSet(project)));
+      return set;
+    };
     await Promise.all(
       instances.map(async ({ project, name }) => {
         const kv = await this.deps.store.get(keys.instance(project, name));
@@ -435,7 +442,7 @@ export class InstanceService {
         const record = JSON.parse(kv.value) as InstanceRecord;
         if (record.location !== this.deps.member) return;
         try {
-          out.set(`${project}/${name}`, await this.state(record));
+          out.set(`${project}/${name}`, await this.state(record, await profilesOf(project)));
         } catch (err) {
           this.deps.log.warn({ err, instance: name }, 'could not read instance state');
         }

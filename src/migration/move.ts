@@ -19,12 +19,15 @@
 // copies are garbage), after it the move is finished. The source copy is never deleted before step 5.
 // A target the rollback cannot reach removes what the move left by itself (`sweepLeftovers`), once the
 // move is no longer journaled.
+// Only the commit (step 5) waits for the disk: it must be durable before step 6 deletes the source copy. The
+// journal's other writes commit relaxed (see the store's TxnOptions): a power cut that loses one leaves the
+// source copy in place, and the commit, when it comes, carries every one before it to disk.
 
 import type { MoveObserver } from '../metrics/metrics.js';
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { Store, Op, Compare, Watch } from '../store/store.js';
+import type { Store, Op, Compare, TxnOptions, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
 import { rootVolumeRefs, snapshotRef, volumeKey, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
@@ -89,6 +92,9 @@ export class MoveAbortedError extends ApiError {
     this.name = 'MoveAbortedError';
   }
 }
+
+/** Journal writes other than the commit (see the header). */
+const relaxed: TxnOptions = { durability: 'relaxed' };
 
 /** Another move of the instance is journaled (still running, or waiting for its recovery). */
 export class MoveBusyError extends ApiError {
@@ -271,6 +277,8 @@ export class Migrator {
         ...loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: 0 })),
       ],
       journalOps('started'),
+      [],
+      relaxed,
     );
     if (!started.succeeded) {
       if (req.fence && !(await this.fenceHolds(req.fence))) throw new FenceLostError();
@@ -281,7 +289,7 @@ export class Migrator {
     // as if this member were gone) is never written again, and the move then stops and rolls back.
     let journalRevision = started.revision;
     const advance = async (phase: MoveJournal['phase']): Promise<number> => {
-      const r = await store.txn(loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: journalRevision })), journalOps(phase));
+      const r = await store.txn(loaded.map((l): Compare => ({ key: keys.move(l.record.project, l.record.name), modRevision: journalRevision })), journalOps(phase), [], relaxed);
       if (!r.succeeded) throw new MoveAbortedError('the move was settled elsewhere while it ran (its journal is gone)');
       journalRevision = r.revision;
       return r.revision;
@@ -525,7 +533,7 @@ export class Migrator {
       if (ref.type === 'container') for (const s of await pool.listSnapshots(ref)) await pool.deleteVolume(snapshotRef(ref, s));
       await pool.deleteVolume(ref);
     }
-    await store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
+    await store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })), [], relaxed);
     for (const j of journals) {
       events.lifecycle('instance-migrated', `/1.0/instances/${j.instance}`, { source: j.source, target: j.target }, j.project);
     }
@@ -547,7 +555,7 @@ export class Migrator {
       if (!(err instanceof PeerUnreachableError) && !targetGone?.aborted) throw err;
       this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');
     }
-    await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })));
+    await this.deps.store.txn([], journals.map((j) => ({ type: 'delete' as const, key: keys.move(j.project, j.instance) })), [], relaxed);
     if (restart) {
       for (const j of journals) {
         if (j.wasRunning) await this.deps.instances.startUnlocked(j.project, j.instance).catch(() => undefined);

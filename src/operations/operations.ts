@@ -274,7 +274,8 @@ export class Operations {
     live.dirty = false;
     live.record.updatedAt = new Date().toISOString();
     const snapshot = { ...live.record };
-    await this.store.put(keys.operation(snapshot.id), JSON.stringify(snapshot));
+    // An operation's record tells what happened, not what may be destroyed: it need not wait for the disk.
+    await this.store.txn([], [{ type: 'put', key: keys.operation(snapshot.id), value: JSON.stringify(snapshot) }], [], { durability: 'relaxed' });
     this.events.publish('operation', operationToApi(snapshot), live.project);
   }
 
