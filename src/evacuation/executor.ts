@@ -144,7 +144,14 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
   const byUnit = new Map<string, Move[]>();
   for (const mv of plan.moves) byUnit.set(mv.unit, [...(byUnit.get(mv.unit) ?? []), mv]);
   const keysOf = (unit: Move[]): string[] => unit.map((u) => instanceKey(u.project, u.name));
-  const work = [...byUnit.values()].map((unit) => ({ unit, bytes: unit.reduce((s, u) => s + u.bytes, 0), running: unit.some((u) => u.running) }));
+  // A unit of `live-migrate` instances comes home pre-copied, as it left: its move stops it, not the pipeline.
+  const precopy = (unit: Move[]): boolean => unit.every((u) => u.live && ports.canPrecopy(o.types.get(instanceKey(u.project, u.name)) ?? ''));
+  const work = [...byUnit.values()].map((unit) => ({
+    unit,
+    bytes: unit.reduce((s, u) => s + u.bytes, 0),
+    precopy: precopy(unit),
+    running: unit.some((u) => u.running) && !precopy(unit),
+  }));
 
   await runPipeline(work, o.parallel, signal, {
     stop: async ({ unit }) => {
@@ -156,7 +163,7 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
     waiting: ({ unit }) => {
       for (const k of keysOf(unit)) progress.set(k, 'waiting');
     },
-    copy: async ({ unit }) => {
+    copy: async ({ unit, precopy }) => {
       const first = unit[0];
       if (!first) return;
       const order: MoveOrder = {
@@ -165,11 +172,12 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
         clearOrigin: true,
         allowRestoringTarget: true,
         honourLastState: true,
+        precopy,
         evacuation: o.runId,
       };
       // The member being restored may itself restart meanwhile: its being unreachable is retried too.
       const home = async (): Promise<boolean> => (await Promise.all(unit.map((u) => ports.location(u.project, u.name)))).every((l) => l === plan.member);
-      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, false)), plan.member, home);
+      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, precopy)), plan.member, home);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {

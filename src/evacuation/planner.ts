@@ -396,7 +396,8 @@ export function planHasWork(plan: EvacuationPlan): boolean {
 export interface RestorePlan {
   member: string;
   start: { name: string; project: string }[];
-  moves: { name: string; project: string; from: string; bytes: number; running: boolean; volumes: string[]; unit: string }[];
+  /** `live`: running with `cluster.evacuate=live-migrate`, so it comes home as it left, pre-copied while it runs. */
+  moves: { name: string; project: string; from: string; bytes: number; running: boolean; live: boolean; volumes: string[]; unit: string }[];
 }
 
 /**
@@ -432,6 +433,7 @@ export function planRestore(snapshot: ClusterSnapshot, member: string): RestoreP
         from: inst.location,
         bytes: inst.rootBytes + vols.reduce((s, v) => s + v.bytes, 0),
         running: inst.running,
+        live: inst.running && configValue('instance', inst.config, 'cluster.evacuate') === 'live-migrate',
         volumes: vols.map((v) => `${v.pool}/${v.name}`),
         unit: id,
       });

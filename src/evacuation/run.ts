@@ -148,7 +148,8 @@ export class Run {
   private async restore(): Promise<void> {
     const snapshot = await this.ports.snapshot({ run: this.id, member: this.member });
     const plan = planRestore(snapshot, this.member);
-    await executeRestore(this.ports, plan, this.executeOptions(new Map()));
+    const types = new Map(snapshot.instances.map((i) => [instanceKey(i.project, i.name), i.type]));
+    await executeRestore(this.ports, plan, this.executeOptions(types));
   }
 
   /**

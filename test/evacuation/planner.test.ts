@@ -420,6 +420,8 @@ test('restore starts what evacuation stopped and brings home what it moved, unit
       instance('x', 'm2', { config: origin, devices: { data: volumeDisk('v') }, rootBytes: GiB }),
       instance('elsewhere', 'm3', { config: { 'volatile.evacuate.origin': 'm9' } }),
       instance('native', 'm2'),
+      instance('live', 'm3', { config: { ...origin, 'cluster.evacuate': 'live-migrate' } }),
+      instance('live-but-stopped', 'm3', { running: false, config: { ...origin, 'cluster.evacuate': 'live-migrate' } }),
     ],
     [volume('v', 'm2', 2 * GiB)],
   );
@@ -427,9 +429,11 @@ test('restore starts what evacuation stopped and brings home what it moved, unit
     member: home,
     start: [{ name: 'stopped-by-evac', project: 'default' }],
     moves: [
-      { name: 'a', project: 'default', from: 'm3', bytes: GiB, running: false, volumes: [], unit: 'default/a' },
-      { name: 'x', project: 'default', from: 'm2', bytes: 3 * GiB, running: true, volumes: ['local/v'], unit: 'default/x' },
-      { name: 'y', project: 'default', from: 'm2', bytes: GiB, running: true, volumes: [], unit: 'default/x' },
+      { name: 'a', project: 'default', from: 'm3', bytes: GiB, running: false, live: false, volumes: [], unit: 'default/a' },
+      { name: 'live', project: 'default', from: 'm3', bytes: GiB, running: true, live: true, volumes: [], unit: 'default/live' },
+      { name: 'live-but-stopped', project: 'default', from: 'm3', bytes: GiB, running: false, live: false, volumes: [], unit: 'default/live-but-stopped' },
+      { name: 'x', project: 'default', from: 'm2', bytes: 3 * GiB, running: true, live: false, volumes: ['local/v'], unit: 'default/x' },
+      { name: 'y', project: 'default', from: 'm2', bytes: GiB, running: true, live: false, volumes: [], unit: 'default/x' },
     ],
   });
 });

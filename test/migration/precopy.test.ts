@@ -192,7 +192,12 @@ describe('pre-copy moves', () => {
       assert.ok(warm < 0.7 * cold, `pre-copy downtime ${warm.toFixed(2)} s should be well below the cold move's ${cold.toFixed(2)} s`);
       assert.equal(await sha256Tree(c.instanceDir(holder, 'bulky'), (p) => p === dataFile), staticSum, 'static data');
 
+      const restoreLogFrom = logSize(holder);
       await runState(c, 'm02', { action: 'restore' }, 'm01', 60_000);
+      await waitFor('the restore restarted it', () => downtimes(events, 'bulky').length >= 3);
+      const home = precopyPasses(holder, 'bulky', restoreLogFrom);
+      assert.ok(home.length >= 2 && home[0]?.running === true, `the restore pre-copied too (${JSON.stringify(home)})`);
+      assert.ok((downtimes(events, 'bulky')[2] ?? Infinity) < 0.7 * cold, 'with a downtime well below the cold move');
       await c.client('m01').runAsync('PUT', '/1.0/instances/bulky/state', { action: 'stop' });
       const lines = (await readFile(path.join(c.instanceDir('m02', 'bulky'), dataFile), 'utf8')).split('\n').filter((l) => l !== '');
       lines.forEach((l, i) => assert.equal(l, String(i + 1), `${dataFile} line ${i + 1}`));
