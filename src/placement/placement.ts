@@ -311,7 +311,8 @@ function shortfall(load: Readonly<MemberLoad>, request: Demand): string[] {
     lacking.push('memory');
   }
   if (request.bytes > load.diskFree) lacking.push('disk');
-  for (const pool of poolsShort(load, request)) lacking.push(`space in storage pool "${pool}"`);
+  // A pool is short on its own only when the member as a whole is not (then "disk" says it already).
+  else for (const pool of poolsShort(load, request)) lacking.push(`space in storage pool "${pool}"`);
   return lacking;
 }
 
