@@ -176,12 +176,15 @@ export class InstanceService {
     }
   }
 
-  /** Refuse (400) a root disk on a pool that does not exist or is not created on every member yet. */
+  /**
+   * Refuse (400) a root disk on a pool that does not exist or was never created. An `Errored` pool serves the
+   * members where it was created: the member creating the instance must have it (placement picks only those).
+   */
   private async checkRootPool(pool: string): Promise<void> {
     const kv = await this.deps.store.get(keys.pool(pool));
     if (!kv) throw errors.badRequest(`Invalid devices: Failed detecting root disk device: Storage pool "${pool}" not found`);
     const record = JSON.parse(kv.value) as PoolRecord;
-    if (record.status !== 'Created') throw errors.badRequest(`Storage pool "${pool}" is not created yet (status ${record.status})`);
+    if (record.status === 'Pending') throw errors.badRequest(`Storage pool "${pool}" is not created yet (status Pending)`);
   }
 
   /** Refuse (400) a new instance on `member` whose attached custom volumes live on another member. */
