@@ -135,6 +135,8 @@ export interface CreateInstanceOptions {
   empty?: boolean;
   /** `-p` flags in order; none: the `default` profile. */
   profiles?: string[];
+  /** `-s <pool>`: the root disk goes on this storage pool (LXD sets the instance's own `root` device). */
+  storage?: string;
 }
 
 /** Body of `POST /1.0/instances`, as `lxc init` sends it; `type` is left to the server unless given. */
@@ -144,7 +146,7 @@ export function instanceCreateBody(opts: CreateInstanceOptions): JsonObject {
     name: opts.name,
     source: opts.image === undefined ? { type: 'none' } : { type: 'image', alias: opts.image },
     config: opts.config ?? {},
-    devices: {},
+    devices: opts.storage === undefined ? {} : { root: { type: 'disk', path: '/', pool: opts.storage } },
     profiles: opts.profiles !== undefined && opts.profiles.length > 0 ? opts.profiles : ['default'],
   };
   if (opts.type !== undefined) body.type = opts.type;

@@ -8,6 +8,8 @@
 //                                           member, so the member reads those records, not every one
 //   GET  /internal/images/:fp               an image file (copied to a member on first use)
 //   POST /internal/instances/start|stop     start or stop an instance the member holds
+//   POST /internal/pools/open               open (create) a storage pool on the member, with its merged config
+//   POST /internal/pools/remove             remove a storage pool from the member (refused while it holds a volume)
 //   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
 //                                           streams progress lines (NDJSON) and ends with the outcome
 //   and the receiving side of one move, on its target, keyed by the move's journal id:
@@ -32,6 +34,8 @@ export const internalRoutes = {
   image: '/internal/images/:fp',
   startInstance: '/internal/instances/start',
   stopInstance: '/internal/instances/stop',
+  openPool: '/internal/pools/open',
+  removePool: '/internal/pools/remove',
   runMove: '/internal/moves/run',
   prepare: '/internal/moves/:id/prepare',
   volume: '/internal/moves/:id/volume',
@@ -43,7 +47,21 @@ export const internalRoutes = {
 } as const;
 
 /** A volume named on the wire. */
-export const volumeRefSchema = z.object({ type: z.enum(['container', 'custom']), project: z.string(), name: z.string(), snapshot: z.string().optional() });
+export const volumeRefSchema = z.object({
+  type: z.enum(['container', 'custom']),
+  project: z.string(),
+  name: z.string(),
+  snapshot: z.string().optional(),
+  pool: z.string().optional(),
+});
+
+/** `POST /internal/pools/open`: the pool, its driver, and the cluster-wide config merged with the member's own. */
+export const openPoolBody = z.object({ name: z.string(), driver: z.string(), config: z.record(z.string(), z.string()) });
+export type OpenPoolBody = z.infer<typeof openPoolBody>;
+
+/** `POST /internal/pools/remove`: the pool, and its `source` on the member if one was given. */
+export const removePoolBody = z.object({ name: z.string(), source: z.string().optional() });
+export type RemovePoolBody = z.infer<typeof removePoolBody>;
 
 /** `POST /internal/instances/start`. */
 export const startInstanceBody = z.object({
@@ -109,8 +127,8 @@ export class RemoteMoveError extends Error {
 /** What a copy about to be sent will take on the target's pool (`VolumeFootprint`), checked before it starts. */
 export const footprintSchema = z.object({ bytes: z.number().int().nonnegative(), inodes: z.number().int().nonnegative() });
 
-/** `POST /internal/moves/:id/prepare`: the volumes the move sends, and what they take. */
-export const prepareBody = z.object({ refs: z.array(volumeRefSchema), need: footprintSchema });
+/** `POST /internal/moves/:id/prepare`: the volumes the move sends, and what they take in all and on each pool. */
+export const prepareBody = z.object({ refs: z.array(volumeRefSchema), need: footprintSchema, pools: z.record(z.string(), footprintSchema).optional() });
 export type PrepareBody = z.infer<typeof prepareBody>;
 
 /** `POST /internal/moves/:id/delete`. */
@@ -125,7 +143,7 @@ export type DiscardBody = z.infer<typeof discardBody>;
 
 /** The volume a stream request (`volume`, `delta`) carries, from its query string. */
 export function streamRef(query: Record<string, unknown>): VolumeRef | null {
-  const r = volumeRefSchema.safeParse({ type: query.type, project: query.project, name: query.name, snapshot: query.snapshot });
+  const r = volumeRefSchema.safeParse({ type: query.type, project: query.project, name: query.name, snapshot: query.snapshot, pool: query.pool });
   return r.success ? r.data : null;
 }
 
@@ -156,9 +174,9 @@ export interface TreeEntry {
 
 /** What a member reports about itself for placement (`GET /internal/capacity`). */
 export interface CapacityReport {
-  poolFreeBytes: number;
-  poolTotalBytes: number;
-  /** Bytes a copy of every volume held would take (whole blocks, `entryFootprint`), keyed `type/project/name`. */
+  /** Each pool the member has: the space of its file system. */
+  pools: Record<string, { freeBytes: number; totalBytes: number }>;
+  /** Bytes a copy of every volume held would take (whole blocks, `entryFootprint`), keyed by `volumeKey` (`pool/type/project/name`). */
   volumeBytes: Record<string, number>;
   /** Which of the instances asked about (those held here) run now, keyed `project/name`. */
   running: Record<string, boolean>;
@@ -183,6 +201,16 @@ export class InternalClient {
   /** What the member at `address` offers placement, with which of `instances` (those it holds) run. */
   async capacity(address: string, instances: InstanceKeys): Promise<CapacityReport> {
     return (await this.peers.call(address, 'POST', internalRoutes.capacity, { json: { instances }, timeoutMs: 10_000 })) as CapacityReport;
+  }
+
+  /** Have the member at `address` open (create) a storage pool. */
+  async openPool(address: string, body: OpenPoolBody): Promise<void> {
+    await this.peers.call(address, 'POST', internalRoutes.openPool, { json: body, timeoutMs: slow.stop });
+  }
+
+  /** Have the member at `address` remove a storage pool. */
+  async removePool(address: string, body: RemovePoolBody): Promise<void> {
+    await this.peers.call(address, 'POST', internalRoutes.removePool, { json: body, timeoutMs: slow.stop });
   }
 
   /** An image file from the member at `address`. */
@@ -249,11 +277,16 @@ export class MoveTarget {
   }
 
   /**
-   * Clear stale copies of `refs` on the target, have it check that its pool can take `need` (a refusal is a
+   * Clear stale copies of `refs` on the target, have it check that each pool can take what `pools` says (a refusal is a
    * `PeerError` with status 507 naming the bytes or inodes needed and free), and open the move's staging.
    */
-  async prepare(refs: VolumeRef[], need: PrepareBody['need'], signal?: AbortSignal): Promise<void> {
-    const body: PrepareBody = { refs, need };
+  async prepare(refs: VolumeRef[], pools: Record<string, PrepareBody['need']>, signal?: AbortSignal): Promise<void> {
+    const need = { bytes: 0, inodes: 0 };
+    for (const f of Object.values(pools)) {
+      need.bytes += f.bytes;
+      need.inodes += f.inodes;
+    }
+    const body: PrepareBody = { refs, need, pools };
     await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: body, signal });
   }
 
@@ -298,5 +331,6 @@ export class MoveTarget {
 function refQuery(ref: VolumeRef): URLSearchParams {
   const q = new URLSearchParams({ type: ref.type, project: ref.project, name: ref.name });
   if (ref.snapshot !== undefined) q.set('snapshot', ref.snapshot);
+  if (ref.pool !== undefined) q.set('pool', ref.pool);
   return q;
 }

@@ -2,28 +2,33 @@
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
 // parallel, one request per member, naming the instances the store read places there).
 
-import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type PoolMemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { rootPool } from '../config/devices.js';
 import { groupsOf, resolveMembership } from './groups.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
 import { parseBytes } from '../util/units.js';
 import { expandInstance, profileSets } from '../config/expand.js';
-import { volumeKey } from '../storage/driver.js';
+import { defaultPool, volumeKey } from '../storage/driver.js';
 import type { Member } from '../daemon/context.js';
 import type { Store } from '../store/store.js';
 import type { CapacityReport, InstanceKeys } from './internal.js';
 import type { ClusterService, MemberView } from './members.js';
 
 /** Capacity of this member, with which of `instances` (those held here) run (served to peers on `/internal/capacity`). */
-export async function localCapacity(m: Member, instances: InstanceKeys): Promise<CapacityReport> {
-  const usage = await m.pool.poolUsage();
+export async function localCapacity(m: Pick<Member, 'pools' | 'instances'>, instances: InstanceKeys): Promise<CapacityReport> {
+  const pools: CapacityReport['pools'] = {};
   const volumeBytes: Record<string, number> = {};
-  for (const ref of await m.pool.listVolumes()) {
-    // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
-    volumeBytes[volumeKey(ref)] = await m.pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
+  for (const [name, pool] of m.pools.all()) {
+    const usage = await pool.poolUsage();
+    pools[name] = { freeBytes: usage.freeBytes, totalBytes: usage.totalBytes };
+    for (const ref of await pool.listVolumes()) {
+      // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
+      volumeBytes[volumeKey({ ...ref, pool: name })] = await pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
+    }
   }
   const running: Record<string, boolean> = {};
   for (const [k, st] of await m.instances.statesOf(instances)) running[k] = st.status === 'Running';
-  return { poolFreeBytes: usage.freeBytes, poolTotalBytes: usage.totalBytes, volumeBytes, running };
+  return { pools, volumeBytes, running };
 }
 
 /** What reading a snapshot needs: the store, the membership view, and each member's capacity report. */
@@ -46,16 +51,21 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
 /** Build a snapshot of the whole cluster through `reader` (a member, or a benchmark reading as one). */
 export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
-  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.groups()]);
+  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.groups(), keys.poolMembers()]);
   const instances: InstanceRecord[] = [];
   const volumes: VolumeRecord[] = [];
   const profiles: ProfileRecord[] = [];
   const groups: GroupRecord[] = [];
+  /** The pools created on each member. */
+  const createdPools = new Map<string, string[]>();
   for (const kv of kvs) {
     if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
     else if (kv.key.startsWith(keys.profiles())) profiles.push(JSON.parse(kv.value) as ProfileRecord);
     else if (kv.key.startsWith(keys.groups())) groups.push(JSON.parse(kv.value) as GroupRecord);
-    else volumes.push(JSON.parse(kv.value) as VolumeRecord);
+    else if (kv.key.startsWith(keys.poolMembers())) {
+      const part = JSON.parse(kv.value) as PoolMemberRecord;
+      if (part.status === 'Created') createdPools.set(part.member, [...(createdPools.get(part.member) ?? []), part.pool]);
+    } else volumes.push(JSON.parse(kv.value) as VolumeRecord);
   }
   // The planner and placement read expanded config and devices only, so they need no profile reads.
   const sets = profileSets(profiles, new Set(instances.map((r) => r.project)));
@@ -79,13 +89,13 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
     }),
   );
   const members: MemberSnapshot[] = views.map((v) =>
-    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name)),
+    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name), createdPools.get(v.record.name) ?? []),
   );
   const instanceSnaps: InstanceSnapshot[] = instances.map((r) => {
     const report = reports.get(r.location);
     const key = `${r.project}/${r.name}`;
     const expanded = expandInstance(r, sets.get(r.project) ?? new Map());
-    const root = { type: 'container' as const, project: r.project, name: r.name };
+    const root = { type: 'container' as const, project: r.project, name: r.name, pool: rootPool(expanded.devices) ?? defaultPool };
     // A move carries the snapshots too, so they count in what the target's pool must hold.
     const rootBytes = [undefined, ...(r.snapshots ?? []).map((s) => s.name)]
       .reduce((sum, snapshot) => sum + (report?.volumeBytes[volumeKey(snapshot === undefined ? root : { ...root, snapshot })] ?? 0), 0);
@@ -109,7 +119,7 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
       project: v.project,
       pool: v.pool,
       location: v.location,
-      bytes: reports.get(v.location)?.volumeBytes[`custom/${v.project}/${v.name}`] ?? 0,
+      bytes: reports.get(v.location)?.volumeBytes[volumeKey({ type: 'custom', project: v.project, name: v.name, pool: v.pool })] ?? 0,
     })),
   };
 }
@@ -119,11 +129,17 @@ function memberSnapshot(
   status: MemberSnapshot['status'],
   report: CapacityReport | undefined,
   clusterGroups: string[],
+  createdPools: readonly string[],
 ): MemberSnapshot {
   const cpu = Number(r.config['capacity.cpu'] ?? '') || r.host.cpus;
   const memory = parseBytes(r.config['capacity.memory'] ?? '') ?? r.host.memoryBytes;
   const diskCap = parseBytes(r.config['capacity.disk'] ?? '');
   const held = report ? Object.values(report.volumeBytes).reduce((a, b) => a + b, 0) : 0;
-  const diskFree = !report ? 0 : diskCap !== null ? Math.max(0, Math.min(diskCap - held, report.poolFreeBytes)) : report.poolFreeBytes;
-  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree, clusterGroups };
+  // `capacity.disk` bounds the member as a whole; without it, what its pools have free.
+  const poolFree = (pool: string): number => report?.pools[pool]?.freeBytes ?? 0;
+  const allFree = createdPools.reduce((sum, p) => sum + poolFree(p), 0);
+  const diskFree = !report ? 0 : diskCap !== null ? Math.max(0, Math.min(diskCap - held, allFree)) : allFree;
+  const pools: Record<string, number> = {};
+  for (const pool of createdPools) pools[pool] = Math.min(poolFree(pool), diskFree);
+  return { name: r.name, status, architecture: r.architecture, config: r.config, cpuCapacity: cpu, memoryCapacity: memory, diskFree, pools, clusterGroups };
 }

@@ -32,7 +32,7 @@ export function checkDevices(devices: Record<string, unknown>): void {
     }
     if (type === 'disk') {
       if (typeof d.path !== 'string' || d.path === '') throw errors.badRequest(`Invalid device "${name}": a disk needs a "path"`);
-      if (d.pool !== undefined && d.pool !== 'default') throw errors.badRequest(`Invalid device "${name}": storage pool "${String(d.pool)}" not found`);
+      if (d.pool === '') throw errors.badRequest(`Invalid device "${name}": empty storage pool name`);
       if (d.path !== '/' && typeof d.pool === 'string') {
         if (typeof d.source !== 'string') throw errors.badRequest(`Invalid device "${name}": a pool disk needs a "source" volume`);
         checkVolumeName(d.source);
@@ -56,6 +56,23 @@ export function hasRootDisk(expanded: Record<string, Record<string, string>>): b
 /** Refuse (400, LXD's words) expanded devices without a root disk. */
 export function checkRootDisk(expanded: Record<string, Record<string, string>>): void {
   if (!hasRootDisk(expanded)) throw errors.badRequest('Invalid devices: Failed detecting root disk device: No root device could be found');
+}
+
+/** The pool of the root disk (the data of the instance lives there), or undefined without a root disk. */
+export function rootPool(expanded: Record<string, Record<string, string>>): string | undefined {
+  for (const device of Object.keys(expanded).sort()) {
+    const d = expanded[device];
+    if (d?.type === 'disk' && d.path === '/' && d.pool !== undefined) return d.pool;
+  }
+  return undefined;
+}
+
+/** Every pool an instance keeps data on (its root disk's, its custom volumes'), each once, in name order. */
+export function instancePools(expanded: Record<string, Record<string, string>>): string[] {
+  const pools = new Set<string>(attachedVolumes(expanded).map((v) => v.pool));
+  const root = rootPool(expanded);
+  if (root !== undefined) pools.add(root);
+  return [...pools].sort();
 }
 
 /** Custom volumes attached to an instance as disk devices. */

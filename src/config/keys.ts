@@ -4,7 +4,7 @@
 import { parseBytes, parseSeconds } from '../util/units.js';
 
 /** Where a key may be set. */
-export type ConfigScope = 'server' | 'member' | 'instance' | 'volume';
+export type ConfigScope = 'server' | 'member' | 'instance' | 'volume' | 'pool';
 
 /** One declared key (or, with `prefix`, a family of keys such as `user.*`). */
 export interface ConfigKey {
@@ -21,6 +21,11 @@ export interface ConfigKey {
    * never change, add or remove it, because Roost acts on it (restore pulls home what names it as origin).
    */
   readOnly?: true;
+  /**
+   * A storage pool key that differs per member (LXD's `NodeSpecificStorageConfig`): set only with `--target`
+   * while the pool is defined, never in the cluster-wide create or config.
+   */
+  memberSpecific?: true;
 }
 
 const any = (): string | null => null;
@@ -99,6 +104,13 @@ export const configKeys: readonly ConfigKey[] = [
   { name: 'image.', prefix: true, scope: 'instance', default: '', validate: any,
     doc: 'Facts about the image the instance was created from.' },
   { name: 'user.', prefix: true, scope: 'instance', default: '', validate: any, doc: 'Free-form user key.' },
+
+  // Storage pool (LXD's keys; the driver decides what it does with them)
+  { name: 'source', scope: 'pool', default: '', validate: (v) => (v.startsWith('/') ? null : 'must be an absolute path'), memberSpecific: true,
+    doc: 'Where the pool keeps its data on the member (dir: a directory; default: `storage-pools/<pool>` in the member directory).' },
+  { name: 'size', scope: 'pool', default: '', validate: bytes, memberSpecific: true,
+    doc: 'Size of a loop-file backed pool on the member (drivers that make one; dir ignores it).' },
+  { name: 'user.', prefix: true, scope: 'pool', default: '', validate: any, doc: 'Free-form user key.' },
 
   // Volume
   { name: 'size', scope: 'volume', default: '', validate: bytes, doc: 'Size quota of the volume (informational on dir).' },

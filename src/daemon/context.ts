@@ -12,7 +12,8 @@ import type { InstanceService } from '../instances/service.js';
 import type { ProfileService } from '../profiles/service.js';
 import type { SnapshotService } from '../instances/snapshots.js';
 import type { VolumeService } from '../storage/volumes.js';
-import type { StorageDriver } from '../storage/driver.js';
+import type { MemberPools } from '../storage/pools.js';
+import type { PoolService } from '../storage/pool-service.js';
 import type { Migrator } from '../migration/move.js';
 import type { ImageService } from '../images/service.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -39,7 +40,10 @@ export interface Member {
   profiles: ProfileService;
   snapshots: SnapshotService;
   volumes: VolumeService;
-  pool: StorageDriver;
+  /** This member's storage pools (each with its own driver). */
+  pools: MemberPools;
+  /** The cluster's storage pools: records, and their creation and deletion on every member. */
+  storagePools: PoolService;
   migrator: Migrator;
   /** Its Prometheus metrics (`GET /1.0/metrics`). */
   metrics: Metrics;

@@ -20,7 +20,8 @@ import { ProfileService } from '../profiles/service.js';
 import { SnapshotService } from '../instances/snapshots.js';
 import { InstanceService } from '../instances/service.js';
 import { VolumeService } from '../storage/volumes.js';
-import { DirPool } from '../storage/drivers/dir.js';
+import { MemberPools } from '../storage/pools.js';
+import { driverConfig, PoolService } from '../storage/pool-service.js';
 import { ProcessDriver } from '../instances/drivers/process.js';
 import { LxcDriver } from '../instances/drivers/lxc.js';
 import { SimDriver } from '../instances/drivers/sim.js';
@@ -86,8 +87,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   try {
     await admit(store, options);
     const cert = await ensureClusterCertificate(store);
-    const pool = new DirPool('default', join(dir, 'storage-pools', 'default'));
-    await pool.init();
+    const pools = new MemberPools(dir);
     const drivers = new Map<string, InstanceDriver>([
       ['process', new ProcessDriver()],
       ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
@@ -101,16 +101,30 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const cluster = new ClusterService(store, options.name, log);
     const peers = new PeerClient(cert);
     const internal = new InternalClient(peers);
+    const storagePools = new PoolService(store, options.name, pools, {
+      members: async () => (await cluster.members()).map((v) => ({ name: v.record.name, online: v.status !== 'Offline' })),
+      openOn: async (member, name, driver, config) => {
+        if (member === options.name) await pools.open(name, driver, driverConfig(config));
+        else await internal.openPool((await cluster.member(member)).record.address, { name, driver, config });
+      },
+      removeOn: async (member, name, source) => {
+        if (member === options.name) await pools.remove(name, source);
+        else await internal.removePool((await cluster.member(member)).record.address, source === undefined ? { name } : { name, source });
+      },
+    }, events, log);
+    // The `default` pool first (every member has it, as before pools), then those created in the cluster.
+    await storagePools.ensureDefault();
+    await storagePools.openAtBoot();
     const profiles = new ProfileService(store, events);
     await profiles.ensureDefault();
-    const instances = new InstanceService({ store, member: options.name, memberDir: dir, pool, drivers, profiles, events, log });
-    const volumes = new VolumeService(store, options.name, pool, events);
-    const migrator = new Migrator({ store, member: options.name, pool, instances, internal, cluster, events, log, observer: metrics });
+    const instances = new InstanceService({ store, member: options.name, memberDir: dir, pools: pools.lookup, drivers, profiles, events, log });
+    const volumes = new VolumeService(store, options.name, pools.lookup, events);
+    const migrator = new Migrator({ store, member: options.name, pools, instances, internal, cluster, events, log, observer: metrics });
     metrics.readFrom(clusterFacts(store, cluster));
     const member: Member = {
       name: options.name, dir, address: options.address, store, storeUrl: options.storeUrl, log, cert, peers, internal, cluster,
-      events, operations, instances, profiles, volumes, pool, migrator, metrics,
-      snapshots: new SnapshotService({ store, member: options.name, pool, instances, events }),
+      events, operations, instances, profiles, volumes, pools, storagePools, migrator, metrics,
+      snapshots: new SnapshotService({ store, member: options.name, instances, events }),
       images: new ImageService(store, options.name, dir, internal, cluster, events),
       execSessions: new ExecSessions(),
     };

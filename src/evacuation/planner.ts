@@ -5,6 +5,7 @@
 import { configValue } from '../config/keys.js';
 import {
   LoadLedger,
+  addPoolBytes,
   clusterGroupOf,
   compareText,
   cpuLimit,
@@ -15,6 +16,7 @@ import {
   groupMembers,
   pickTarget,
   placementGroup,
+  poolBytes,
   volumeRefs,
 } from '../placement/index.js';
 import type { ClusterSnapshot, Demand, InstanceSnapshot, PickResult, PlacementRequest, VolumeIndex, VolumeSnapshot } from '../placement/index.js';
@@ -354,12 +356,15 @@ function movingUnit(id: string, unit: Candidate[], volumes: VolumeIndex): Moving
     cpu: cpuLimit(c.inst),
     memoryBytes: memoryLimit(c.inst),
     bytes: c.inst.rootBytes + (carried[i] ?? []).reduce((sum, v) => sum + v.bytes, 0),
+    pools: poolBytes(c.inst, carried[i] ?? []),
   }));
   const first = unit[0]?.inst;
   const request: PlacementRequest = {
     cpu: demands.reduce((s, d) => s + d.cpu, 0),
     memoryBytes: demands.reduce((s, d) => s + d.memoryBytes, 0),
     bytes: demands.reduce((s, d) => s + d.bytes, 0),
+    // The unit lands whole on one member: every pool any of its instances uses must be there.
+    pools: demands.reduce((all, d) => addPoolBytes(all, d.pools), {}),
     architecture: first?.architecture ?? '',
     project: first?.project ?? '',
   };

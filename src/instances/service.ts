@@ -8,17 +8,17 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Store, Compare } from '../store/store.js';
-import { keys, type InstanceRecord, type MemberRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type InstanceRecord, type MemberRecord, type PoolRecord, type VolumeRecord } from '../store/schema.js';
 import { DriverError, type ExecInvocation, type ExecOptions, type FilesRoot, type InstanceDriver, type InstanceRuntimeState, type InstanceSpec } from './driver.js';
 import { startExec } from './exec.js';
-import { snapshotRef, type StorageDriver, type VolumeRef } from '../storage/driver.js';
+import { defaultPool, snapshotRef, type PoolLookup, type StorageDriver, type VolumeRef } from '../storage/driver.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
 import { errors, ApiError } from '../errors/index.js';
 import { checkConfig, checkUserChange, configValue } from '../config/keys.js';
 import { mergeConfig, hostArchitecture } from '../cluster/members.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { checkDevices, checkRootDisk, attachedVolumes } from '../config/devices.js';
+import { checkDevices, checkRootDisk, attachedVolumes, rootPool } from '../config/devices.js';
 import { expandInstance, type ExpandedInstance, type ProfileSet } from '../config/expand.js';
 import type { ProfileClaim, ProfileService } from '../profiles/service.js';
 
@@ -71,7 +71,8 @@ export interface InstanceServiceDeps {
   store: Store;
   member: string;
   memberDir: string;
-  pool: StorageDriver;
+  /** This member's pools by name: each volume is in the pool its device names. */
+  pools: PoolLookup;
   drivers: Map<string, InstanceDriver>;
   profiles: ProfileService;
   events: EventBus;
@@ -129,14 +130,19 @@ export class InstanceService {
       type: record.type,
       config,
       devices,
-      rootPath: this.deps.pool.volumePath({ type: 'container', project: record.project, name: record.name }),
+      rootPath: this.deps.pools(rootPool(devices) ?? defaultPool).volumePath({ type: 'container', project: record.project, name: record.name }),
       runtimeDir: this.runtimeDir(record.project, record.name),
       mounts: attachedVolumes(devices).map((v) => ({
         device: v.device,
-        source: this.deps.pool.volumePath({ type: 'custom', project: record.project, name: v.volume }),
+        source: this.deps.pools(v.pool).volumePath({ type: 'custom', project: record.project, name: v.volume }),
         path: v.path,
       })),
     };
+  }
+
+  /** The pool of `record`'s root volume (its expanded root disk's) on this member; 404 if the member has no such pool. */
+  async rootPoolOf(record: InstanceRecord): Promise<StorageDriver> {
+    return this.deps.pools(rootPool((await this.expanded(record)).devices) ?? defaultPool);
   }
 
   /** Where driver state (pid file, logs) of an instance lives on this member. */
@@ -163,16 +169,28 @@ export class InstanceService {
     checkDevices(req.devices);
     const expanded = await this.expandCreate(req);
     checkRootDisk(expanded.devices);
+    await this.checkRootPool(rootPool(expanded.devices) ?? defaultPool);
     for (const v of attachedVolumes(expanded.devices)) {
-      const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
+      const kv = await this.deps.store.get(keys.volume(req.project, v.pool, v.volume));
       if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
     }
+  }
+
+  /**
+   * Refuse (400) a root disk on a pool that does not exist or was never created. An `Errored` pool serves the
+   * members where it was created: the member creating the instance must have it (placement picks only those).
+   */
+  private async checkRootPool(pool: string): Promise<void> {
+    const kv = await this.deps.store.get(keys.pool(pool));
+    if (!kv) throw errors.badRequest(`Invalid devices: Failed detecting root disk device: Storage pool "${pool}" not found`);
+    const record = JSON.parse(kv.value) as PoolRecord;
+    if (record.status === 'Pending') throw errors.badRequest(`Storage pool "${pool}" is not created yet (status Pending)`);
   }
 
   /** Refuse (400) a new instance on `member` whose attached custom volumes live on another member. */
   async checkVolumesOn(req: CreateInstance, member: string): Promise<void> {
     for (const v of attachedVolumes((await this.expandCreate(req)).devices)) {
-      const kv = await this.deps.store.get(keys.volume(req.project, 'default', v.volume));
+      const kv = await this.deps.store.get(keys.volume(req.project, v.pool, v.volume));
       const vol = kv ? (JSON.parse(kv.value) as VolumeRecord) : null;
       if (vol && vol.location !== member) {
         throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}"; create the instance there`);
@@ -183,8 +201,9 @@ export class InstanceService {
   /** Create an instance on this member (root volume first, then the record, guarded by the member's state). */
   async create(req: CreateInstance): Promise<InstanceRecord> {
     await this.validateCreate(req);
-    const { store, member, pool } = this.deps;
+    const { store, member } = this.deps;
     await this.checkVolumesOn(req, member);
+    const pool = this.deps.pools(rootPool((await this.expandCreate(req)).devices) ?? defaultPool);
     const now = new Date().toISOString();
     const record: InstanceRecord = {
       name: req.name,
@@ -345,6 +364,9 @@ export class InstanceService {
       if (change.profiles) next.profiles = change.profiles;
       const claim = await this.claimFor(next, record);
       await this.checkExpanded(next, claim.set);
+      // The root volume stays in the pool it was created in (its data is there), as in LXD.
+      const pool = rootPool(expandInstance(next, claim.set).devices);
+      if (pool !== rootPool(expandInstance(record, claim.set).devices)) throw errors.badRequest(`Cannot update root disk device pool name to "${pool ?? ''}"`);
       const r = await this.deps.store.txn(
         [{ key: keys.instance(project, name), modRevision }, { key: keys.move(project, name), modRevision: 0 }, ...claim.compares],
         [...claim.ops, { type: 'put', key: keys.instance(project, name), value: JSON.stringify(next) }],
@@ -367,7 +389,7 @@ export class InstanceService {
     const { devices } = expandInstance(record, profiles);
     checkRootDisk(devices);
     for (const v of attachedVolumes(devices)) {
-      const kv = await this.deps.store.get(keys.volume(record.project, 'default', v.volume));
+      const kv = await this.deps.store.get(keys.volume(record.project, v.pool, v.volume));
       if (!kv) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
       const vol = JSON.parse(kv.value) as VolumeRecord;
       if (vol.location !== record.location) {
@@ -390,9 +412,10 @@ export class InstanceService {
       );
       if (!r.succeeded) throw errors.instanceBusy(name);
       await driver.delete(spec);
+      const pool = this.deps.pools(rootPool(spec.devices) ?? defaultPool);
       const root: VolumeRef = { type: 'container', project, name };
-      for (const snapshot of await this.deps.pool.listSnapshots(root)) await this.deps.pool.deleteVolume(snapshotRef(root, snapshot));
-      await this.deps.pool.deleteVolume(root);
+      for (const snapshot of await pool.listSnapshots(root)) await pool.deleteVolume(snapshotRef(root, snapshot));
+      await pool.deleteVolume(root);
       await rm(spec.runtimeDir, { recursive: true, force: true });
       this.deps.events.lifecycle('instance-deleted', `/1.0/instances/${name}`, {}, project);
     });

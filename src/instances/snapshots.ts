@@ -45,7 +45,6 @@ export interface CreateSnapshot {
 export interface SnapshotServiceDeps {
   store: Store;
   member: string;
-  pool: StorageDriver;
   instances: InstanceService;
   events: EventBus;
 }
@@ -81,12 +80,12 @@ export class SnapshotService {
   /** Take snapshot `snapshot` of an instance held here, running or not. */
   async create(project: string, name: string, snapshot: string, req: CreateSnapshot): Promise<InstanceSnapshotRecord> {
     checkSnapshotName(snapshot);
-    return this.locked(project, name, async (record) => {
+    return this.locked(project, name, async (record, pool) => {
       if ((record.snapshots ?? []).some((s) => s.name === snapshot)) throw errors.snapshotExists(name, snapshot);
       const ref = this.ref(project, name, snapshot);
       // Not listed by the record, so a crash left it half made: it is garbage.
-      await this.deps.pool.deleteVolume(ref);
-      await this.deps.pool.createSnapshot(ref);
+      await pool.deleteVolume(ref);
+      await pool.createSnapshot(ref);
       const taken: InstanceSnapshotRecord = {
         name: snapshot,
         createdAt: new Date().toISOString(),
@@ -102,7 +101,7 @@ export class SnapshotService {
       try {
         await this.commit(project, name, (now) => ({ ...now, snapshots: [...(now.snapshots ?? []), taken] }));
       } catch (err) {
-        await this.deps.pool.deleteVolume(ref);
+        await pool.deleteVolume(ref);
         throw err;
       }
       this.deps.events.lifecycle('instance-snapshot-created', `/1.0/instances/${name}/snapshots/${snapshot}`, {}, project);
@@ -112,10 +111,10 @@ export class SnapshotService {
 
   /** Delete a snapshot: the record first, then its data. */
   async delete(project: string, name: string, snapshot: string): Promise<void> {
-    await this.locked(project, name, async (record) => {
+    await this.locked(project, name, async (record, pool) => {
       if (!(record.snapshots ?? []).some((s) => s.name === snapshot)) throw errors.snapshotNotFound();
       await this.commit(project, name, (now) => ({ ...now, snapshots: (now.snapshots ?? []).filter((s) => s.name !== snapshot) }));
-      await this.deps.pool.deleteVolume(this.ref(project, name, snapshot));
+      await pool.deleteVolume(this.ref(project, name, snapshot));
       this.deps.events.lifecycle('instance-snapshot-deleted', `/1.0/instances/${name}/snapshots/${snapshot}`, {}, project);
     });
   }
@@ -123,19 +122,19 @@ export class SnapshotService {
   /** Give a snapshot another name (LXD's `POST /1.0/instances/<i>/snapshots/<s>`). */
   async rename(project: string, name: string, snapshot: string, newName: string): Promise<void> {
     checkSnapshotName(newName);
-    await this.locked(project, name, async (record) => {
+    await this.locked(project, name, async (record, pool) => {
       const snapshots = record.snapshots ?? [];
       if (!snapshots.some((s) => s.name === snapshot)) throw errors.snapshotNotFound();
       if (snapshots.some((s) => s.name === newName)) throw errors.snapshotNameTaken(name, newName);
-      await this.deps.pool.deleteVolume(this.ref(project, name, newName)); // a leftover, as in create
-      await this.deps.pool.renameSnapshot(this.ref(project, name, snapshot), newName);
+      await pool.deleteVolume(this.ref(project, name, newName)); // a leftover, as in create
+      await pool.renameSnapshot(this.ref(project, name, snapshot), newName);
       try {
         await this.commit(project, name, (now) => ({
           ...now,
           snapshots: (now.snapshots ?? []).map((s) => (s.name === snapshot ? { ...s, name: newName } : s)),
         }));
       } catch (err) {
-        await this.deps.pool.renameSnapshot(this.ref(project, name, newName), snapshot);
+        await pool.renameSnapshot(this.ref(project, name, newName), snapshot);
         throw err;
       }
       this.deps.events.lifecycle('instance-snapshot-renamed', `/1.0/instances/${name}/snapshots/${newName}`, { old_name: snapshot }, project);
@@ -149,12 +148,12 @@ export class SnapshotService {
    */
   async restore(project: string, name: string, snapshot: string): Promise<void> {
     const { instances } = this.deps;
-    await this.locked(project, name, async (record) => {
+    await this.locked(project, name, async (record, pool) => {
       const taken = (record.snapshots ?? []).find((s) => s.name === snapshot);
       if (!taken) throw errors.restoreSnapshotNotFound(name, snapshot);
       const running = (await instances.state(record)).status === 'Running';
       if (running) await instances.stopUnlocked(project, name, { keepLastState: true });
-      await this.deps.pool.restoreSnapshot(this.ref(project, name, snapshot));
+      await pool.restoreSnapshot(this.ref(project, name, snapshot));
       const own = Object.fromEntries(Object.entries(taken.config).filter(([k]) => !k.startsWith('volatile.')));
       await this.commit(project, name, (now) => {
         const volatile = Object.fromEntries(Object.entries(now.config).filter(([k]) => k.startsWith('volatile.')));
@@ -170,14 +169,15 @@ export class SnapshotService {
   }
 
   /** Run `work` under the instance's lock, on its record read there; 409 while it is being moved, elsewhere if not here. */
-  private async locked<T>(project: string, name: string, work: (record: InstanceRecord) => Promise<T>): Promise<T> {
+  private async locked<T>(project: string, name: string, work: (record: InstanceRecord, pool: StorageDriver) => Promise<T>): Promise<T> {
     return this.deps.instances.locks.run(`${project}/${name}`, async () => {
       const { record } = await this.deps.instances.load(project, name);
       if (record.location !== this.deps.member) {
         throw errors.conflict(`Instance "${name}" is on member "${record.location}", not "${this.deps.member}"`);
       }
       if (await this.deps.store.get(keys.move(project, name))) throw errors.instanceBusy(name);
-      return work(record);
+      // Snapshots live beside the root volume, in its pool.
+      return work(record, await this.deps.instances.rootPoolOf(record));
     });
   }
 

@@ -29,9 +29,9 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { Store, Op, Compare, TxnOptions, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
-import { rootVolumeRefs, snapshotRef, volumeKey, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
+import { customRef, defaultPool, parseVolumeLabel, poolOf, rootVolumeRefs, snapshotRef, volumeKey, volumeLabel, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
-import { attachedVolumes } from '../config/devices.js';
+import { attachedVolumes, rootPool } from '../config/devices.js';
 import { expandInstance } from '../config/expand.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
 import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
@@ -42,7 +42,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { moveSweepIntervalMs } from '../config/env.js';
 import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
-import { applyPass, firstDifference, manifestFootprint, packEntries, receiveCopy, scanTree, UnpackError } from './tree.js';
+import { applyPass, firstDifference, packEntries, poolFootprints, receiveCopy, scanTree, UnpackError } from './tree.js';
 
 /** What to move and how. */
 export interface MoveRequest {
@@ -134,7 +134,8 @@ interface MoveWatchdog {
 export interface MigratorDeps {
   store: Store;
   member: string;
-  pool: StorageDriver;
+  /** This member's pools: by name (each volume is in the pool its ref names), and all of them (sweeps). */
+  pools: { get(name: string): StorageDriver; all(): ReadonlyMap<string, StorageDriver> };
   instances: InstanceService;
   internal: InternalClient;
   cluster: ClusterService;
@@ -146,7 +147,8 @@ export interface MigratorDeps {
 
 /** Target side: a move whose copy is arriving, and what its pool must still hold for it. */
 interface Incoming {
-  need: VolumeFootprint;
+  /** What it takes on each pool. */
+  need: Record<string, VolumeFootprint>;
   /** Stream bytes received so far (the part of `need.bytes` already written, roughly). */
   received: number;
 }
@@ -225,27 +227,32 @@ export class Migrator {
   }
 
   private async moveLocked(req: MoveRequest): Promise<void> {
-    const { store, member, pool, instances: svc, log } = this.deps;
+    const { store, member, instances: svc, log } = this.deps;
     if (req.target === member) throw errors.badRequest('The instance is already on that member');
     const target = await this.targetMember(req.target, req.allowRestoringTarget === true);
 
     // Read the instances and their volumes.
-    const loaded: { record: InstanceRecord; modRevision: number; running: boolean }[] = [];
+    const loaded: { record: InstanceRecord; modRevision: number; running: boolean; pool: string }[] = [];
+    // Custom volumes as `<pool>/<name>`: a move carries each into the pool of the same name on the target.
     const volumeNames = new Set<string>();
     for (const ref of req.instances) {
       const { record, modRevision } = await svc.load(ref.project, ref.name);
       if (record.location !== member) throw errors.badRequest(`Instance "${ref.name}" is not on member "${member}"`);
       const running = (await svc.state(record)).status === 'Running';
-      loaded.push({ record, modRevision, running });
-      for (const v of attachedVolumes((await svc.expanded(record)).devices)) volumeNames.add(v.volume);
+      const { devices } = await svc.expanded(record);
+      loaded.push({ record, modRevision, running, pool: rootPool(devices) ?? defaultPool });
+      for (const v of attachedVolumes(devices)) volumeNames.add(volumeLabel(v.pool, v.volume));
     }
     const project = loaded[0]?.record.project ?? 'default';
     await this.checkVolumeSharing(project, [...volumeNames], req.instances.map((i) => i.name));
-    const volumeKvs = await Promise.all([...volumeNames].map((v) => store.get(keys.volume(project, 'default', v))));
+    const volumeKvs = await Promise.all([...volumeNames].map((label) => {
+      const v = parseVolumeLabel(label);
+      return store.get(keys.volume(project, v.pool, v.name));
+    }));
     // Each instance's root volume with its snapshots, then the custom volumes: every one copied and checked.
     const refs: VolumeRef[] = [
-      ...loaded.flatMap((l) => rootVolumeRefs(l.record.project, l.record.name, (l.record.snapshots ?? []).map((s) => s.name))),
-      ...[...volumeNames].map((name) => ({ type: 'custom' as const, project, name })),
+      ...loaded.flatMap((l) => rootVolumeRefs(l.record.project, l.record.name, (l.record.snapshots ?? []).map((s) => s.name), l.pool)),
+      ...[...volumeNames].map((label) => customRef(project, label)),
     ];
 
     // 1. Journal.
@@ -261,6 +268,7 @@ export class Migrator {
         phase: 'started',
         wasRunning: l.running || (req.honourLastState === true && l.record.config['volatile.last_state.power'] === 'RUNNING'),
         volumes: [...volumeNames],
+        pool: l.pool,
         origin: req.origin ?? null,
         clearOrigin: req.clearOrigin === true,
         evacuation: req.evacuation ?? null,
@@ -305,7 +313,7 @@ export class Migrator {
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
         const warm = req.precopy === true && precopyFits(svc, loaded)
-          ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
+          ? new Precopy({ moveId: id, refs, volumePath: (ref) => this.pool(ref).volumePath(ref), link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
           req.onPhase?.('copying');
@@ -468,19 +476,18 @@ export class Migrator {
    * was packed, entry by entry.
    */
   private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest, signal: AbortSignal): Promise<void> {
-    const { pool } = this.deps;
     const scans = [];
-    for (const ref of refs) scans.push(await scanTree(pool.volumePath(ref)));
+    for (const ref of refs) scans.push(await scanTree(this.pool(ref).volumePath(ref)));
     let total = 0;
     for (const scan of scans) for (const e of scan.values()) total += e.size;
     let done = 0;
     req.onProgress?.(0, total);
-    await link.prepare(refs, manifestFootprint(scans), signal);
+    await link.prepare(refs, poolFootprints(refs, scans), signal);
     for (const [i, ref] of refs.entries()) {
       this.throwIfAborted(signal);
       const packed: TreeEntry[] = [];
       const body = Readable.from(
-        packEntries(pool.volumePath(ref), [...(scans[i]?.keys() ?? [])], {
+        packEntries(this.pool(ref).volumePath(ref), [...(scans[i]?.keys() ?? [])], {
           onBytes: (n) => {
             done += n;
             req.onProgress?.(done, Math.max(total, done));
@@ -499,7 +506,7 @@ export class Migrator {
 
   /** After the commit: start on the target, delete the source copies, clear the journal. */
   private async finish(journals: MoveJournal[], targetAddress: string, allowRestoring: boolean, onPhase?: MoveRequest['onPhase']): Promise<void> {
-    const { store, pool, instances: svc, events } = this.deps;
+    const { store, instances: svc, events } = this.deps;
     onPhase?.('starting');
     for (const j of journals) {
       if (!j.wasRunning) continue;
@@ -513,8 +520,8 @@ export class Migrator {
     const first = journals[0];
     if (!first) return;
     const refs: VolumeRef[] = [
-      ...journals.map((j) => ({ type: 'container' as const, project: j.project, name: j.instance })),
-      ...first.volumes.map((name) => ({ type: 'custom' as const, project: first.project, name })),
+      ...journals.map((j) => ({ type: 'container' as const, project: j.project, name: j.instance, pool: j.pool ?? defaultPool })),
+      ...first.volumes.map((label) => customRef(first.project, label)),
     ];
     for (const j of journals) {
       // The driver's state here goes too (an LXC container's config directory, which `lxc-ls` lists);
@@ -530,6 +537,7 @@ export class Migrator {
     }
     // Snapshots first (as found here: the instance and every snapshot of it now live on the target).
     for (const ref of refs) {
+      const pool = this.pool(ref);
       if (ref.type === 'container') for (const s of await pool.listSnapshots(ref)) await pool.deleteVolume(snapshotRef(ref, s));
       await pool.deleteVolume(ref);
     }
@@ -596,12 +604,12 @@ export class Migrator {
     const volumes = new Set<string>();
     for (const name of names) {
       const { record } = await this.deps.instances.load(project, name);
-      for (const v of attachedVolumes((await this.deps.instances.expanded(record)).devices)) volumes.add(v.volume);
+      for (const v of attachedVolumes((await this.deps.instances.expanded(record)).devices)) volumes.add(volumeLabel(v.pool, v.volume));
     }
     await this.checkVolumeSharing(project, [...volumes], names);
   }
 
-  /** A custom volume shared with an instance that is not moving along would be torn away from it. */
+  /** A custom volume (`<pool>/<name>`) shared with an instance that is not moving along would be torn away from it. */
   private async checkVolumeSharing(project: string, volumes: string[], moving: string[]): Promise<void> {
     if (volumes.length === 0) return;
     const { kvs } = await this.deps.store.range(keys.instances(project));
@@ -609,7 +617,7 @@ export class Migrator {
     for (const kv of kvs) {
       const other = JSON.parse(kv.value) as InstanceRecord;
       if (moving.includes(other.name)) continue;
-      const shared = attachedVolumes(expandInstance(other, profiles).devices).find((v) => volumes.includes(v.volume));
+      const shared = attachedVolumes(expandInstance(other, profiles).devices).find((v) => volumes.includes(volumeLabel(v.pool, v.volume)));
       if (shared) {
         throw errors.badRequest(`Storage volume "${shared.volume}" is also attached to instance "${other.name}"; move them together`);
       }
@@ -619,6 +627,18 @@ export class Migrator {
   private async fenceHolds(fence: { key: string; createRevision: number }): Promise<boolean> {
     const kv = await this.deps.store.get(fence.key);
     return kv !== null && kv.createRevision === fence.createRevision;
+  }
+
+  /** The pool of this member that `ref` names. */
+  private pool(ref: Pick<VolumeRef, 'pool'>): StorageDriver {
+    return this.deps.pools.get(poolOf(ref));
+  }
+
+  /** Target: the pool a copy goes into; refused (a target without it cannot take the move) if this member has none of that name. */
+  private targetPool(ref: Pick<VolumeRef, 'pool'>): StorageDriver {
+    const name = poolOf(ref);
+    if (!this.deps.pools.all().has(name)) throw new MoveAbortedError(`member "${this.deps.member}" has no storage pool "${name}"`, true, 400);
+    return this.deps.pools.get(name);
   }
 
   private throwIfAborted(signal?: AbortSignal): void {
@@ -632,27 +652,34 @@ export class Migrator {
    * no record places here, then refuse (507) if the pool, less what moves already arriving still need,
    * cannot hold the copy; else open the move's staging.
    */
-  async prepareIncoming(id: string, refs: VolumeRef[], need: VolumeFootprint): Promise<void> {
+  async prepareIncoming(id: string, refs: VolumeRef[], need: Record<string, VolumeFootprint>): Promise<void> {
     await this.assertIncoming(id);
-    const { pool, member } = this.deps;
+    const { member } = this.deps;
     for (const ref of refs) {
+      const pool = this.targetPool(ref);
       await this.volumeLocks.run(volumeKey(ref), async () => {
         if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
       });
     }
-    const usage = await pool.poolUsage();
-    let heldBytes = 0;
-    let heldInodes = 0;
-    for (const [other, arriving] of this.incoming) {
-      if (other === id) continue;
-      heldBytes += Math.max(0, arriving.need.bytes - arriving.received);
-      heldInodes += arriving.need.inodes;
-    }
-    const freeBytes = Math.max(0, usage.freeBytes - heldBytes);
-    if (need.bytes > freeBytes) throw errors.notEnoughSpace(member, pool.poolName, need.bytes, freeBytes);
-    if (usage.freeInodes !== null) {
-      const freeInodes = Math.max(0, usage.freeInodes - heldInodes);
-      if (need.inodes > freeInodes) throw errors.notEnoughInodes(member, pool.poolName, need.inodes, freeInodes);
+    for (const [name, needed] of Object.entries(need)) {
+      const pool = this.targetPool({ pool: name });
+      const usage = await pool.poolUsage();
+      let heldBytes = 0;
+      let heldInodes = 0;
+      for (const [other, arriving] of this.incoming) {
+        if (other === id) continue;
+        const there = arriving.need[name];
+        if (!there) continue;
+        // What arrived so far counts against the whole move: a move into several pools is held to the safe side.
+        heldBytes += Math.max(0, there.bytes - arriving.received);
+        heldInodes += there.inodes;
+      }
+      const freeBytes = Math.max(0, usage.freeBytes - heldBytes);
+      if (needed.bytes > freeBytes) throw errors.notEnoughSpace(member, pool.poolName, needed.bytes, freeBytes);
+      if (usage.freeInodes !== null) {
+        const freeInodes = Math.max(0, usage.freeInodes - heldInodes);
+        if (needed.inodes > freeInodes) throw errors.notEnoughInodes(member, pool.poolName, needed.inodes, freeInodes);
+      }
     }
     this.incoming.set(id, { need, received: 0 });
     this.staging.set(id, new Map());
@@ -683,7 +710,7 @@ export class Migrator {
       await this.assertIncoming(id);
       const slots = this.staging.get(id);
       if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
-      const path = await this.deps.pool.createStaging(ref, id);
+      const path = await this.targetPool(ref).createStaging(ref, id);
       slots.set(volumeKey(ref), { ref, path });
       const { landed, syncMs } = await this.receiving(id, ref, () => receiveCopy(path, this.countReceived(id, body)));
       this.deps.log.info({ move: id, volume: ref.name, entries: landed.length, syncMs }, 'copy made durable');
@@ -715,7 +742,7 @@ export class Migrator {
       const code = err instanceof UnpackError ? err.code : errorCode(err);
       if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
       this.deps.log.warn({ err, move: id, volume: ref.name }, 'the pool filled up while a copy was written');
-      throw errors.ranOutOfSpace(this.deps.member, this.deps.pool.poolName, ref.name, err instanceof Error ? err.message : String(err));
+      throw errors.ranOutOfSpace(this.deps.member, poolOf(ref), ref.name, err instanceof Error ? err.message : String(err));
     }
   }
 
@@ -725,7 +752,7 @@ export class Migrator {
     const slots = this.staging.get(id);
     if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
     const key = volumeKey(ref);
-    if (fresh) slots.set(key, { ref, path: await this.deps.pool.createStaging(ref, id) });
+    if (fresh) slots.set(key, { ref, path: await this.targetPool(ref).createStaging(ref, id) });
     const slot = slots.get(key);
     if (!slot) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
     return slot.path;
@@ -739,7 +766,7 @@ export class Migrator {
     const placed = this.placed.get(id) ?? [];
     this.placed.set(id, placed);
     for (const { ref, path } of slots.values()) {
-      await this.volumeLocks.run(volumeKey(ref), () => this.deps.pool.commitStaging(ref, path));
+      await this.volumeLocks.run(volumeKey(ref), () => this.pool(ref).commitStaging(ref, path));
       placed.push(ref);
     }
     this.staging.delete(id);
@@ -751,25 +778,29 @@ export class Migrator {
     await this.dropStaging(id);
     this.placed.delete(id);
     const refs: VolumeRef[] = [];
+    // The instances' root volumes may be in any pool here (the discard does not say which): every pool is looked at.
     for (const name of instances) {
-      const root: VolumeRef = { type: 'container', project, name };
-      refs.push(...(await this.deps.pool.listSnapshots(root)).map((s) => snapshotRef(root, s)), root);
+      for (const pool of this.deps.pools.all().keys()) {
+        const root: VolumeRef = { type: 'container', project, name, pool };
+        refs.push(...(await this.pool(root).listSnapshots(root)).map((s) => snapshotRef(root, s)), root);
+      }
     }
-    refs.push(...volumes.map((name) => ({ type: 'custom' as const, project, name })));
+    refs.push(...volumes.map((label) => customRef(project, label)).filter((ref) => this.deps.pools.all().has(poolOf(ref))));
     for (const ref of refs) await this.removeUnowned(ref, id);
   }
 
   /** Target: stop what still writes into a move's staging, remove its staging directories, forget it; returns how many went. */
   private async dropStaging(id: string): Promise<number> {
-    const { pool } = this.deps;
     const writes = [...(this.writes.get(id) ?? [])];
     for (const w of writes) w.body.destroy(new Error('move discarded'));
     await Promise.all(writes.map((w) => w.done));
     let removed = 0;
-    for (const s of await pool.listStaging()) {
-      if (s.moveId !== id) continue;
-      await pool.discardStaging(s.path);
-      removed++;
+    for (const pool of this.deps.pools.all().values()) {
+      for (const s of await pool.listStaging()) {
+        if (s.moveId !== id) continue;
+        await pool.discardStaging(s.path);
+        removed++;
+      }
     }
     this.staging.delete(id);
     this.incoming.delete(id);
@@ -782,8 +813,10 @@ export class Migrator {
    * about to rename a fresh copy into place.
    */
   private async removeUnowned(ref: VolumeRef, undoing?: string): Promise<boolean> {
+    const pool = this.deps.pools.all().get(poolOf(ref));
+    if (!pool) return false;
     return this.volumeLocks.run(volumeKey(ref), async () => {
-      if (!(await this.deps.pool.volumeExists(ref)) || (await this.ownedHere(ref))) return false;
+      if (!(await pool.volumeExists(ref)) || (await this.ownedHere(ref))) return false;
       const { kvs } = await this.deps.store.range(keys.moves());
       const arriving = kvs
         .map((kv) => JSON.parse(kv.value) as MoveJournal)
@@ -792,10 +825,10 @@ export class Migrator {
             j.id !== undoing &&
             j.target === this.deps.member &&
             j.project === ref.project &&
-            (ref.type === 'container' ? j.instance === ref.name : j.volumes.includes(ref.name)),
+            (ref.type === 'container' ? j.instance === ref.name : j.volumes.some((label) => sameLabel(label, poolOf(ref), ref.name))),
         );
       if (arriving) return false;
-      await this.deps.pool.deleteVolume(ref);
+      await pool.deleteVolume(ref);
       return true;
     });
   }
@@ -808,7 +841,7 @@ export class Migrator {
 
   /** True if the store says this volume's data lives on this member (a snapshot's: its instance's, which lists it). */
   private async ownedHere(ref: VolumeRef): Promise<boolean> {
-    const kv = await this.deps.store.get(ref.type === 'container' ? keys.instance(ref.project, ref.name) : keys.volume(ref.project, 'default', ref.name));
+    const kv = await this.deps.store.get(ref.type === 'container' ? keys.instance(ref.project, ref.name) : keys.volume(ref.project, poolOf(ref), ref.name));
     if (!kv) return false;
     const record = JSON.parse(kv.value) as { location: string; snapshots?: { name: string }[] };
     if (ref.snapshot !== undefined && !(record.snapshots ?? []).some((s) => s.name === ref.snapshot)) return false;
@@ -824,11 +857,12 @@ export class Migrator {
    * never the staging of a move still journaled.
    */
   async sweepLeftovers(): Promise<void> {
-    const { pool, store, log } = this.deps;
+    const { store, log } = this.deps;
+    const pools = [...this.deps.pools.all().values()];
     // Moves seen here first, the journal read after: a move prepared here was journaled before it
     // prepared, so one that is not journaled now is over for good (move ids are never reused).
     const seen = new Set<string>([...this.staging.keys(), ...this.incoming.keys(), ...this.writes.keys(), ...this.placed.keys()]);
-    for (const s of await pool.listStaging()) seen.add(s.moveId);
+    for (const pool of pools) for (const s of await pool.listStaging()) seen.add(s.moveId);
     if (seen.size > 0) {
       const { kvs } = await store.range(keys.moves());
       const live = new Set(kvs.map((kv) => (JSON.parse(kv.value) as MoveJournal).id));
@@ -843,7 +877,7 @@ export class Migrator {
       }
     }
     // Deletions that failed half way (a file that could not be removed for a while) are finished now.
-    await pool.emptyTrash();
+    for (const pool of pools) await pool.emptyTrash();
   }
 
   // ---- crash recovery ----
@@ -862,31 +896,38 @@ export class Migrator {
   }
 
   private async sweepOrphansAtBoot(): Promise<void> {
-    const { store, pool, member, log } = this.deps;
+    const { store, member, log } = this.deps;
     // One read for everything the sweep decides on, rather than a store round trip per volume.
     const { kvs } = await store.rangeMany([keys.moves(), keys.instances(), keys.volumes()]);
     const journals: MoveJournal[] = [];
-    const keep = new Set<string>(); // `${type}/${project}/${name}` of volumes placed here or in flight
+    // Root volumes as `container/<project>/<name>` (in whichever pool), custom ones as `custom/<pool>/<project>/<name>`:
+    // the volumes placed here or in flight.
+    const keep = new Set<string>();
     for (const kv of kvs) {
       if (kv.key.startsWith(keys.moves())) {
         const j = JSON.parse(kv.value) as MoveJournal;
         journals.push(j);
         keep.add(`container/${j.project}/${j.instance}`);
-        for (const v of j.volumes) keep.add(`custom/${j.project}/${v}`);
-      } else {
-        const r = JSON.parse(kv.value) as { project: string; name: string; location: string };
-        const isInstance = kv.key.startsWith(keys.instances());
-        if (r.location === member && (isInstance || kv.key === keys.volume(r.project, 'default', r.name))) {
-          keep.add(`${isInstance ? 'container' : 'custom'}/${r.project}/${r.name}`);
+        for (const label of j.volumes) {
+          const v = parseVolumeLabel(label);
+          keep.add(`custom/${v.pool}/${j.project}/${v.name}`);
         }
+      } else if (kv.key.startsWith(keys.instances())) {
+        const r = JSON.parse(kv.value) as InstanceRecord;
+        if (r.location === member) keep.add(`container/${r.project}/${r.name}`);
+      } else {
+        const v = JSON.parse(kv.value) as VolumeRecord;
+        if (v.location === member) keep.add(`custom/${v.pool}/${v.project}/${v.name}`);
       }
     }
     const liveIds = new Set(journals.map((j) => j.id));
-    for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
-    for (const ref of await pool.listVolumes()) {
-      if (keep.has(`${ref.type}/${ref.project}/${ref.name}`)) continue;
-      log.info({ volume: ref }, 'deleting a volume copy that belongs to another member');
-      await pool.deleteVolume(ref);
+    for (const [name, pool] of this.deps.pools.all()) {
+      for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
+      for (const ref of await pool.listVolumes()) {
+        if (keep.has(ref.type === 'container' ? `container/${ref.project}/${ref.name}` : `custom/${name}/${ref.project}/${ref.name}`)) continue;
+        log.info({ volume: ref, pool: name }, 'deleting a volume copy that belongs to another member');
+        await pool.deleteVolume(ref);
+      }
     }
   }
 
@@ -965,6 +1006,12 @@ export class Migrator {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
   }
+}
+
+/** Whether a journal's volume label names volume `name` of pool `pool`. */
+function sameLabel(label: string, pool: string, name: string): boolean {
+  const v = parseVolumeLabel(label);
+  return v.pool === pool && v.name === name;
 }
 
 function errorCode(err: unknown): string | undefined {

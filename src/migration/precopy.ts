@@ -27,10 +27,10 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MoveTarget, TreeEntry } from '../cluster/internal.js';
 import type { InstanceService } from '../instances/service.js';
-import { volumeKey, type StorageDriver, type VolumeRef } from '../storage/driver.js';
+import { volumeKey, type VolumeRef } from '../storage/driver.js';
 import type { InstanceRecord } from '../store/schema.js';
 import type { Logger } from '../util/log.js';
-import { compareTrees, digestVolume, manifestFootprint, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
+import { compareTrees, digestVolume, poolFootprints, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
 
 /** Passes while the instances run after the first, full one; each must shrink what is left to send. */
 const maxWarmPasses = 3;
@@ -50,7 +50,8 @@ const deleteBatch = 5000;
 export interface PrecopyRequest {
   moveId: string;
   refs: VolumeRef[];
-  pool: StorageDriver;
+  /** Where each ref's files are on this member (in the pool it names). */
+  volumePath: (ref: VolumeRef) => string;
   /** The receiving end of the move. */
   link: MoveTarget;
   /** The target member's name (for messages). */
@@ -81,7 +82,7 @@ export class Precopy {
   async copyWhileRunning(): Promise<void> {
     const { link, refs, signal } = this.req;
     const first = await this.scanAll(true);
-    await link.prepare(refs, manifestFootprint(first.map((s) => s.now)), signal);
+    await link.prepare(refs, poolFootprints(refs, first.map((s) => s.now)), signal);
     this.bytesTotal = first.reduce((s, x) => s + x.changes.bytes, 0);
     this.req.onProgress?.(0, this.bytesTotal);
     await this.sendPass(first, true, true);
@@ -101,11 +102,11 @@ export class Precopy {
 
   /** After the stop: send the last changes, then make sure the target's copy equals the source's tree. */
   async finish(): Promise<void> {
-    const { refs, pool, link, moveId, signal, log } = this.req;
+    const { refs, volumePath, link, moveId, signal, log } = this.req;
     // The source's own digest needs only the stopped tree, so it is computed while the last pass travels.
     const t0 = Date.now();
     const timed = <T>(p: Promise<T>): Promise<{ value: T; ms: number }> => p.then((value) => ({ value, ms: Date.now() - t0 }));
-    const local = timed(Promise.all(refs.map((ref) => digestVolume(pool.volumePath(ref)))));
+    const local = timed(Promise.all(refs.map((ref) => digestVolume(volumePath(ref)))));
     local.catch(() => undefined); // awaited below; a failure before that must not go unhandled
     await this.sendPass(await this.scanAll(false), false, false);
     const askDigest = (ref: VolumeRef): Promise<TreeEntry[]> => link.digest(ref, signal);
@@ -134,7 +135,7 @@ export class Precopy {
   private async scanAll(full: boolean): Promise<{ ref: VolumeRef; now: Manifest; changes: Changes }[]> {
     const out: { ref: VolumeRef; now: Manifest; changes: Changes }[] = [];
     for (const ref of this.req.refs) {
-      const now = await scanTree(this.req.pool.volumePath(ref));
+      const now = await scanTree(this.req.volumePath(ref));
       out.push({ ref, now, changes: changesSince(full ? null : (this.sent.get(volumeKey(ref)) ?? null), now) });
     }
     return out;
@@ -177,7 +178,7 @@ export class Precopy {
     const hash = createHash('sha256');
     const tally = { bytes: 0 };
     const body = Readable.from(
-      packEntries(this.req.pool.volumePath(ref), changes.send, {
+      packEntries(this.req.volumePath(ref), changes.send, {
         streamHash: hash,
         onBytes: (n) => {
           tally.bytes += n;

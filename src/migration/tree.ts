@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { errors } from '../errors/index.js';
 import type { StreamDigest, TreeEntry } from '../cluster/internal.js';
-import { entryFootprint, type VolumeFootprint } from '../storage/driver.js';
+import { entryFootprint, poolOf, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
 import { exactTree } from '../util/exact-tree.js';
 
 /** Bytes read from a file at a time, packing or hashing (16 files at once stay within 16 MiB). */
@@ -141,6 +141,18 @@ export function manifestFootprint(manifests: Manifest[]): VolumeFootprint {
     }
   }
   return total;
+}
+
+/** What copies of `refs` take on each pool they go to (`manifests[i]` is the tree of `refs[i]`). */
+export function poolFootprints(refs: readonly VolumeRef[], manifests: Manifest[]): Record<string, VolumeFootprint> {
+  const out: Record<string, VolumeFootprint> = {};
+  refs.forEach((ref, i) => {
+    const part = manifestFootprint(manifests[i] === undefined ? [] : [manifests[i]]);
+    const into = (out[poolOf(ref)] ??= { bytes: 0, inodes: 0 });
+    into.bytes += part.bytes;
+    into.inodes += part.inodes;
+  });
+  return out;
 }
 
 /** A file's content digest and the stat it was taken under: the same stat on the target means the same bytes. */

@@ -3,6 +3,8 @@
 export type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot, VolumeSnapshot } from './snapshot.js';
 export {
   LoadLedger,
+  addPoolBytes,
+  poolBytes,
   buildLedger,
   clusterGroupKey,
   clusterGroupOf,

@@ -3,7 +3,7 @@
 // placement of one new instance go through the same rules, and a dry-run shows what a real run would do.
 
 import { configValue } from '../config/keys.js';
-import { attachedVolumes } from '../config/devices.js';
+import { attachedVolumes, instancePools, rootPool } from '../config/devices.js';
 import { formatBytes, parseBytes } from '../util/units.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot, VolumeSnapshot } from './snapshot.js';
 
@@ -13,6 +13,11 @@ export interface Demand {
   memoryBytes: number;
   /** Bytes a move copies: its root volume plus the local custom volumes it carries. */
   bytes: number;
+  /**
+   * The storage pools it keeps data on, with the bytes it puts in each: a target must have every one of
+   * them, with room. Absent: no pool is asked for (callers that place by resources alone).
+   */
+  pools?: Readonly<Record<string, number>>;
 }
 
 /** A demand plus what else decides where it may go: architecture, and `placement.group` spreading. */
@@ -91,15 +96,36 @@ export function clusterGroupOf(inst: Pick<InstanceSnapshot, 'config'>): string |
   return g === '' ? undefined : g;
 }
 
-/** What moving `inst` would take from a target: its limits and the bytes of its root and custom volumes. */
+/**
+ * The bytes `inst` puts in each pool it uses when it moves with `carried` (its custom volumes that travel
+ * with it): its root volume in its root disk's pool, each carried volume in its own; every pool it uses is
+ * named, with 0 when nothing of it is copied there.
+ */
+export function poolBytes(inst: InstanceSnapshot, carried: readonly VolumeSnapshot[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const pool of instancePools(inst.devices)) out[pool] = 0;
+  const root = rootPool(inst.devices);
+  if (root !== undefined) out[root] = (out[root] ?? 0) + inst.rootBytes;
+  for (const v of carried) out[v.pool] = (out[v.pool] ?? 0) + v.bytes;
+  return out;
+}
+
+/** Add pool demands together (a unit of instances moving as one). */
+export function addPoolBytes(into: Record<string, number>, more: Readonly<Record<string, number>> | undefined): Record<string, number> {
+  for (const [pool, bytes] of Object.entries(more ?? {})) into[pool] = (into[pool] ?? 0) + bytes;
+  return into;
+}
+
+/** What moving `inst` would take from a target: its limits, the bytes of its root and custom volumes, and its pools. */
 export function instanceDemand(
   inst: InstanceSnapshot,
   snapshot: ClusterSnapshot,
   volumes: VolumeIndex = indexVolumes(snapshot),
 ): Demand {
+  const carried = localVolumes(inst, volumes);
   let bytes = inst.rootBytes;
-  for (const v of localVolumes(inst, volumes)) bytes += v.bytes;
-  return { cpu: cpuLimit(inst), memoryBytes: memoryLimit(inst), bytes };
+  for (const v of carried) bytes += v.bytes;
+  return { cpu: cpuLimit(inst), memoryBytes: memoryLimit(inst), bytes, pools: poolBytes(inst, carried) };
 }
 
 /** The full placement request for `inst`, so callers never assemble architecture and group by hand. */
@@ -128,6 +154,8 @@ export interface MemberLoad {
   instances: number;
   /** The snapshot's `diskFree` minus the bytes of planned placements. */
   diskFree: number;
+  /** The snapshot's free bytes of each pool on the member, minus what planned placements put there. */
+  poolFree: Map<string, number>;
 }
 
 const groupKey = (project: string, group: string): string => `${project}${sep}${group}`;
@@ -154,6 +182,7 @@ export class LoadLedger {
         memoryUsed: 0,
         instances: 0,
         diskFree: member.diskFree,
+        poolFree: new Map(Object.entries(member.pools)),
       };
       this.byName.set(member.name, load);
       return load;
@@ -191,6 +220,7 @@ export class LoadLedger {
     load.cpuUsed += placement.cpu;
     load.memoryUsed += placement.memoryBytes;
     load.diskFree -= placement.bytes;
+    for (const [pool, bytes] of Object.entries(placement.pools ?? {})) load.poolFree.set(pool, (load.poolFree.get(pool) ?? 0) - bytes);
     load.instances += 1;
     if (placement.group !== undefined && placement.group !== '') {
       this.countGroup(placement.project, placement.group, member);
@@ -232,7 +262,24 @@ function ineligibility(load: Readonly<MemberLoad>, request: PlacementRequest): s
   if (m.status !== 'Online') return m.status.toLowerCase();
   if (load.manual) return 'scheduler.instance=manual';
   if (m.architecture !== request.architecture) return `architecture ${m.architecture}`;
+  if (request.pools !== undefined) {
+    for (const pool in request.pools) {
+      if (load.poolFree.has(pool)) continue;
+      const missing = Object.keys(request.pools).filter((p) => !load.poolFree.has(p));
+      return `no storage pool ${missing.map((p) => `"${p}"`).join(', ')}`;
+    }
+  }
   return null;
+}
+
+/** The pools of `request` where `load` lacks room (a pool it does not have counts as lacking nothing here). */
+function poolsShort(load: Readonly<MemberLoad>, request: Demand): string[] {
+  const short: string[] = [];
+  for (const [pool, bytes] of Object.entries(request.pools ?? {})) {
+    const free = load.poolFree.get(pool);
+    if (free !== undefined && bytes > 0 && bytes > free) short.push(pool);
+  }
+  return short;
 }
 
 /** The allocation-free form of `shortfall`, for the per-member loop of every pick. */
@@ -240,8 +287,20 @@ function hasRoom(load: Readonly<MemberLoad>, request: Demand): boolean {
   return (
     (request.cpu <= 0 || load.cpuUsed + request.cpu <= load.member.cpuCapacity) &&
     (request.memoryBytes <= 0 || load.memoryUsed + request.memoryBytes <= load.member.memoryCapacity) &&
-    request.bytes <= load.diskFree
+    request.bytes <= load.diskFree &&
+    poolsFit(load, request.pools)
   );
+}
+
+/** Whether every pool of `pools` that `load` has takes its bytes (without allocating: it runs per member per pick). */
+function poolsFit(load: Readonly<MemberLoad>, pools: Demand['pools']): boolean {
+  if (pools === undefined) return true;
+  for (const pool in pools) {
+    const bytes = pools[pool] ?? 0;
+    const free = load.poolFree.get(pool);
+    if (free !== undefined && bytes > 0 && bytes > free) return false;
+  }
+  return true;
 }
 
 /** The resources `load` lacks for `request`, empty if it has room. */
@@ -252,6 +311,8 @@ function shortfall(load: Readonly<MemberLoad>, request: Demand): string[] {
     lacking.push('memory');
   }
   if (request.bytes > load.diskFree) lacking.push('disk');
+  // A pool is short on its own only when the member as a whole is not (then "disk" says it already).
+  else for (const pool of poolsShort(load, request)) lacking.push(`space in storage pool "${pool}"`);
   return lacking;
 }
 

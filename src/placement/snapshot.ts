@@ -20,6 +20,11 @@ export interface MemberSnapshot {
    * volumes hold, or, without `capacity.disk`, the pool's free space.
    */
   diskFree: number;
+  /**
+   * Each storage pool created on the member, with the bytes of new data it can take now (its file system's
+   * free space, within `diskFree`). An instance goes only where every pool it uses is.
+   */
+  pools: Readonly<Record<string, number>>;
   /** The cluster groups the member is in (`default` unless it was assigned elsewhere). */
   clusterGroups: readonly string[];
 }

@@ -16,7 +16,8 @@ import { keys, type DeviceConfig, type InstanceRecord, type ProfileRecord, type 
 import type { EventBus } from '../operations/events.js';
 import { errors, type ApiError } from '../errors/index.js';
 import { checkConfig } from '../config/keys.js';
-import { attachedVolumes, checkDevices, hasRootDisk } from '../config/devices.js';
+import { attachedVolumes, checkDevices, hasRootDisk, rootPool } from '../config/devices.js';
+import { volumeLabel } from '../storage/driver.js';
 import { expandInstance, initialDefaultProfile, profileSets, type ProfileSet } from '../config/expand.js';
 
 /** The user-editable part of a profile (LXD's `ProfilePut`). */
@@ -153,11 +154,17 @@ export class ProfileService {
       const { set, users } = await this.usersOf(project, name);
       set.set(name, updated);
       const volumes = await this.volumes(project);
+      const before = profileSets([...set.values()].map((p) => (p.name === name ? record : p)), [project]).get(project) ?? new Map();
       for (const r of users) {
         const expanded = expandInstance(r, set);
         if (!hasRootDisk(expanded.devices)) throw errors.profileRootDiskInUse();
+        // An instance's root volume stays in the pool it was created in (its data is there).
+        const pool = rootPool(expanded.devices);
+        if (pool !== rootPool(expandInstance(r, before).devices)) {
+          throw errors.badRequest(`Cannot update root disk device pool name to "${pool ?? ''}": instance "${r.name}" uses this profile's root disk`);
+        }
         for (const v of attachedVolumes(expanded.devices)) {
-          const vol = volumes.get(v.volume);
+          const vol = volumes.get(volumeLabel(v.pool, v.volume));
           if (vol && vol.location !== r.location) {
             throw errors.badRequest(`Storage volume "${v.volume}" is on member "${vol.location}", instance "${r.name}" (using profile "${name}") on "${r.location}"`);
           }
@@ -243,11 +250,12 @@ export class ProfileService {
     return kvs.map((kv) => ({ record: JSON.parse(kv.value) as InstanceRecord, modRevision: kv.modRevision }));
   }
 
+  /** The project's custom volumes, keyed by `<pool>/<name>`. */
   private async volumes(project: string): Promise<Map<string, VolumeRecord>> {
-    const { kvs } = await this.store.range(keys.volumes(project, 'default'));
+    const { kvs } = await this.store.range(keys.volumes(project));
     return new Map(kvs.map((kv) => {
       const v = JSON.parse(kv.value) as VolumeRecord;
-      return [v.name, v];
+      return [volumeLabel(v.pool, v.name), v];
     }));
   }
 
@@ -257,7 +265,7 @@ export class ProfileService {
     if (attached.length === 0) return;
     const volumes = await this.volumes(project);
     for (const v of attached) {
-      if (!volumes.has(v.volume)) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
+      if (!volumes.has(volumeLabel(v.pool, v.volume))) throw errors.badRequest(`Storage volume "${v.volume}" of device "${v.device}" not found`);
     }
   }
 }

@@ -13,23 +13,55 @@ export interface VolumeRef {
   name: string;
   /** Set for a snapshot: its name. Only `container` volumes have snapshots. */
   snapshot?: string;
+  /**
+   * The pool holding it, for code that serves every pool of a member (moves, the capacity report); absent:
+   * `default`. A driver, being one pool, ignores it.
+   */
+  pool?: string;
 }
 
-/** One key per volume and per snapshot (`type/project/name[/snapshot]`): what maps, capacity reports and logs key on. */
+/** The pool every member has from the start (and the one a ref without `pool` names). */
+export const defaultPool = 'default';
+
+/** The pool a ref names. */
+export function poolOf(ref: Pick<VolumeRef, 'pool'>): string {
+  return ref.pool ?? defaultPool;
+}
+
+/** One key per volume and per snapshot (`pool/type/project/name[/snapshot]`): what maps, capacity reports and logs key on. */
 export function volumeKey(ref: VolumeRef): string {
-  const base = `${ref.type}/${ref.project}/${ref.name}`;
+  const base = `${poolOf(ref)}/${ref.type}/${ref.project}/${ref.name}`;
   return ref.snapshot === undefined ? base : `${base}/${ref.snapshot}`;
 }
 
-/** An instance's root volume and its snapshots, in that order: what a move carries and checks for the instance. */
-export function rootVolumeRefs(project: string, name: string, snapshots: readonly string[]): VolumeRef[] {
-  const root: VolumeRef = { type: 'container', project, name };
+/** An instance's root volume (on `pool`) and its snapshots, in that order: what a move carries and checks for the instance. */
+export function rootVolumeRefs(project: string, name: string, snapshots: readonly string[], pool: string = defaultPool): VolumeRef[] {
+  const root: VolumeRef = { type: 'container', project, name, pool };
   return [root, ...snapshots.map((s) => snapshotRef(root, s))];
 }
 
-/** The ref of snapshot `snapshot` of the volume `ref`. */
+/** The ref of snapshot `snapshot` of the volume `ref` (same pool). */
 export function snapshotRef(ref: VolumeRef, snapshot: string): VolumeRef {
-  return { type: ref.type, project: ref.project, name: ref.name, snapshot };
+  const out: VolumeRef = { type: ref.type, project: ref.project, name: ref.name, snapshot };
+  if (ref.pool !== undefined) out.pool = ref.pool;
+  return out;
+}
+
+/** A custom volume as journals and plans name it: `<pool>/<name>`. */
+export function volumeLabel(pool: string, name: string): string {
+  return `${pool}/${name}`;
+}
+
+/** The pool and name of a custom volume label; a bare name (a journal written before pools) is on `default`. */
+export function parseVolumeLabel(label: string): { pool: string; name: string } {
+  const i = label.indexOf('/');
+  return i < 0 ? { pool: defaultPool, name: label } : { pool: label.slice(0, i), name: label.slice(i + 1) };
+}
+
+/** The ref of a custom volume named by its label (`<pool>/<name>`). */
+export function customRef(project: string, label: string): VolumeRef {
+  const { pool, name } = parseVolumeLabel(label);
+  return { type: 'custom', project, name, pool };
 }
 
 /** Capacity of a pool's backing file system. */
@@ -65,6 +97,9 @@ export function entryFootprint(kind: 'file' | 'dir' | 'link', size: number): num
   if (kind === 'dir') return footprintBlock;
   return size >= inlineLinkTarget ? footprintBlock : 0;
 }
+
+/** Finds a pool of this member by name; throws (404, LXD's words) when the member has no such pool. */
+export type PoolLookup = (name: string) => StorageDriver;
 
 /** A storage pool driver on one member. */
 export interface StorageDriver {
@@ -110,4 +145,9 @@ export interface StorageDriver {
   listVolumes(): Promise<VolumeRef[]>;
   /** Finish deletions that failed half way (what a later retry of `deleteVolume` no longer sees), not those under way. */
   emptyTrash(): Promise<void>;
+  /**
+   * Remove what the pool itself made (its directories, a loop file), once it holds no volume: the pool is
+   * being deleted. Optional: without it, deleting a pool removes its default directory and nothing else.
+   */
+  destroy?(): Promise<void>;
 }

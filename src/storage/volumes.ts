@@ -2,7 +2,7 @@
 
 import type { Store } from '../store/store.js';
 import { keys, type InstanceRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
-import type { StorageDriver } from './driver.js';
+import type { PoolLookup } from './driver.js';
 import { errors } from '../errors/index.js';
 import { checkConfig } from '../config/keys.js';
 import { attachedVolumes, checkVolumeName } from '../config/devices.js';
@@ -14,7 +14,7 @@ export class VolumeService {
   constructor(
     private readonly store: Store,
     private readonly member: string,
-    private readonly pool: StorageDriver,
+    private readonly pools: PoolLookup,
     private readonly events: EventBus,
   ) {}
 
@@ -46,7 +46,7 @@ export class VolumeService {
       name, project, pool, location: this.member, description, contentType: 'filesystem', config, createdAt: new Date().toISOString(),
     };
     const ref = { type: 'custom' as const, project, name };
-    await this.pool.createVolume(ref);
+    await this.pools(pool).createVolume(ref);
     const r = await this.store.txn([{ key: keys.volume(project, pool, name), modRevision: 0 }], [
       { type: 'put', key: keys.volume(project, pool, name), value: JSON.stringify(record) },
     ]);
@@ -56,7 +56,7 @@ export class VolumeService {
   }
 
   /** Instances that have the volume attached (by their own devices or a profile's). */
-  async usedBy(project: string, name: string): Promise<string[]> {
+  async usedBy(project: string, pool: string, name: string): Promise<string[]> {
     const { kvs } = await this.store.rangeMany([keys.instances(project), keys.profiles(project)]);
     const instances: InstanceRecord[] = [];
     const profiles: ProfileRecord[] = [];
@@ -66,7 +66,7 @@ export class VolumeService {
     }
     const set = profileSets(profiles, [project]).get(project) ?? new Map<string, ProfileRecord>();
     return instances
-      .filter((r) => attachedVolumes(expandInstance(r, set).devices).some((v) => v.volume === name))
+      .filter((r) => attachedVolumes(expandInstance(r, set).devices).some((v) => v.pool === pool && v.volume === name))
       .map((r) => `/1.0/instances/${r.name}`);
   }
 
@@ -74,16 +74,16 @@ export class VolumeService {
   async delete(project: string, pool: string, name: string): Promise<void> {
     const kv = await this.store.get(keys.volume(project, pool, name));
     if (!kv) throw errors.volumeNotFound();
-    const used = await this.usedBy(project, name);
+    const used = await this.usedBy(project, pool, name);
     if (used.length > 0) throw errors.badRequest(`The storage volume is still in use by ${used.join(', ')}`);
     const r = await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'delete', key: kv.key }]);
     if (!r.succeeded) throw errors.conflict(`Storage volume "${name}" changed; try again`);
-    await this.pool.deleteVolume({ type: 'custom', project, name });
+    await this.pools(pool).deleteVolume({ type: 'custom', project, name });
     this.events.lifecycle('storage-volume-deleted', `/1.0/storage-pools/${pool}/volumes/custom/${name}`, {}, project);
   }
 
   /** Bytes used by a volume held here. */
-  async usage(project: string, name: string): Promise<number> {
-    return this.pool.volumeUsage({ type: 'custom', project, name });
+  async usage(project: string, pool: string, name: string): Promise<number> {
+    return this.pools(pool).volumeUsage({ type: 'custom', project, name });
   }
 }

@@ -104,6 +104,34 @@ export interface VolumeRecord {
   createdAt: string;
 }
 
+/** A storage pool's state as LXD spells it: defined on members but not created yet, created everywhere, or failed somewhere. */
+export type PoolStatus = 'Pending' | 'Created' | 'Errored';
+
+/**
+ * A storage pool of the cluster (LXD's `/1.0/storage-pools/<name>`): its driver and cluster-wide config. It
+ * exists on every member, each with a `PoolMemberRecord` for what differs per member (`source`).
+ */
+export interface PoolRecord {
+  name: string;
+  driver: string;
+  description: string;
+  /** Cluster-wide config (no member-specific key such as `source`). */
+  config: Record<string, string>;
+  status: PoolStatus;
+  createdAt: string;
+}
+
+/** One member's part of a storage pool: its member-specific config and whether the pool exists there. */
+export interface PoolMemberRecord {
+  pool: string;
+  member: string;
+  /** Member-specific config (`source`, `size`), as LXD's `--target` create defines it. */
+  config: Record<string, string>;
+  status: PoolStatus;
+  /** Why creating the pool on this member failed, when it did. */
+  error: string;
+}
+
 /** Operation status, LXD's words and codes. */
 export type OperationStatus = 'Pending' | 'Running' | 'Cancelling' | 'Success' | 'Failure' | 'Cancelled';
 
@@ -141,8 +169,10 @@ export interface MoveJournal {
   phase: MovePhase;
   /** Whether the instance was running when the move began (start it on the target afterwards). */
   wasRunning: boolean;
-  /** Custom volumes moving with it. */
+  /** Custom volumes moving with it, as `<pool>/<name>` (a bare name, as journals before pools wrote: pool `default`). */
   volumes: string[];
+  /** The pool of the instance's root volume (absent: `default`, as journals written before pools). */
+  pool?: string;
   /** Set `volatile.evacuate.origin` to this on commit if not set yet (evacuation moves). */
   origin: string | null;
   /** Remove `volatile.evacuate.origin` on commit (restore moves). */
@@ -285,6 +315,10 @@ export const keys = {
   volume: (project: string, pool: string, name: string) => `volumes/${project}/${pool}/${name}`,
   volumes: (project?: string, pool?: string) =>
     project ? (pool ? `volumes/${project}/${pool}/` : `volumes/${project}/`) : 'volumes/',
+  pool: (name: string) => `pools/${name}`,
+  pools: () => 'pools/',
+  poolMember: (pool: string, member: string) => `pool-members/${pool}/${member}`,
+  poolMembers: (pool?: string) => (pool ? `pool-members/${pool}/` : 'pool-members/'),
   operation: (id: string) => `operations/${id}`,
   operations: () => 'operations/',
   move: (project: string, instance: string) => `moves/${project}/${instance}`,

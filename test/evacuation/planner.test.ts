@@ -576,3 +576,18 @@ test('a member of the cluster group that is not Online is never a target', () =>
   assert.equal(entry(plan, 'grouped').target, 'm2');
   assert.match(entry(plan, 'grouped').reason, /m3: evacuated.*placed outside the group/);
 });
+
+test('the dry-run refuses an instance whose pool no other member has, naming the pool', () => {
+  const onPool1 = { root: { type: 'disk', path: '/', pool: 'pool1' } };
+  const plan = planEvacuation(
+    snapshot(
+      [member('m1', { pools: { default: 100 * GiB, pool1: 100 * GiB } }), member('m2', { pools: { default: 100 * GiB } })],
+      [instance('c1', 'm1', { devices: onPool1 }), instance('c2', 'm1', { devices: { root: { type: 'disk', path: '/', pool: 'default' } } })],
+    ),
+    'm1',
+  );
+  assert.deepEqual(plan.instances.map((i) => [i.name, i.target]), [['c2', 'm2']]);
+  assert.equal(plan.refusals.length, 1);
+  assert.equal(plan.refusals[0]?.name, 'c1');
+  assert.match(plan.refusals[0]?.reason ?? '', /m2: no storage pool "pool1"/);
+});

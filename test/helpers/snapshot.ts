@@ -8,8 +8,12 @@ export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
 export const TiB = 2 ** 40;
 
-/** An Online x86_64 member with 8 CPUs, 16GiB and 100GiB free unless the test says otherwise. */
+/**
+ * An Online x86_64 member with 8 CPUs, 16GiB and 100GiB free unless the test says otherwise, with pools
+ * `local` and `default` that each have all of its free disk.
+ */
 export function member(name: string, over: Partial<Omit<MemberSnapshot, 'name'>> = {}): MemberSnapshot {
+  const diskFree = over.diskFree ?? 100 * GiB;
   return {
     name,
     status: 'Online',
@@ -17,7 +21,8 @@ export function member(name: string, over: Partial<Omit<MemberSnapshot, 'name'>>
     config: {},
     cpuCapacity: 8,
     memoryCapacity: 16 * GiB,
-    diskFree: 100 * GiB,
+    diskFree,
+    pools: { local: diskFree, default: diskFree },
     clusterGroups: ['default'],
     ...over,
   };

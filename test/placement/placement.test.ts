@@ -38,12 +38,56 @@ test('demand counts limits, the root volume and attached custom volumes of the s
     [inst],
     [volume('data', 'm1', 200 * MiB), volume('logs', 'm2', 999 * MiB), volume('data', 'm1', 5 * MiB, { project: 'other' })],
   );
-  assert.deepEqual(instanceDemand(inst, snap), { cpu: 2, memoryBytes: GiB, bytes: 300 * MiB });
+  // The volume on m2 is not carried (no bytes), but its pool is one the instance uses.
+  assert.deepEqual(instanceDemand(inst, snap), { cpu: 2, memoryBytes: GiB, bytes: 300 * MiB, pools: { local: 300 * MiB } });
 });
 
 test('an instance without limits demands no cpu and no memory', () => {
   const inst = instance('a', 'm1', { rootBytes: 5 });
-  assert.deepEqual(instanceDemand(inst, snapshot([member('m1')], [inst])), { cpu: 0, memoryBytes: 0, bytes: 5 });
+  assert.deepEqual(instanceDemand(inst, snapshot([member('m1')], [inst])), { cpu: 0, memoryBytes: 0, bytes: 5, pools: { local: 5 } });
+});
+
+test('demand puts the root volume in its root disk\'s pool and each custom volume in its own', () => {
+  const inst = instance('a', 'm1', {
+    devices: { root: { type: 'disk', path: '/', pool: 'fast' }, data: volumeDisk('data', '/mnt/data', 'bulk') },
+    rootBytes: 10 * MiB,
+  });
+  const snap = snapshot([member('m1')], [inst], [volume('data', 'm1', 30 * MiB, { pool: 'bulk' })]);
+  assert.deepEqual(instanceDemand(inst, snap).pools, { fast: 10 * MiB, bulk: 30 * MiB });
+});
+
+test('an instance goes only to a member that has every pool it uses, and a refusal names the missing pool', () => {
+  const inst = instance('a', 'm1', { devices: { root: { type: 'disk', path: '/', pool: 'pool1' } }, rootBytes: MiB });
+  const snap = snapshot(
+    [
+      member('m1', { pools: { default: 100 * GiB, pool1: 100 * GiB } }),
+      member('m2', { pools: { default: 100 * GiB } }),
+      member('m3', { pools: { default: 100 * GiB, pool1: 100 * GiB } }),
+    ],
+    [inst],
+  );
+  assert.equal(picked(new LoadLedger(snap), placementRequest(inst, snap), ['m1']), 'm3');
+  const refused = pickTarget(new LoadLedger(snap), placementRequest(inst, snap), { exclude: ['m1', 'm3'] });
+  assert.equal(refused.ok, false);
+  assert.match(refused.ok ? '' : refused.reason, /m2: no storage pool "pool1"/);
+});
+
+test('a pool without room for the volumes it would receive rules the member out, naming the pool', () => {
+  const inst = instance('a', 'm1', { devices: { root: { type: 'disk', path: '/', pool: 'pool1' } }, rootBytes: 2 * GiB });
+  const snap = snapshot([member('m1'), member('m2', { pools: { default: 100 * GiB, pool1: GiB } })], [inst]);
+  const refused = pickTarget(new LoadLedger(snap), placementRequest(inst, snap), { exclude: ['m1'] });
+  assert.match(refused.ok ? '' : refused.reason, /m2: not enough space in storage pool "pool1"/);
+});
+
+test('placements planned earlier count against the pool they fill', () => {
+  const a = instance('a', 'm1', { devices: { root: { type: 'disk', path: '/', pool: 'pool1' } }, rootBytes: 600 * MiB });
+  const b = instance('b', 'm1', { devices: { root: { type: 'disk', path: '/', pool: 'pool1' } }, rootBytes: 600 * MiB });
+  const snap = snapshot([member('m1'), member('m2', { pools: { pool1: GiB } }), member('m3', { cpuCapacity: 4, pools: { pool1: GiB } })], [a, b]);
+  const ledger = new LoadLedger(snap);
+  const first = picked(ledger, placementRequest(a, snap), ['m1']);
+  ledger.place(first, { ...placementRequest(a, snap) });
+  const second = picked(ledger, placementRequest(b, snap), ['m1']);
+  assert.notEqual(second, first, 'the pool of the first target is too full for the second instance');
 });
 
 test('placement request carries architecture, project and placement group', () => {

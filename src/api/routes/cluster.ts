@@ -48,7 +48,11 @@ export function memberToApi(view: MemberView, membership: ReadonlyMap<string, re
 
 /** The `sysinfo` and `storage_pools` of this member (capacity that placement uses). */
 export async function localMemberState(m: Member): Promise<Record<string, unknown>> {
-  const usage = await m.pool.poolUsage();
+  const storagePools: Record<string, unknown> = {};
+  for (const [name, pool] of m.pools.all()) {
+    const usage = await pool.poolUsage();
+    storagePools[name] = { space: { used: usage.usedBytes, total: usage.totalBytes }, inodes: { used: 0, total: 0 } };
+  }
   const load = os.loadavg();
   return {
     sysinfo: {
@@ -63,9 +67,7 @@ export async function localMemberState(m: Member): Promise<Record<string, unknow
       processes: 0,
       logical_cpus: os.cpus().length,
     },
-    storage_pools: {
-      default: { space: { used: usage.usedBytes, total: usage.totalBytes }, inodes: { used: 0, total: 0 } },
-    },
+    storage_pools: storagePools,
     roost_evacuation: await memberProgress(requestPorts(m), m.name),
   };
 }

@@ -12,7 +12,7 @@ import { keys } from '../../store/schema.js';
 import type { InstanceRuntimeState } from '../../instances/driver.js';
 import type { InstanceKeys } from '../../cluster/internal.js';
 import { instanceEtag, type CreateInstance } from '../../instances/service.js';
-import { attachedVolumes } from '../../config/devices.js';
+import { attachedVolumes, instancePools } from '../../config/devices.js';
 import { expandInstance, type ProfileSet } from '../../config/expand.js';
 import { clusterGroupKey, groupMembers, pickTarget, LoadLedger, placeNewInstance, placementRequest } from '../../placement/index.js';
 import { GroupService } from '../../cluster/groups.js';
@@ -464,7 +464,7 @@ async function chooseMember(m: Member, create: CreateInstance, group?: string): 
   const within = group === undefined ? undefined : groupMembers(snapshot, group);
   const volumes = attachedVolumes(expanded.devices);
   if (volumes.length > 0) {
-    const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.volume && v.project === create.project);
+    const vol = snapshot.volumes.find((v) => v.name === volumes[0]?.volume && v.pool === volumes[0]?.pool && v.project === create.project);
     if (vol && within !== undefined && !within.has(vol.location)) {
       throw errors.badRequest(`Volume "${vol.name}" is on member "${vol.location}", which is not in cluster group "${group ?? ''}"`);
     }
@@ -476,6 +476,8 @@ async function chooseMember(m: Member, create: CreateInstance, group?: string): 
     cpu: Number(expanded.config['limits.cpu'] ?? 0) || 0,
     memoryBytes: parseBytes(expanded.config['limits.memory'] ?? '') ?? 0,
     bytes: 0,
+    // Only members where every pool it uses is created.
+    pools: Object.fromEntries(instancePools(expanded.devices).map((pool) => [pool, 0])),
     group: expanded.config['placement.group'],
   }, within);
   if (!placed.ok) throw errors.badRequest(`No suitable cluster member for the instance${inGroup(group)}: ${placed.reason}`);

@@ -13,6 +13,8 @@ import {
   discardBody,
   instanceKeysBody,
   internalRoutes as routes,
+  openPoolBody,
+  removePoolBody,
   prepareBody,
   runMoveBody,
   type RunMoveLine,
@@ -22,6 +24,8 @@ import {
 } from '../../cluster/internal.js';
 import { deletePaths, digestStaging } from '../../migration/tree.js';
 import { moveFailureKind } from '../../migration/move.js';
+import { driverConfig } from '../../storage/pool-service.js';
+import { defaultPool } from '../../storage/driver.js';
 
 /** The body of a stream request, or 400. */
 function streamBody(req: { body: unknown }): Readable {
@@ -37,6 +41,18 @@ export function registerInternalRoutes(r: Router): void {
   r.on('POST', routes.instanceStates, async (req, reply) => sync(reply, Object.fromEntries(await m.instances.statesOf(parseBody(req, instanceKeysBody).instances))));
   r.on('GET', routes.image, async (req, reply) => reply.type('application/octet-stream').send(await m.images.open(param(req, 'fp'))));
   r.on('POST', routes.capacity, async (req, reply) => sync(reply, await localCapacity(m, parseBody(req, instanceKeysBody).instances)));
+
+  r.on('POST', routes.openPool, async (req, reply) => {
+    const body = parseBody(req, openPoolBody);
+    await m.pools.open(body.name, body.driver, driverConfig(body.config));
+    return sync(reply, {});
+  });
+
+  r.on('POST', routes.removePool, async (req, reply) => {
+    const body = parseBody(req, removePoolBody);
+    await m.pools.remove(body.name, body.source);
+    return sync(reply, {});
+  });
 
   r.on('POST', routes.startInstance, async (req, reply) => {
     const body = parseBody(req, startInstanceBody);
@@ -86,7 +102,8 @@ export function registerInternalRoutes(r: Router): void {
 
   r.on('POST', routes.prepare, async (req, reply) => {
     const body = parseBody(req, prepareBody);
-    await m.migrator.prepareIncoming(param(req, 'id'), body.refs, body.need);
+    // A source that does not say per pool (an older member) sends into `default`.
+    await m.migrator.prepareIncoming(param(req, 'id'), body.refs, body.pools ?? { [defaultPool]: body.need });
     return sync(reply, {});
   });
 

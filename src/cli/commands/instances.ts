@@ -85,6 +85,7 @@ interface CreateFlags {
   config: string[];
   empty?: boolean;
   profile: string[];
+  storage?: string;
 }
 
 async function createInstance(ctx: CliContext, first: string | undefined, second: string | undefined, flags: CreateFlags, start: boolean): Promise<void> {
@@ -92,7 +93,7 @@ async function createInstance(ctx: CliContext, first: string | undefined, second
   const { client, remote, name } = ctx.target(args.name);
   if (name === '') throw new Error('Instance name is required; usage: roost launch [<image>] [<remote>:]<name>');
   const image = args.image === undefined ? undefined : imageOn(ctx, args.image, remote);
-  const body = instanceCreateBody({ name, image, type: flags.type, config: parseConfigPairs(flags.config), empty: flags.empty, profiles: flags.profile });
+  const body = instanceCreateBody({ name, image, type: flags.type, config: parseConfigPairs(flags.config), empty: flags.empty, profiles: flags.profile, storage: flags.storage });
   ctx.print(`Creating ${name}`);
   await client.runAsync('POST', withTarget('/1.0/instances', flags.target), body);
   if (!start) return;
@@ -165,6 +166,7 @@ export function registerInstanceCommands(program: Command, ctx: CliContext): voi
       .option('-c, --config <key=value>', 'Config key/value to apply (repeatable)', collect, [])
       .option('--empty', 'Create the instance without an image')
       .option('-p, --profile <profile>', 'Profile to apply, in order (repeatable; default: default)', collect, [])
+      .option('-s, --storage <pool>', 'Storage pool the instance\'s root disk goes on')
       .action((first: string | undefined, second: string | undefined, flags: CreateFlags) =>
         createInstance(ctx, first, second, flags, start),
       );

@@ -338,6 +338,14 @@ export class DirPool implements StorageDriver {
     }
   }
 
+  /** Remove the pool's own directories (the caller checked it holds no volume), and its root if nothing else is in it. */
+  async destroy(): Promise<void> {
+    for (const dir of [...Object.values(volumeDirs), ...Object.values(snapshotDirs), stagingDir, deletingDir, copyingDir, restoringDir]) {
+      await fsp.rm(path.join(this.root, dir), { recursive: true, force: true });
+    }
+    await removeIfEmpty(this.root);
+  }
+
   private checkStagingPath(stagingPath: string): string {
     const resolved = path.resolve(stagingPath);
     const rel = path.relative(path.join(this.root, stagingDir), resolved);
