@@ -31,7 +31,7 @@ import type { InstanceService } from '../instances/service.js';
 import { attachedVolumes } from '../config/devices.js';
 import { expandInstance } from '../config/expand.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
-import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
+import type { InternalClient, MoveTarget, PrepareAnswer, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
@@ -39,7 +39,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { moveSweepIntervalMs } from '../config/env.js';
 import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
-import { applyPass, firstDifference, manifestFootprint, packEntries, receiveCopy, scanTree, UnpackError } from './tree.js';
+import { applyPass, firstDifference, forgetStagingDigest, HashCounter, manifestFootprint, packEntries, receiveCopy, scanTree, UnpackError } from './tree.js';
 
 /** What to move and how. */
 export interface MoveRequest {
@@ -292,11 +292,12 @@ export class Migrator {
     const link = this.deps.internal.moveTarget(target.address, id);
     const watchdog = await this.watchMove(req.target, req.fence);
     const signal = req.signal ? AbortSignal.any([req.signal, watchdog.signal]) : watchdog.signal;
+    let warm: Precopy | null = null;
     try {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
-        const warm = req.precopy === true && precopyFits(svc, loaded)
+        warm = req.precopy === true && precopyFits(svc, loaded)
           ? new Precopy({ moveId: id, refs, pool, link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
@@ -385,6 +386,8 @@ export class Migrator {
         }
       }
     } finally {
+      // What a streamed pre-copy kept for its next pass (read-only send points) goes, whatever the outcome.
+      await warm?.close().catch((err: unknown) => log.warn({ err, move: id }, 'could not remove the send points of a move; the next start does'));
       watchdog.close();
       this.active.delete(id);
     }
@@ -457,7 +460,8 @@ export class Migrator {
   /**
    * A cold copy: list the volumes, have the target check that its pool can take them, then stream each,
    * packed (and every file hashed) in one read, and compare what the target reports as landed with what
-   * was packed, entry by entry.
+   * was packed, entry by entry. When the target's pool receives the stream format of this one (both
+   * btrfs), the volumes go as such streams instead and the staged copy is checked as a pre-copy's is.
    */
   private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest, signal: AbortSignal): Promise<void> {
     const { pool } = this.deps;
@@ -467,7 +471,17 @@ export class Migrator {
     for (const scan of scans) for (const e of scan.values()) total += e.size;
     let done = 0;
     req.onProgress?.(0, total);
-    await link.prepare(refs, manifestFootprint(scans), signal);
+    const answer = await link.prepare(refs, manifestFootprint(scans), signal, pool.streams?.format);
+    if (pool.streams !== undefined && answer.stream === pool.streams.format) {
+      const { log } = this.deps;
+      const streamed = new Precopy({ moveId: link.moveId, refs, pool, link, target: req.target, instances: req.instances.map((i) => i.name), signal, onProgress: req.onProgress, log });
+      try {
+        await streamed.copyStreamedCold(total);
+      } finally {
+        await streamed.close();
+      }
+      return;
+    }
     for (const [i, ref] of refs.entries()) {
       this.throwIfAborted(signal);
       const packed: TreeEntry[] = [];
@@ -622,9 +636,10 @@ export class Migrator {
   /**
    * Target: a move is about to send `refs`, which take `need` on a pool. Clear stale copies of them that
    * no record places here, then refuse (507) if the pool, less what moves already arriving still need,
-   * cannot hold the copy; else open the move's staging.
+   * cannot hold the copy; else open the move's staging. Answers whether the pool receives the stream format
+   * the source offers (`stream`, its own pool's), which the move then uses instead of tar.
    */
-  async prepareIncoming(id: string, refs: VolumeRef[], need: VolumeFootprint): Promise<void> {
+  async prepareIncoming(id: string, refs: VolumeRef[], need: VolumeFootprint, stream?: string): Promise<PrepareAnswer> {
     await this.assertIncoming(id);
     const { pool, member } = this.deps;
     for (const ref of refs) {
@@ -648,6 +663,7 @@ export class Migrator {
     }
     this.incoming.set(id, { need, received: 0 });
     this.staging.set(id, new Map());
+    return { stream: stream !== undefined && pool.streams?.format === stream ? stream : null };
   }
 
   /**
@@ -688,6 +704,31 @@ export class Migrator {
     return this.writing(id, body, async () => {
       const path = await this.stagingFor(id, ref, fresh);
       return this.receiving(id, ref, () => applyPass(path, this.countReceived(id, body), fresh));
+    });
+  }
+
+  /**
+   * Target: receive one volume in the pool's own stream format (btrfs send) into staging, in full (`fresh`)
+   * or against the one received before; answers the stream's digest. The staged copy is then checked entry
+   * by entry, as a pre-copy's is (`digest`).
+   */
+  async receiveStream(id: string, ref: VolumeRef, body: Readable, fresh: boolean): Promise<StreamDigest> {
+    return this.writing(id, body, async () => {
+      await this.assertIncoming(id);
+      const { pool, member } = this.deps;
+      const streams = pool.streams;
+      if (!streams) throw errors.badRequest(`pool "${pool.poolName}" of member "${member}" receives no ${pool.driver} streams; send tar`);
+      const slots = this.staging.get(id);
+      if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
+      const key = volumeKey(ref);
+      if (!fresh && !slots.has(key)) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
+      const tally = new HashCounter();
+      const counted = this.countReceived(id, body);
+      counted.on('error', (err) => tally.destroy(err));
+      const path = await this.receiving(id, ref, () => streams.receive(ref, id, counted.pipe(tally), fresh));
+      if (fresh) forgetStagingDigest(path);
+      slots.set(key, { ref, path });
+      return tally.digest();
     });
   }
 
