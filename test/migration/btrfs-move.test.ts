@@ -13,18 +13,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import type { MoveTarget } from '../../src/cluster/internal.js';
-import { Migrator, type MigratorDeps } from '../../src/migration/move.js';
 import { Precopy } from '../../src/migration/precopy.js';
-import { deletePaths, digestStaging, manifestFootprint, scanTree } from '../../src/migration/tree.js';
-import { rootVolumeRefs, snapshotRef, type StorageDriver, type VolumeRef } from '../../src/storage/driver.js';
+import { manifestFootprint, scanTree } from '../../src/migration/tree.js';
+import { rootVolumeRefs, snapshotRef, type VolumeRef } from '../../src/storage/driver.js';
 import { BtrfsPool } from '../../src/storage/drivers/btrfs.js';
 import { DirPool } from '../../src/storage/drivers/dir.js';
-import { keys, type MoveJournal } from '../../src/store/schema.js';
 import { openSqliteStore, type SqliteBackedStore } from '../../src/store/sqlite.js';
 import { btrfsMissing, makeLoopBtrfs, requireBtrfs, type LoopBtrfs } from '../helpers/btrfs.js';
+import { journalMove, linkTo, targetMigrator } from '../helpers/move-link.js';
 
 /** What the moves logged, one record per line. */
 interface LogRecord {
@@ -46,37 +45,6 @@ let fsB: LoopBtrfs | undefined;
 let source: BtrfsPool;
 let target: BtrfsPool;
 let dirTarget: DirPool;
-
-/**
- * The target member's side of moves into `pool`. A target uses only the store, its pool and the log; the
- * other services are the source's business, so none are given.
- */
-function targetMigrator(pool: StorageDriver): Migrator {
-  const deps = { store, member: 'm2', pool, log } as Partial<MigratorDeps> as MigratorDeps;
-  return new Migrator(deps);
-}
-
-/** The member link of move `id` to `migrator`, in process: each call does what its route in api/routes/internal.ts does. */
-function linkTo(migrator: Migrator, id: string): MoveTarget & { commit(): Promise<void> } {
-  const link = {
-    moveId: id,
-    address: 'in-process',
-    prepare: (refs: VolumeRef[], need: { bytes: number; inodes: number }, _signal?: AbortSignal, stream?: string) => migrator.prepareIncoming(id, refs, need, stream),
-    sendStream: (ref: VolumeRef, body: Readable, fresh: boolean) => migrator.receiveStream(id, ref, body, fresh),
-    sendDelta: (ref: VolumeRef, body: Readable, fresh: boolean) => migrator.receiveDelta(id, ref, body, fresh),
-    deletePaths: async (ref: VolumeRef, paths: string[]) => deletePaths(await migrator.stagingFor(id, ref, false), paths),
-    digest: async (ref: VolumeRef) => digestStaging(await migrator.stagingFor(id, ref, false)),
-    warmDigest: async (ref: VolumeRef) => void (await digestStaging(await migrator.stagingFor(id, ref, false))),
-    commit: () => migrator.commitIncoming(id),
-  };
-  return link as unknown as MoveTarget & { commit(): Promise<void> };
-}
-
-/** Journal move `id` of `instance` to m2, as the source does first: the target takes only journaled moves. */
-async function journal(id: string, instance: string): Promise<void> {
-  const j: MoveJournal = { id, project: 'default', instance, source: 'm1', target: 'm2', phase: 'started', wasRunning: false, volumes: [], origin: null, clearOrigin: false, evacuation: null, startedAt: new Date().toISOString() };
-  await store.put(keys.move('default', instance), JSON.stringify(j));
-}
 
 /** A pre-copy (or streamed cold copy) of `refs` from the source pool over `link`. */
 function precopy(id: string, refs: VolumeRef[], link: MoveTarget): Precopy {
@@ -151,8 +119,8 @@ describe('moves between btrfs pools', () => {
     await source.createSnapshot(snapshotRef({ type: 'container', project: 'default', name: 'cold' }, 'snap0'));
     await fsp.writeFile(path.join(dir, 'after-snapshot'), 'new\n');
     const refs = rootVolumeRefs('default', 'cold', ['snap0']);
-    await journal('move-cold', 'cold');
-    const link = linkTo(targetMigrator(target), 'move-cold');
+    await journalMove(store, 'move-cold', 'cold');
+    const link = linkTo(targetMigrator(store, target, log), 'move-cold');
     const { bytes, need } = await sizeOf(refs);
     assert.deepEqual(await link.prepare(refs, need, undefined, 'btrfs'), { stream: 'btrfs' }, 'a btrfs target accepts the btrfs offer');
     const copy = precopy('move-cold', refs, link);
@@ -180,8 +148,8 @@ describe('moves between btrfs pools', () => {
     if (!requireBtrfs(t)) return;
     const dir = await seedVolume('warm', 16);
     const refs = rootVolumeRefs('default', 'warm', []);
-    await journal('move-warm', 'warm');
-    const link = linkTo(targetMigrator(target), 'move-warm');
+    await journalMove(store, 'move-warm', 'warm');
+    const link = linkTo(targetMigrator(store, target, log), 'move-warm');
     const copy = precopy('move-warm', refs, link);
     try {
       await copy.copyWhileRunning();
@@ -214,8 +182,8 @@ describe('moves between btrfs pools', () => {
     spawnSync('btrfs', ['subvolume', 'create', path.join(dir, 'inner')]);
     await fsp.writeFile(path.join(dir, 'inner', 'kept'), 'inside a nested subvolume\n');
     const refs = rootVolumeRefs('default', 'nested', []);
-    await journal('move-nested', 'nested');
-    const link = linkTo(targetMigrator(target), 'move-nested');
+    await journalMove(store, 'move-nested', 'nested');
+    const link = linkTo(targetMigrator(store, target, log), 'move-nested');
     const { bytes, need } = await sizeOf(refs);
     await link.prepare(refs, need, undefined, 'btrfs');
     const copy = precopy('move-nested', refs, link);
@@ -234,12 +202,12 @@ describe('moves between btrfs pools', () => {
     if (!requireBtrfs(t)) return;
     const dir = await seedVolume('to-dir', 2);
     const refs = rootVolumeRefs('default', 'to-dir', []);
-    await journal('move-dir', 'to-dir');
-    const migrator = targetMigrator(dirTarget);
+    await journalMove(store, 'move-dir', 'to-dir');
+    const migrator = targetMigrator(store, dirTarget, log);
     const link = linkTo(migrator, 'move-dir');
     const { need } = await sizeOf(refs);
     assert.deepEqual(await link.prepare(refs, need, undefined, 'btrfs'), { stream: null }, 'a dir pool receives no btrfs stream');
-    await assert.rejects(migrator.receiveStream('move-dir', refs[0] as VolumeRef, (await import('node:stream')).Readable.from([Buffer.alloc(10)]), true), /receives no dir streams; send tar/);
+    await assert.rejects(migrator.receiveStream('move-dir', refs[0] as VolumeRef, Readable.from([Buffer.alloc(10)]), true), /receives no dir streams; send tar/);
     const copy = precopy('move-dir', refs, link);
     try {
       await copy.copyWhileRunning();
