@@ -9,6 +9,9 @@
 //      writes it, fails on any write error, fsyncs, and answers every entry as it landed (kind, mode,
 //      owner as root, size, content): the source compares that with what it packed, so what is committed
 //      is what is on the target's disk, not merely what crossed the wire;
+//      between two pools that stream in the same format (both btrfs: the source offers it when it prepares
+//      the target, which answers whether its pool receives it), every volume goes as a `btrfs send` stream
+//      instead, and the staged copy is checked entry by entry afterwards as a pre-copy's is (streamed.ts);
 //   4. the target makes the staging directories durable and renames them into place;
 //   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
 //   6. start on the target what was running, delete the source copies, clear the journal (retried until
