@@ -3,15 +3,29 @@
 // Also what durable commits cost: the store transaction that flips an instance's location, timed with
 // SQLite's synchronous=FULL (what the daemon runs: fsync at every commit) and NORMAL (fsync at checkpoints
 // only, which a power cut can undo), side by side on the same disk in the same run.
-// Run: npm run bench -- move        (ROOST_BENCH_MIB=200 to change the size)
+// And, run as root with btrfs-progs, the same data moved between two btrfs pools (each on a loop file the
+// bench makes and removes) by btrfs send | receive: the whole cold copy Roost makes (send points, streams,
+// the entry-by-entry check on both sides, commit) next to a bare `btrfs send | btrfs receive`. A member has
+// one fixed dir pool until pools can be configured, so this copy runs in process (the target's receiving
+// side is a real Migrator; no TLS between them), as test/migration/btrfs-move.test.ts does.
+// Run: npm run bench -- move        (ROOST_BENCH_MIB=200 to change the size; ROOST_BENCH_LOG=info logs the
+// btrfs copy's pass and check times)
 
 import Table from 'cli-table3';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { benchCluster, launchMany, median, since, tarFloor } from './lib.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
+import { Precopy } from '../src/migration/precopy.js';
+import { poolFootprints, scanTree } from '../src/migration/tree.js';
+import { rootVolumeRefs } from '../src/storage/driver.js';
+import { BtrfsPool } from '../src/storage/drivers/btrfs.js';
+import { btrfsMissing, makeLoopBtrfs, type LoopBtrfs } from '../test/helpers/btrfs.js';
+import { journalMove, linkTo, targetMigrator } from '../test/helpers/move-link.js';
 
 /** Location flips timed per synchronous mode. */
 const commits = 300;
@@ -40,6 +54,66 @@ async function commitSeconds(dir: string, synchronous: 'FULL' | 'NORMAL'): Promi
     return median(times);
   } finally {
     await store.close();
+  }
+}
+
+/** Seconds of the btrfs rows: Roost's cold copy between two btrfs pools, and a bare send | receive of the same data. */
+async function btrfsSeconds(mib: number): Promise<{ roost: number; floor: number; streamed: number }> {
+  const size = `${Math.max(300, Math.ceil(mib * 2.5))}M`;
+  const made: LoopBtrfs[] = [];
+  const scratch = await mkdtemp(join(os.tmpdir(), 'roost-bench-btrfs-'));
+  try {
+    const a = await makeLoopBtrfs(size);
+    made.push(a);
+    const b = await makeLoopBtrfs(size);
+    made.push(b);
+    const source = new BtrfsPool('default', join(a.mount, 'pool'));
+    const target = new BtrfsPool('default', join(b.mount, 'pool'));
+    await source.init();
+    await target.init();
+    const refs = rootVolumeRefs('default', 'big', []);
+    const ref = refs[0];
+    if (!ref || !source.streams) throw new Error('no btrfs streams');
+    await source.createVolume(ref);
+    spawnSync('sh', ['-c', `for i in $(seq 1 ${mib / 10}); do head -c 10485760 /dev/urandom > f$i; done`], { cwd: source.volumePath(ref) });
+    spawnSync('btrfs', ['filesystem', 'sync', a.mount]);
+
+    // The floor: a read-only snapshot sent and received, made durable, nothing checked.
+    const t0 = process.hrtime.bigint();
+    const point = await source.streams.sendPoint(ref, 'floor');
+    const r = spawnSync('sh', ['-c', 'btrfs send -q "$1" | btrfs receive -q "$2" && btrfs filesystem sync "$2"', 'floor', point.path, b.mount]);
+    if (r.status !== 0) throw new Error(`btrfs send | receive failed: ${r.stderr.toString()}`);
+    const floor = since(t0);
+    await source.streams.releaseSendPoint(point);
+    spawnSync('btrfs', ['subvolume', 'delete', join(b.mount, point.path.split('/').at(-1) ?? '')]);
+
+    // Roost's copy: scan and prepare (the offer), the stream, the check on both sides, the commit.
+    const store = await openSqliteStore(join(scratch, 'cluster.db'));
+    const log = pino({ level: process.env.ROOST_BENCH_LOG ?? 'warn' });
+    let streamed = 0;
+    try {
+      await journalMove(store, 'bench-move', 'big');
+      const link = linkTo(targetMigrator(store, target, log), 'bench-move');
+      const t1 = process.hrtime.bigint();
+      const scans = [await scanTree(source.volumePath(ref))];
+      let bytes = 0;
+      for (const e of scans[0]?.values() ?? []) bytes += e.size;
+      const answer = await link.prepare(refs, poolFootprints(refs, scans), undefined, source.streams.format);
+      if (answer.stream !== 'btrfs') throw new Error('the btrfs target declined the btrfs stream');
+      const copy = new Precopy({ moveId: 'bench-move', refs, volumePath: (r) => source.volumePath(r), streams: source.streams, link, target: 'm2', instances: ['big'], log, onProgress: (done) => (streamed = done) });
+      try {
+        await copy.copyStreamedCold(bytes);
+      } finally {
+        await copy.close();
+      }
+      await link.commit();
+      return { roost: since(t1), floor, streamed };
+    } finally {
+      await store.close();
+    }
+  } finally {
+    for (const fs of made) await fs.remove();
+    await rm(scratch, { recursive: true, force: true });
   }
 }
 
@@ -80,6 +154,14 @@ try {
   table.push(['tar | tar (floor)', `${mib} MiB`, floor.toFixed(2), (mb / floor).toFixed(0), '1.00×', '']);
   table.push(['roost move m01 → m02', `${mib} MiB`, there.toFixed(2), (mb / there).toFixed(0), `${(there / floor).toFixed(2)}×`, (c1 - c0).toFixed(2)]);
   table.push(['roost move m02 → m01', `${mib} MiB`, back.toFixed(2), (mb / back).toFixed(0), `${(back / floor).toFixed(2)}×`, (c2 - c1).toFixed(2)]);
+  const missing = btrfsMissing();
+  if (missing === null) {
+    const btrfs = await btrfsSeconds(mib);
+    table.push(['btrfs send | btrfs receive (floor)', `${mib} MiB`, btrfs.floor.toFixed(2), (mb / btrfs.floor).toFixed(0), `${(btrfs.floor / floor).toFixed(2)}×`, '']);
+    table.push([`roost copy btrfs → btrfs (in process; ${(btrfs.streamed / 1e6).toFixed(0)} MB streamed)`, `${mib} MiB`, btrfs.roost.toFixed(2), (mb / btrfs.roost).toFixed(0), `${(btrfs.roost / floor).toFixed(2)}×`, '']);
+  } else {
+    table.push(['btrfs rows skipped', missing, '', '', '', '']);
+  }
   // Same disk as the cluster's store; each mode on its own file, one after the other.
   const scratch = await mkdtemp(join(cluster.dir, 'commit-bench-'));
   const normal = await commitSeconds(scratch, 'NORMAL');

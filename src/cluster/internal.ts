@@ -13,9 +13,13 @@
 //   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
 //                                           streams progress lines (NDJSON) and ends with the outcome
 //   and the receiving side of one move, on its target, keyed by the move's journal id:
-//   POST /internal/moves/:id/prepare        clear stale copies, check the pool has room, open staging
+//   POST /internal/moves/:id/prepare        clear stale copies, check the pool has room, open staging; the
+//                                           source offers its pool's stream format (btrfs), the answer says
+//                                           whether the target's pool receives it (else the move uses tar)
 //   PUT  /internal/moves/:id/volume?ref     one volume's tar stream (cold copy) → every entry as it landed
 //   PUT  /internal/moves/:id/delta?ref      one pre-copy pass (tar of changed entries) → its stream digest
+//   PUT  /internal/moves/:id/stream?ref     one volume in the offered format (btrfs send; incremental against
+//                                           the one before unless `fresh`) → its stream digest
 //   POST /internal/moves/:id/delete         paths gone since the last pre-copy pass
 //   POST /internal/moves/:id/digest         the staged tree's per-entry digest (or warm it up)
 //   POST /internal/moves/:id/commit         make every staged volume durable and put it in place
@@ -40,6 +44,7 @@ export const internalRoutes = {
   prepare: '/internal/moves/:id/prepare',
   volume: '/internal/moves/:id/volume',
   delta: '/internal/moves/:id/delta',
+  stream: '/internal/moves/:id/stream',
   deletePaths: '/internal/moves/:id/delete',
   digest: '/internal/moves/:id/digest',
   commit: '/internal/moves/:id/commit',
@@ -127,9 +132,22 @@ export class RemoteMoveError extends Error {
 /** What a copy about to be sent will take on the target's pool (`VolumeFootprint`), checked before it starts. */
 export const footprintSchema = z.object({ bytes: z.number().int().nonnegative(), inodes: z.number().int().nonnegative() });
 
-/** `POST /internal/moves/:id/prepare`: the volumes the move sends, and what they take in all and on each pool. */
-export const prepareBody = z.object({ refs: z.array(volumeRefSchema), need: footprintSchema, pools: z.record(z.string(), footprintSchema).optional() });
+/**
+ * `POST /internal/moves/:id/prepare`: the volumes the move sends, what they take in all and on each pool, and
+ * the stream format of the source's pool (`VolumeStreams.format`) it offers to send them in instead of tar.
+ */
+export const prepareBody = z.object({
+  refs: z.array(volumeRefSchema),
+  need: footprintSchema,
+  pools: z.record(z.string(), footprintSchema).optional(),
+  stream: z.string().optional(),
+});
 export type PrepareBody = z.infer<typeof prepareBody>;
+
+/** What `prepare` answers: the offered stream format if the target's pool receives it, else null (tar). */
+export interface PrepareAnswer {
+  stream: string | null;
+}
 
 /** `POST /internal/moves/:id/delete`. */
 export const deletePathsBody = z.object({ ref: volumeRefSchema, paths: z.array(z.string()) });
@@ -280,14 +298,16 @@ export class MoveTarget {
    * Clear stale copies of `refs` on the target, have it check that each pool can take what `pools` says (a refusal is a
    * `PeerError` with status 507 naming the bytes or inodes needed and free), and open the move's staging.
    */
-  async prepare(refs: VolumeRef[], pools: Record<string, PrepareBody['need']>, signal?: AbortSignal): Promise<void> {
+  async prepare(refs: VolumeRef[], pools: Record<string, PrepareBody['need']>, signal?: AbortSignal, stream?: string): Promise<PrepareAnswer> {
     const need = { bytes: 0, inodes: 0 };
     for (const f of Object.values(pools)) {
       need.bytes += f.bytes;
       need.inodes += f.inodes;
     }
-    const body: PrepareBody = { refs, need, pools };
-    await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: body, signal });
+    const body: PrepareBody = { refs, need, pools, ...(stream !== undefined ? { stream } : {}) };
+    const answer = (await this.peers.call(this.address, 'POST', `${this.base}/prepare`, { json: body, signal })) as Partial<PrepareAnswer> | null;
+    // A member that predates stream formats answers nothing about them: tar.
+    return { stream: typeof answer?.stream === 'string' ? answer.stream : null };
   }
 
   /** Stream one volume's tar (a cold copy) into staging; returns every entry as it landed there. */
@@ -300,6 +320,13 @@ export class MoveTarget {
     const q = refQuery(ref);
     if (fresh) q.set('fresh', '1');
     return (await this.peers.call(this.address, 'PUT', `${this.base}/delta?${q.toString()}`, { body, signal, timeoutMs: slow.stream })) as StreamDigest;
+  }
+
+  /** Stream one volume in the format `prepare` agreed on (`fresh`: in full, else against the one sent before); returns what the target received. */
+  async sendStream(ref: VolumeRef, body: Readable, fresh: boolean, signal?: AbortSignal): Promise<StreamDigest> {
+    const q = refQuery(ref);
+    if (fresh) q.set('fresh', '1');
+    return (await this.peers.call(this.address, 'PUT', `${this.base}/stream?${q.toString()}`, { body, signal, timeoutMs: slow.stream })) as StreamDigest;
   }
 
   /** Remove paths from a volume's staging (gone at the source since the last pass). */

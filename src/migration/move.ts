@@ -9,6 +9,9 @@
 //      writes it, fails on any write error, fsyncs, and answers every entry as it landed (kind, mode,
 //      owner as root, size, content): the source compares that with what it packed, so what is committed
 //      is what is on the target's disk, not merely what crossed the wire;
+//      between two pools that stream in the same format (both btrfs: the source offers it when it prepares
+//      the target, which answers whether its pool receives it), every volume goes as a `btrfs send` stream
+//      instead, and the staged copy is checked entry by entry afterwards as a pre-copy's is (streamed.ts);
 //   4. the target makes the staging directories durable and renames them into place;
 //   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
 //   6. start on the target what was running, delete the source copies, clear the journal (retried until
@@ -29,12 +32,12 @@ import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { Store, Op, Compare, TxnOptions, Watch } from '../store/store.js';
 import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
-import { customRef, defaultPool, parseVolumeLabel, poolOf, rootVolumeRefs, snapshotRef, volumeKey, volumeLabel, type StorageDriver, type VolumeFootprint, type VolumeRef } from '../storage/driver.js';
+import { customRef, defaultPool, parseVolumeLabel, poolOf, rootVolumeRefs, snapshotRef, volumeKey, volumeLabel, type StorageDriver, type VolumeFootprint, type VolumeRef, type VolumeStreams } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
 import { attachedVolumes, rootPool } from '../config/devices.js';
 import { expandInstance } from '../config/expand.js';
 import { PeerError, PeerUnreachableError } from '../cluster/peers.js';
-import type { InternalClient, MoveTarget, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
+import type { InternalClient, MoveTarget, PrepareAnswer, ReceivedVolume, StreamDigest, TreeEntry } from '../cluster/internal.js';
 import type { ClusterService } from '../cluster/members.js';
 import type { EventBus } from '../operations/events.js';
 import type { Logger } from '../util/log.js';
@@ -42,7 +45,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { moveSweepIntervalMs } from '../config/env.js';
 import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
-import { applyPass, firstDifference, packEntries, poolFootprints, receiveCopy, scanTree, UnpackError } from './tree.js';
+import { applyPass, firstDifference, forgetStagingDigest, HashCounter, packEntries, poolFootprints, receiveCopy, scanTree, UnpackError } from './tree.js';
 
 /** What to move and how. */
 export interface MoveRequest {
@@ -308,12 +311,13 @@ export class Migrator {
     const link = this.deps.internal.moveTarget(target.address, id);
     const watchdog = await this.watchMove(req.target, req.fence);
     const signal = req.signal ? AbortSignal.any([req.signal, watchdog.signal]) : watchdog.signal;
+    let warm: Precopy | null = null;
     try {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
-        const warm = req.precopy === true && precopyFits(svc, loaded)
-          ? new Precopy({ moveId: id, refs, volumePath: (ref) => this.pool(ref).volumePath(ref), link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
+        warm = req.precopy === true && precopyFits(svc, loaded)
+          ? new Precopy({ moveId: id, refs, volumePath: (ref) => this.pool(ref).volumePath(ref), streams: this.streamsOf(refs), link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
           req.onPhase?.('copying');
@@ -401,6 +405,8 @@ export class Migrator {
         }
       }
     } finally {
+      // What a streamed pre-copy kept for its next pass (read-only send points) goes, whatever the outcome.
+      await warm?.close().catch((err: unknown) => log.warn({ err, move: id }, 'could not remove the send points of a move; the next start does'));
       watchdog.close();
       this.active.delete(id);
     }
@@ -473,7 +479,8 @@ export class Migrator {
   /**
    * A cold copy: list the volumes, have the target check that its pool can take them, then stream each,
    * packed (and every file hashed) in one read, and compare what the target reports as landed with what
-   * was packed, entry by entry.
+   * was packed, entry by entry. When the target's pool receives the stream format of this one (both
+   * btrfs), the volumes go as such streams instead and the staged copy is checked as a pre-copy's is.
    */
   private async copyCold(refs: VolumeRef[], link: MoveTarget, req: MoveRequest, signal: AbortSignal): Promise<void> {
     const scans = [];
@@ -482,7 +489,18 @@ export class Migrator {
     for (const scan of scans) for (const e of scan.values()) total += e.size;
     let done = 0;
     req.onProgress?.(0, total);
-    await link.prepare(refs, poolFootprints(refs, scans), signal);
+    const streams = this.streamsOf(refs);
+    const answer = await link.prepare(refs, poolFootprints(refs, scans), signal, streams?.format);
+    if (streams !== undefined && answer.stream === streams.format) {
+      const { log } = this.deps;
+      const streamed = new Precopy({ moveId: link.moveId, refs, volumePath: (ref) => this.pool(ref).volumePath(ref), streams, link, target: req.target, instances: req.instances.map((i) => i.name), signal, onProgress: req.onProgress, log });
+      try {
+        await streamed.copyStreamedCold(total);
+      } finally {
+        await streamed.close();
+      }
+      return;
+    }
     for (const [i, ref] of refs.entries()) {
       this.throwIfAborted(signal);
       const packed: TreeEntry[] = [];
@@ -634,6 +652,13 @@ export class Migrator {
     return this.deps.pools.get(poolOf(ref));
   }
 
+  /** The stream format of `refs`' pool when they all live in one pool that has one: a move may use it instead of tar. */
+  private streamsOf(refs: VolumeRef[]): VolumeStreams | undefined {
+    const first = refs[0];
+    if (first === undefined || refs.some((r) => poolOf(r) !== poolOf(first))) return undefined;
+    return this.pool(first).streams;
+  }
+
   /** Target: the pool a copy goes into; refused (a target without it cannot take the move) if this member has none of that name. */
   private targetPool(ref: Pick<VolumeRef, 'pool'>): StorageDriver {
     const name = poolOf(ref);
@@ -650,9 +675,10 @@ export class Migrator {
   /**
    * Target: a move is about to send `refs`, which take `need` on a pool. Clear stale copies of them that
    * no record places here, then refuse (507) if the pool, less what moves already arriving still need,
-   * cannot hold the copy; else open the move's staging.
+   * cannot hold the copy; else open the move's staging. Answers whether the pool receives the stream format
+   * the source offers (`stream`, its own pool's), which the move then uses instead of tar.
    */
-  async prepareIncoming(id: string, refs: VolumeRef[], need: Record<string, VolumeFootprint>): Promise<void> {
+  async prepareIncoming(id: string, refs: VolumeRef[], need: Record<string, VolumeFootprint>, stream?: string): Promise<PrepareAnswer> {
     await this.assertIncoming(id);
     const { member } = this.deps;
     for (const ref of refs) {
@@ -683,6 +709,9 @@ export class Migrator {
     }
     this.incoming.set(id, { need, received: 0 });
     this.staging.set(id, new Map());
+    // The offered format is taken only if every pool these volumes go into receives it.
+    const receives = stream !== undefined && refs.every((ref) => this.targetPool(ref).streams?.format === stream);
+    return { stream: receives ? stream : null };
   }
 
   /**
@@ -723,6 +752,32 @@ export class Migrator {
     return this.writing(id, body, async () => {
       const path = await this.stagingFor(id, ref, fresh);
       return this.receiving(id, ref, () => applyPass(path, this.countReceived(id, body), fresh));
+    });
+  }
+
+  /**
+   * Target: receive one volume in the pool's own stream format (btrfs send) into staging, in full (`fresh`)
+   * or against the one received before; answers the stream's digest. The staged copy is then checked entry
+   * by entry, as a pre-copy's is (`digest`).
+   */
+  async receiveStream(id: string, ref: VolumeRef, body: Readable, fresh: boolean): Promise<StreamDigest> {
+    return this.writing(id, body, async () => {
+      await this.assertIncoming(id);
+      const { member } = this.deps;
+      const pool = this.targetPool(ref);
+      const streams = pool.streams;
+      if (!streams) throw errors.badRequest(`pool "${pool.poolName}" of member "${member}" receives no ${pool.driver} streams; send tar`);
+      const slots = this.staging.get(id);
+      if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
+      const key = volumeKey(ref);
+      if (!fresh && !slots.has(key)) throw errors.badRequest(`volume "${ref.name}" of move ${id} has no copy here yet`);
+      const tally = new HashCounter();
+      const counted = this.countReceived(id, body);
+      counted.on('error', (err) => tally.destroy(err));
+      const path = await this.receiving(id, ref, () => streams.receive(ref, id, counted.pipe(tally), fresh));
+      if (fresh) forgetStagingDigest(path);
+      slots.set(key, { ref, path });
+      return tally.digest();
     });
   }
 

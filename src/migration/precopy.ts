@@ -20,6 +20,11 @@
 // ctime is in it because chmod, chown and new hard links leave mtime alone; an entry whose ctime lay within
 // a tenth of a second of the moment it was looked at is sent again, since a write in the same clock tick
 // would leave its times unchanged. Writes that no time reflects (through mmap) are what the final check is for.
+// Between two pools that stream volumes in their own format (btrfs send/receive; the target answers whether it
+// can when the move is prepared), every pass above is instead a stream of each volume from a read-only send
+// point, incremental against the previous pass's (streamed.ts): the last pass, after the stop, carries only
+// the extents that changed. The final check and its repairs (as tar, into the writable staging copy) are the
+// same. A cold copy between such pools is one full streamed pass and the same check (`copyStreamedCold`).
 // Nothing here touches the journal: a crash during the passes is a crash before the commit, and the
 // target's staging directory is removed by the rollback (or its own recovery) as for a cold move.
 
@@ -27,10 +32,11 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MoveTarget, TreeEntry } from '../cluster/internal.js';
 import type { InstanceService } from '../instances/service.js';
-import { volumeKey, type VolumeRef } from '../storage/driver.js';
+import { volumeKey, type VolumeRef, type VolumeStreams } from '../storage/driver.js';
 import type { InstanceRecord } from '../store/schema.js';
 import type { Logger } from '../util/log.js';
 import { compareTrees, digestVolume, poolFootprints, packEntries, scanTree, type Changes, type Manifest, type Seen } from './tree.js';
+import { StreamedVolumes } from './streamed.js';
 
 /** Passes while the instances run after the first, full one; each must shrink what is left to send. */
 const maxWarmPasses = 3;
@@ -52,6 +58,8 @@ export interface PrecopyRequest {
   refs: VolumeRef[];
   /** Where each ref's files are on this member (in the pool it names). */
   volumePath: (ref: VolumeRef) => string;
+  /** The stream format of the refs' pool, when they are all in one pool that has one (`streamsOf`). */
+  streams?: VolumeStreams;
   /** The receiving end of the move. */
   link: MoveTarget;
   /** The target member's name (for messages). */
@@ -75,26 +83,41 @@ export class Precopy {
   private pass = 0;
   private bytesDone = 0;
   private bytesTotal = 0;
+  /** Set once the target agreed to receive the pool's own stream format: passes stream volumes instead of tar. */
+  private streamed: StreamedVolumes | null = null;
 
   constructor(private readonly req: PrecopyRequest) {}
 
   /** Pass 1 (everything), then passes of what changed while those keep shrinking and are not yet small. */
   async copyWhileRunning(): Promise<void> {
-    const { link, refs, signal } = this.req;
+    const { link, refs, signal, streams } = this.req;
     const first = await this.scanAll(true);
-    await link.prepare(refs, poolFootprints(refs, first.map((s) => s.now)), signal);
+    const answer = await link.prepare(refs, poolFootprints(refs, first.map((s) => s.now)), signal, streams?.format);
     this.bytesTotal = first.reduce((s, x) => s + x.changes.bytes, 0);
     this.req.onProgress?.(0, this.bytesTotal);
-    await this.sendPass(first, true, true);
-    let last = this.bytesTotal;
-    for (let i = 0; i < maxWarmPasses; i++) {
-      this.throwIfAborted();
-      const scans = await this.scanAll(false);
-      const bytes = scans.reduce((s, x) => s + x.changes.bytes, 0);
-      // Small enough to send after the stop, or no longer shrinking: more passes would not cut the downtime.
-      if (bytes <= settledBytes || bytes >= last) break;
-      await this.sendPass(scans, true, false);
-      last = bytes;
+    if (streams !== undefined && answer.stream === streams.format) {
+      this.streamed = this.streamedVolumes();
+      await this.streamedPass(true);
+      // A pass's size is known once sent: passes go on while the last one was not yet small and still shrinking.
+      let last = Infinity;
+      for (let i = 0; i < maxWarmPasses; i++) {
+        this.throwIfAborted();
+        const bytes = await this.streamedPass(true);
+        if (bytes <= settledBytes || bytes >= last) break;
+        last = bytes;
+      }
+    } else {
+      await this.sendPass(first, true, true);
+      let last = this.bytesTotal;
+      for (let i = 0; i < maxWarmPasses; i++) {
+        this.throwIfAborted();
+        const scans = await this.scanAll(false);
+        const bytes = scans.reduce((s, x) => s + x.changes.bytes, 0);
+        // Small enough to send after the stop, or no longer shrinking: more passes would not cut the downtime.
+        if (bytes <= settledBytes || bytes >= last) break;
+        await this.sendPass(scans, true, false);
+        last = bytes;
+      }
     }
     // The target digests its copy now, while the instances run; after the stop it reads only the last pass.
     for (const ref of refs) await link.warmDigest(ref, signal);
@@ -102,13 +125,42 @@ export class Precopy {
 
   /** After the stop: send the last changes, then make sure the target's copy equals the source's tree. */
   async finish(): Promise<void> {
-    const { refs, volumePath, link, moveId, signal, log } = this.req;
-    // The source's own digest needs only the stopped tree, so it is computed while the last pass travels.
+    const check = this.startCheck();
+    if (this.streamed) await this.streamedPass(false);
+    else await this.sendPass(await this.scanAll(false), false, false);
+    await this.check(check);
+  }
+
+  /**
+   * A cold copy (the instances are stopped) to a target that agreed, when `prepare` was called, to receive the
+   * pool's own stream format: one full streamed pass of `bytesTotal` file bytes, then the same check as after
+   * a pre-copy.
+   */
+  async copyStreamedCold(bytesTotal: number): Promise<void> {
+    this.streamed = this.streamedVolumes();
+    this.bytesTotal = bytesTotal;
+    const check = this.startCheck();
+    await this.streamedPass(false);
+    await this.check(check);
+  }
+
+  /** Remove what the source kept for later streamed passes (its send points); the move is over, done or undone. */
+  async close(): Promise<void> {
+    await this.streamed?.release();
+  }
+
+  /** The source's own digest of every volume, begun now: it needs only the stopped tree, so it runs while the last pass travels. */
+  private startCheck(): { t0: number; local: Promise<{ value: TreeEntry[][]; ms: number }> } {
     const t0 = Date.now();
+    const local = Promise.all(this.req.refs.map((ref) => digestVolume(this.req.volumePath(ref)))).then((value) => ({ value, ms: Date.now() - t0 }));
+    local.catch(() => undefined); // awaited by `check`; a failure before that must not go unhandled
+    return { t0, local };
+  }
+
+  /** Make sure the target's staged copy equals the source's tree, sending what differs again (as tar) at most `maxRepairs` times. */
+  private async check({ t0, local }: ReturnType<Precopy['startCheck']>): Promise<void> {
+    const { refs, link, moveId, signal, log } = this.req;
     const timed = <T>(p: Promise<T>): Promise<{ value: T; ms: number }> => p.then((value) => ({ value, ms: Date.now() - t0 }));
-    const local = timed(Promise.all(refs.map((ref) => digestVolume(volumePath(ref)))));
-    local.catch(() => undefined); // awaited below; a failure before that must not go unhandled
-    await this.sendPass(await this.scanAll(false), false, false);
     const askDigest = (ref: VolumeRef): Promise<TreeEntry[]> => link.digest(ref, signal);
     const [{ value: mine, ms: sourceMs }, { value: theirs, ms: targetMs }] = await Promise.all([local, timed(Promise.all(refs.map(askDigest)))]);
     for (const [i, ref] of refs.entries()) {
@@ -121,14 +173,46 @@ export class Precopy {
         if (round >= maxRepairs) {
           throw new Error(`the copy of volume "${ref.name}" on "${this.req.target}" still differs from the source after ${maxRepairs} repairs (e.g. "${first}")`);
         }
-        // Only a change no timestamp showed (a write through mmap) gets here; resend just those entries.
+        // Only a change no timestamp showed (a write through mmap), or what a stream format cannot carry (a
+        // subvolume nested in a btrfs volume), gets here; resend just those entries.
         log.warn({ move: moveId, volume: ref.name, differ: diff.send.length + diff.deleted.length, example: first }, 'pre-copy: target copy differs; sending those entries again');
         await this.send(ref, diff, false);
         target = await askDigest(ref);
       }
     }
     // Times since the stop: when the source's own digest and the target's were ready, and when all was checked.
-    log.info({ move: moveId, instances: this.req.instances, target: this.req.target, passes: this.pass, sourceDigestMs: sourceMs, targetDigestMs: targetMs, ms: Date.now() - t0 }, 'pre-copy verified');
+    log.info({ move: moveId, instances: this.req.instances, target: this.req.target, passes: this.pass, stream: this.streamed ? this.req.streams?.format : 'tar', sourceDigestMs: sourceMs, targetDigestMs: targetMs, ms: Date.now() - t0 }, 'pre-copy verified');
+  }
+
+  /** The streamed passes of this move, in the format both pools speak. */
+  private streamedVolumes(): StreamedVolumes {
+    const { moveId, refs, streams, link, target, signal } = this.req;
+    if (!streams) throw new Error('the pool of these volumes has no stream format');
+    return new StreamedVolumes({
+      moveId,
+      refs,
+      streams,
+      link,
+      target,
+      signal,
+      onBytes: (n) => {
+        this.bytesDone += n;
+        this.req.onProgress?.(this.bytesDone, Math.max(this.bytesTotal, this.bytesDone));
+      },
+    });
+  }
+
+  /** One streamed pass over every volume; returns the bytes it streamed. */
+  private async streamedPass(running: boolean): Promise<number> {
+    const streamed = this.streamed;
+    if (!streamed) throw new Error('no streamed copy under way');
+    this.pass++;
+    const t0 = Date.now();
+    const bytes = await streamed.pass();
+    if (this.pass > 1) this.bytesTotal += bytes;
+    const { moveId, instances, target, streams } = this.req;
+    this.req.log.info({ move: moveId, instances, target, pass: this.pass, running, stream: streams?.format, bytes, ms: Date.now() - t0 }, 'streamed pass');
+    return bytes;
   }
 
   /** List every volume and what changed in it since it was last sent. */

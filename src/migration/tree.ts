@@ -241,6 +241,11 @@ export async function digestStaging(dir: string): Promise<TreeEntry[]> {
   return digestTree(dir, cache);
 }
 
+/** Target: forget the digests of a staging directory that is made anew (a fresh stream received into its path). */
+export function forgetStagingDigest(dir: string): void {
+  stagingDigests.delete(dir);
+}
+
 /** The source's own digest of a volume: every file read again, since only its bytes can prove the copy. */
 export function digestVolume(root: string): Promise<TreeEntry[]> {
   return digestTree(root);
@@ -577,8 +582,8 @@ async function insideAsDirs(dir: string, rel: string): Promise<boolean> {
   return true;
 }
 
-/** Hashes and counts what flows through it. */
-class HashCounter extends Transform {
+/** Hashes and counts what flows through it: both ends of a streamed pass compare its digest. */
+export class HashCounter extends Transform {
   private readonly hash = createHash('sha256');
   private bytes = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {

@@ -1,5 +1,7 @@
 // The storage driver interface: a member's pool and the volumes in it.
 
+import type { Readable } from 'node:stream';
+
 /** Volume kinds in a pool, as LXD names them in the API. */
 export type VolumeType = 'container' | 'custom';
 
@@ -101,6 +103,40 @@ export function entryFootprint(kind: 'file' | 'dir' | 'link', size: number): num
 /** Finds a pool of this member by name; throws (404, LXD's words) when the member has no such pool. */
 export type PoolLookup = (name: string) => StorageDriver;
 
+/**
+ * A read-only point-in-time copy of a volume that a pool sends from (`VolumeStreams.sendPoint`): a snapshot
+ * the pool took for the send, or the volume's own snapshot when the ref is one.
+ */
+export interface SendPoint {
+  ref: VolumeRef;
+  /** Where the read-only copy is. */
+  path: string;
+  /** True if the pool took it for this send (and `releaseSendPoint` removes it); false for a snapshot of the volume's own. */
+  owned: boolean;
+}
+
+/**
+ * What a pool that can stream volumes in a format of its file system (btrfs send/receive) offers moves: a
+ * move between two pools that speak the same `format` carries extents instead of files, and a pre-copy's
+ * later passes only what changed since the previous pass's send point. Optional: pools without it move by tar.
+ */
+export interface VolumeStreams {
+  /** The stream format; a move uses it only when the target's pool answers the same one. */
+  readonly format: string;
+  /** A read-only copy of `ref` as it is now, to send from (and, later, to send the next pass incrementally against). */
+  sendPoint(ref: VolumeRef, moveId: string): Promise<SendPoint>;
+  /** The stream of `point`; with `parent` (an earlier point of the same volume the target received), only what changed since it. */
+  send(point: SendPoint, parent?: SendPoint): Readable;
+  /** Remove a send point the pool took (a volume's own snapshot stays). */
+  releaseSendPoint(point: SendPoint): Promise<void>;
+  /**
+   * Receive a stream of `ref` into staging for move `moveId` and answer the staging directory (writable, to
+   * be committed with `commitStaging`). `fresh`: the first stream of the volume in this move (whatever an
+   * earlier attempt left goes); otherwise the stream is incremental against the one received before.
+   */
+  receive(ref: VolumeRef, moveId: string, stream: Readable, fresh: boolean): Promise<string>;
+}
+
 /** A storage pool driver on one member. */
 export interface StorageDriver {
   readonly driver: string;
@@ -150,4 +186,7 @@ export interface StorageDriver {
    * being deleted. Optional: without it, deleting a pool removes its default directory and nothing else.
    */
   destroy?(): Promise<void>;
+
+  /** Streams of the pool's own format (btrfs send/receive), if it has one; moves use tar otherwise. */
+  readonly streams?: VolumeStreams;
 }

@@ -4,6 +4,7 @@
 
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { BtrfsPool } from './drivers/btrfs.js';
 import { DirPool } from './drivers/dir.js';
 import type { PoolLookup, StorageDriver } from './driver.js';
 import { errors } from '../errors/index.js';
@@ -20,7 +21,8 @@ type PoolDriverFactory = (poolName: string, root: string, config: PoolDriverConf
 /** The drivers a pool can be created with, by the name LXD's API uses. */
 const poolDriverFactories: ReadonlyMap<string, PoolDriverFactory> = new Map<string, PoolDriverFactory>([
   ['dir', (poolName, root) => new DirPool(poolName, root)],
-  // The btrfs driver (drivers/btrfs.ts) plugs in here: ['btrfs', (poolName, root, config) => new BtrfsPool(poolName, root, config)].
+  // `source` must be a directory on a mounted btrfs file system (init refuses anything else, saying so).
+  ['btrfs', (poolName, root) => new BtrfsPool(poolName, root)],
 ]);
 
 /** Names of the drivers pools can be created with, in the factory's order. */

@@ -30,7 +30,7 @@ import { defaultPool } from '../../storage/driver.js';
 /** The body of a stream request, or 400. */
 function streamBody(req: { body: unknown }): Readable {
   const body = req.body as Readable | undefined;
-  if (!body || typeof body.pipe !== 'function') throw errors.badRequest('expected a tar stream');
+  if (!body || typeof body.pipe !== 'function') throw errors.badRequest('expected a stream body');
   return body;
 }
 
@@ -103,8 +103,7 @@ export function registerInternalRoutes(r: Router): void {
   r.on('POST', routes.prepare, async (req, reply) => {
     const body = parseBody(req, prepareBody);
     // A source that does not say per pool (an older member) sends into `default`.
-    await m.migrator.prepareIncoming(param(req, 'id'), body.refs, body.pools ?? { [defaultPool]: body.need });
-    return sync(reply, {});
+    return sync(reply, await m.migrator.prepareIncoming(param(req, 'id'), body.refs, body.pools ?? { [defaultPool]: body.need }, body.stream));
   });
 
   r.on('PUT', routes.volume, async (req, reply) => {
@@ -119,6 +118,14 @@ export function registerInternalRoutes(r: Router): void {
     if (!ref) throw errors.badRequest('bad volume reference');
     const fresh = queryParam(req, 'fresh') === '1';
     return sync(reply, await m.migrator.receiveDelta(param(req, 'id'), ref, streamBody(req), fresh));
+  });
+
+  // A volume in the stream format of both ends' pools (btrfs send), received by the pool itself.
+  r.on('PUT', routes.stream, async (req, reply) => {
+    const ref = streamRef(req.query as Record<string, unknown>);
+    if (!ref) throw errors.badRequest('bad volume reference');
+    const fresh = queryParam(req, 'fresh') === '1';
+    return sync(reply, await m.migrator.receiveStream(param(req, 'id'), ref, streamBody(req), fresh));
   });
 
   r.on('POST', routes.deletePaths, async (req, reply) => {

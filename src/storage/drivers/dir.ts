@@ -367,14 +367,14 @@ export class DirPool implements StorageDriver {
   }
 }
 
-/** A staging directory's name encodes its volume so that leftovers can be told apart after a crash. */
-function stagingEntry(ref: VolumeRef): string {
+/** A staging directory's name encodes its volume so that leftovers can be told apart after a crash (the btrfs pool names them alike). */
+export function stagingEntry(ref: VolumeRef): string {
   if (ref.snapshot !== undefined) return `${ref.type}-snapshot_${ref.project}_${ref.name}_${ref.snapshot}`;
   return `${ref.type}_${ref.project}_${ref.name}`;
 }
 
 /** The volume a `.restoring` entry (named as `stagingEntry` names a volume) replaces, or null for anything else. */
-function refOfStagingEntry(entry: string): VolumeRef | null {
+export function refOfStagingEntry(entry: string): VolumeRef | null {
   const cut = entry.indexOf('_');
   const type = entry.slice(0, cut) as VolumeType;
   if (cut <= 0 || !volumeTypes.includes(type)) return null;
@@ -451,7 +451,8 @@ async function copyTree(source: string, target: string): Promise<void> {
   if (code !== 0 && !(await lstatOrNull(target))?.isDirectory()) throw new Error(`Copying ${source} failed (cp exited ${code})`);
 }
 
-function checkSegment(what: string, value: string): void {
+/** Refuses a name that could leave its directory (empty, `.`, `..`, a slash or NUL): every path segment a pool builds is checked so. */
+export function checkSegment(what: string, value: string): void {
   if (typeof value !== 'string' || value === '' || value === '.' || value === '..') {
     throw new Error(`Invalid ${what} "${String(value)}"`);
   }
