@@ -7,15 +7,18 @@
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { hasCommand, requireCommand } from '../helpers/prereq.js';
+import { makeLoopBtrfs, requireBtrfs, type LoopBtrfs } from '../helpers/btrfs.js';
 import { sha256Tree, startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { lxc, lxcOk } from '../helpers/lxc-client.js';
 import { postState, seedVolume } from '../evacuation/world.js';
 
 let c: TestCluster;
+let btrfs: LoopBtrfs | undefined;
 const members = ['m01', 'm02', 'm03'];
 
 function prerequisites(t: TestContext): boolean {
@@ -51,6 +54,7 @@ describe('storage pools with the real lxc client', () => {
   });
   after(async () => {
     await c?.stop();
+    await btrfs?.remove();
   });
 
   it('lxc storage create --target on every member, then without target: the pool is Created on all', async (t: TestContext) => {
@@ -135,6 +139,59 @@ describe('storage pools with the real lxc client', () => {
       await waitFor(`${name} is home on m01`, async () => (await locationOf(name)) === 'm01');
       assert.equal(await sha256Tree(rootDir('m01', 'pool1', name)), before.get(name), `${name}'s bytes back in pool1 on m01`);
     }
+  });
+
+  it('a btrfs pool (each member\'s source on btrfs): instances move out and home by btrfs send/receive, bytes intact', async (t: TestContext) => {
+    if (!prerequisites(t) || !requireBtrfs(t)) return;
+    btrfs = await makeLoopBtrfs('400M');
+    const sourceOf = (m: string): string => path.join(btrfs?.mount ?? '', m);
+    for (const m of members) {
+      await mkdir(sourceOf(m));
+      await lxcOk(c, 'm01', ['storage', 'create', 'bpool', 'btrfs', `source=${sourceOf(m)}`, '--target', m]);
+    }
+    await lxcOk(c, 'm01', ['storage', 'create', 'bpool', 'btrfs']);
+    assert.equal((await poolStates()).bpool, 'CREATED');
+    assert.match(await lxcOk(c, 'm02', ['storage', 'show', 'bpool']), /^driver: btrfs$/m);
+    // A pool whose source is not on btrfs is refused, naming why.
+    for (const m of members) await lxcOk(c, 'm01', ['storage', 'create', 'bad', 'btrfs', `source=${c.dir}`, '--target', m]);
+    const notBtrfs = await lxc(c, 'm01', ['storage', 'create', 'bad', 'btrfs']);
+    assert.notEqual(notBtrfs.code, 0);
+    assert.match(notBtrfs.stderr, /not on a btrfs file system|btrfs/);
+    await lxcOk(c, 'm01', ['storage', 'delete', 'bad']);
+    assert.equal((await poolStates()).bad, undefined);
+
+    const cmd = 'while true; do sleep 1; done';
+    const bRoot = (m: string, name: string): string => path.join(sourceOf(m), 'containers', `default_${name}`);
+    await c.launch('b1', { target: 'm01', command: cmd, devices: { root: { type: 'disk', path: '/', pool: 'bpool' } } });
+    await lxcOk(c, 'm01', ['init', '--empty', 'b2', '--target', 'm01', '-s', 'bpool', '-c', `process.command=${cmd}`]);
+    const before = new Map<string, string>();
+    for (const name of ['b1', 'b2']) {
+      const dir = bRoot('m01', name);
+      assert.equal(spawnSync('btrfs', ['subvolume', 'show', dir]).status, 0, `${name}'s root volume is a btrfs subvolume`);
+      await seedVolume(dir, 2 * 1024 * 1024, name);
+      await writeFile(path.join(dir, 'bytes'), `${name} was here\n`);
+      before.set(name, await sha256Tree(dir));
+    }
+    const logFrom = readFileSync(path.join(c.memberDir('m01'), 'roostd.log')).length;
+    await lxcOk(c, 'm01', ['cluster', 'evacuate', 'm01', '--force']);
+    for (const name of ['b1', 'b2']) {
+      const at = await locationOf(name);
+      assert.ok(at === 'm02' || at === 'm03', `${name} moved off m01 (it is on "${at}")`);
+      assert.equal(await sha256Tree(bRoot(at, name)), before.get(name), `${name}'s bytes in bpool on ${at}`);
+      assert.equal(spawnSync('btrfs', ['subvolume', 'show', bRoot(at, name)]).status, 0, `${name} landed as a subvolume`);
+      assert.ok(!existsSync(bRoot('m01', name)), `${name}'s source copy is gone`);
+    }
+    const streamed = readFileSync(path.join(c.memberDir('m01'), 'roostd.log')).subarray(logFrom).toString('utf8')
+      .split('\n').filter((l) => l.includes('"streamed pass"') && l.includes('"stream":"btrfs"'));
+    assert.ok(streamed.length >= 2, `both moves went as btrfs streams (${streamed.length} streamed passes logged)`);
+
+    await lxcOk(c, 'm01', ['cluster', 'restore', 'm01', '--force']);
+    for (const name of ['b1', 'b2']) {
+      await waitFor(`${name} is home on m01`, async () => (await locationOf(name)) === 'm01');
+      assert.equal(await sha256Tree(bRoot('m01', name)), before.get(name), `${name}'s bytes back in bpool on m01`);
+    }
+    assert.match(csv(await lxcOk(c, 'm01', ['list', 'b1', '--format', 'csv', '-c', 'ns']))[0]?.[1] ?? '', /RUNNING/);
+    for (const name of ['b1', 'b2']) await lxcOk(c, 'm01', ['delete', name, '--force']);
   });
 
   it('the evacuation dry-run refuses an instance whose pool exists on no other member, naming the pool', async (t: TestContext) => {
