@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // Runs every test file under test/ with Node's test runner (TypeScript through tsx).
-// Usage: node scripts/run-tests.mjs [filter...]  (a filter keeps files whose path contains it)
+// Usage: node scripts/run-tests.mjs [--built] [filter...]  (a filter keeps files whose path contains it;
+// --built: test clusters start the daemon built in dist/, as `npm test` does after building, which starts faster)
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 const root = new URL('..', import.meta.url).pathname;
-const filters = process.argv.slice(2);
+const built = process.argv.includes('--built');
+const filters = process.argv.slice(2).filter((a) => a !== '--built');
 
 function walk(dir) {
   const out = [];
@@ -29,6 +31,6 @@ if (files.length === 0) {
 const r = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
-  { cwd: root, stdio: 'inherit' },
+  { cwd: root, stdio: 'inherit', env: built ? { ...process.env, ROOST_DAEMON_BUILT: '1' } : process.env },
 );
 process.exit(r.status ?? 1);

@@ -180,8 +180,11 @@ export class LocalCluster {
     const fd = openSync(logPath, 'a', privateFileMode);
     fchmodSync(fd, privateFileMode);
     const self = fileURLToPath(import.meta.url);
-    const fromSource = self.endsWith('.ts');
-    const main = join(self, '..', fromSource ? 'main.ts' : 'main.js');
+    // Run from the sources (through tsx), a cluster starts the sources' daemon, unless ROOST_DAEMON_BUILT=1 asks
+    // for the built one (`npm test` builds first, and a daemon from dist/ starts without compiling anything).
+    const built = self.endsWith('.ts') && process.env.ROOST_DAEMON_BUILT === '1' ? join(self, '..', '..', '..', 'dist', 'daemon', 'main.js') : null;
+    const fromSource = self.endsWith('.ts') && built === null;
+    const main = built ?? join(self, '..', fromSource ? 'main.ts' : 'main.js');
     const args = [
       ...(fromSource ? ['--import', 'tsx'] : []),
       main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', storeUrl,
