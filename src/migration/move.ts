@@ -870,6 +870,13 @@ export class Migrator {
   private async removeUnowned(ref: VolumeRef, undoing?: string): Promise<boolean> {
     const pool = this.deps.pools.all().get(poolOf(ref));
     if (!pool) return false;
+    // An instance being created here has its root volume before its record: under the instance's own lock
+    // (which creation holds throughout) its volume is never taken for a copy a move left.
+    if (ref.type === 'container') return this.deps.instances.locks.run(`${ref.project}/${ref.name}`, () => this.removeUnownedLocked(pool, ref, undoing));
+    return this.removeUnownedLocked(pool, ref, undoing);
+  }
+
+  private async removeUnownedLocked(pool: StorageDriver, ref: VolumeRef, undoing?: string): Promise<boolean> {
     return this.volumeLocks.run(volumeKey(ref), async () => {
       if (!(await pool.volumeExists(ref)) || (await this.ownedHere(ref))) return false;
       const { kvs } = await this.deps.store.range(keys.moves());
