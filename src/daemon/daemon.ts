@@ -87,7 +87,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   try {
     await admit(store, options);
     const cert = await ensureClusterCertificate(store);
-    const pools = new MemberPools(dir);
+    const pools = new MemberPools(dir, options.name);
     const drivers = new Map<string, InstanceDriver>([
       ['process', new ProcessDriver()],
       ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
