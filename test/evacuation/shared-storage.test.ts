@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { keys, type InstanceRecord } from '../../src/store/schema.js';
+import { keys, type InstanceRecord, type MoveJournal } from '../../src/store/schema.js';
+import type { Op } from '../../src/store/store.js';
 import { processAlive, sha256Tree, startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import {
   dataFile,
@@ -121,6 +122,41 @@ describe('shared storage: relinking moves, healing and fencing', () => {
     assert.deepEqual(await stagingLeft(), []);
     await waitFor('s1 writes on after its moves', async () => (await readShared('s1')).log.length > before.log.length);
     assertDataIntact(before, await readShared('s1'), false);
+    await setPower(c, 's1', 'stop');
+  });
+
+  it('a relink cut short by a crash of its source is rolled back before its commit and finished after it, deleting no data', async () => {
+    // s1 is on m02, stopped. Its member dies with a relink to m01 journaled (as after the stop), then comes back.
+    const inode = await payloadInode('s1');
+    const store = await c.store();
+    const journal = (committed: boolean): MoveJournal => ({
+      id: `crash-${String(committed)}`, project: 'default', instance: 's1', source: 'm02', target: 'm01', phase: committed ? 'committed' : 'copied',
+      wasRunning: true, volumes: [], pool: 'nfs', origin: null, clearOrigin: false, evacuation: null, startedAt: new Date().toISOString(), relink: true,
+    });
+    const settled = async (): Promise<boolean> => (await store.get(keys.move('default', 's1'))) === null;
+
+    // As a move's stop leaves it: recorded RUNNING, so that whichever repairs the move starts it again.
+    const running = async (location: string): Promise<Op> => {
+      const record = JSON.parse((await store.get(keys.instance('default', 's1')))?.value ?? '{}') as InstanceRecord;
+      const config = { ...record.config, 'volatile.last_state.power': 'RUNNING' };
+      return { type: 'put', key: keys.instance('default', 's1'), value: JSON.stringify({ ...record, location, config }) };
+    };
+    await c.kill('m02', 'SIGKILL');
+    await store.txn([], [await running('m02'), { type: 'put', key: keys.move('default', 's1'), value: JSON.stringify(journal(false)) }]);
+    await c.restart('m02');
+    await waitFor('the uncommitted relink is rolled back', settled, 20_000);
+    await waitFor('s1 runs again at its source', () => runningOn(c, 's1').includes('m02'), 20_000);
+    assert.equal(await storedLocation('s1'), 'm02');
+    assert.equal(await payloadInode('s1'), inode, 'the rollback removed the shared volume');
+
+    await setPower(c, 's1', 'stop');
+    await c.kill('m02', 'SIGKILL');
+    await store.txn([], [await running('m01'), { type: 'put', key: keys.move('default', 's1'), value: JSON.stringify(journal(true)) }]);
+    await c.restart('m02');
+    await waitFor('the committed relink is finished', settled, 20_000);
+    await waitFor('s1 runs on its target', () => runningOn(c, 's1').includes('m01'), 20_000);
+    assert.deepEqual(runningOn(c, 's1'), ['m01']);
+    assert.equal(await payloadInode('s1'), inode, 'finishing the relink removed the shared volume');
     await setPower(c, 's1', 'stop');
   });
 
