@@ -3,7 +3,7 @@
 // parallel, one request per member, naming the instances the store read places there).
 
 import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type PoolMemberRecord, type PoolRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
-import { remotePoolDriver } from '../storage/pools.js';
+import { isRemotePool, remotePoolDriver } from '../storage/pools.js';
 import { rootPool } from '../config/devices.js';
 import { groupsOf, resolveMembership } from './groups.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
@@ -22,6 +22,8 @@ export async function localCapacity(m: Pick<Member, 'pools' | 'instances'>, inst
   for (const [name, pool] of m.pools.all()) {
     const usage = await pool.poolUsage();
     pools[name] = { freeBytes: usage.freeBytes, totalBytes: usage.totalBytes };
+    // A remote pool's volumes are every member's, and a move relinks them (0 bytes): no need to walk them.
+    if (isRemotePool(pool)) continue;
     for (const ref of await pool.listVolumes()) {
       // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
       volumeBytes[volumeKey({ ...ref, pool: name })] = await pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
