@@ -260,7 +260,8 @@ export class Migrator {
     ].filter((ref) => !this.remote(ref));
     // A relink: every volume is on a remote pool, so the move is journal, stop, commit, start (no copy, no staging).
     const relink = refs.length === 0;
-    if (relink) await this.checkRelinkTarget(req.target, [...new Set([...loaded.map((l) => l.pool), ...[...volumeNames].map((label) => parseVolumeLabel(label).pool)])]);
+    // The target's copy check covers the pools copied into; the remote ones are checked here.
+    await this.checkRelinkTarget(req.target, [...new Set([...loaded.map((l) => l.pool), ...[...volumeNames].map((label) => parseVolumeLabel(label).pool)])].filter((pool) => this.remote({ pool })));
 
     // 1. Journal.
     const id = randomUUID();
@@ -648,7 +649,7 @@ export class Migrator {
     return pool !== undefined && isRemotePool(pool);
   }
 
-  /** Refuse (400, naming the pool) a relink to a member where one of `pools` is not created. */
+  /** Refuse (400, naming the pool) a relink to a member where one of the remote pools `pools` is not created. */
   private async checkRelinkTarget(target: string, pools: string[]): Promise<void> {
     for (const pool of pools) {
       const kv = await this.deps.store.get(keys.poolMember(pool, target));
