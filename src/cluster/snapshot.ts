@@ -2,7 +2,8 @@
 // consistent store read, plus each Online member's pool capacity and instance runtime (asked in
 // parallel, one request per member, naming the instances the store read places there).
 
-import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type PoolMemberRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { keys, type GroupRecord, type InstanceRecord, type MemberRecord, type PoolMemberRecord, type PoolRecord, type ProfileRecord, type VolumeRecord } from '../store/schema.js';
+import { isRemotePool, remotePoolDriver } from '../storage/pools.js';
 import { rootPool } from '../config/devices.js';
 import { groupsOf, resolveMembership } from './groups.js';
 import type { ClusterSnapshot, InstanceSnapshot, MemberSnapshot } from '../placement/snapshot.js';
@@ -21,6 +22,8 @@ export async function localCapacity(m: Pick<Member, 'pools' | 'instances'>, inst
   for (const [name, pool] of m.pools.all()) {
     const usage = await pool.poolUsage();
     pools[name] = { freeBytes: usage.freeBytes, totalBytes: usage.totalBytes };
+    // A remote pool's volumes are every member's, and a move relinks them (0 bytes): no need to walk them.
+    if (isRemotePool(pool)) continue;
     for (const ref of await pool.listVolumes()) {
       // What a copy takes (whole blocks), not the sum of file sizes: what the target's pool must hold.
       volumeBytes[volumeKey({ ...ref, pool: name })] = await pool.volumeFootprint(ref).then((f) => f.bytes, () => 0);
@@ -51,15 +54,20 @@ export async function readSnapshot(m: Member): Promise<ClusterSnapshot> {
 /** Build a snapshot of the whole cluster through `reader` (a member, or a benchmark reading as one). */
 export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapshot> {
   const views = await m.cluster.members();
-  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.groups(), keys.poolMembers()]);
+  const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes(), keys.profiles(), keys.groups(), keys.poolMembers(), keys.pools()]);
   const instances: InstanceRecord[] = [];
   const volumes: VolumeRecord[] = [];
   const profiles: ProfileRecord[] = [];
   const groups: GroupRecord[] = [];
   /** The pools created on each member. */
   const createdPools = new Map<string, string[]>();
+  /** Pools on a remote driver (`shared`): a move relinks what is on them, so it copies (and counts) 0 bytes. */
+  const remotePools = new Set<string>();
   for (const kv of kvs) {
-    if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
+    if (kv.key.startsWith(keys.pools())) {
+      const pool = JSON.parse(kv.value) as PoolRecord;
+      if (remotePoolDriver(pool.driver)) remotePools.add(pool.name);
+    } else if (kv.key.startsWith(keys.instances())) instances.push(JSON.parse(kv.value) as InstanceRecord);
     else if (kv.key.startsWith(keys.profiles())) profiles.push(JSON.parse(kv.value) as ProfileRecord);
     else if (kv.key.startsWith(keys.groups())) groups.push(JSON.parse(kv.value) as GroupRecord);
     else if (kv.key.startsWith(keys.poolMembers())) {
@@ -89,7 +97,7 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
     }),
   );
   const members: MemberSnapshot[] = views.map((v) =>
-    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name), createdPools.get(v.record.name) ?? []),
+    memberSnapshot(v.record, v.status, reports.get(v.record.name), groupsOf(membership, v.record.name), createdPools.get(v.record.name) ?? [], remotePools),
   );
   const instanceSnaps: InstanceSnapshot[] = instances.map((r) => {
     const report = reports.get(r.location);
@@ -97,7 +105,7 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
     const expanded = expandInstance(r, sets.get(r.project) ?? new Map());
     const root = { type: 'container' as const, project: r.project, name: r.name, pool: rootPool(expanded.devices) ?? defaultPool };
     // A move carries the snapshots too, so they count in what the target's pool must hold.
-    const rootBytes = [undefined, ...(r.snapshots ?? []).map((s) => s.name)]
+    const rootBytes = remotePools.has(root.pool) ? 0 : [undefined, ...(r.snapshots ?? []).map((s) => s.name)]
       .reduce((sum, snapshot) => sum + (report?.volumeBytes[volumeKey(snapshot === undefined ? root : { ...root, snapshot })] ?? 0), 0);
     return {
       name: r.name,
@@ -119,8 +127,9 @@ export async function readSnapshotWith(m: SnapshotReader): Promise<ClusterSnapsh
       project: v.project,
       pool: v.pool,
       location: v.location,
-      bytes: reports.get(v.location)?.volumeBytes[volumeKey({ type: 'custom', project: v.project, name: v.name, pool: v.pool })] ?? 0,
+      bytes: remotePools.has(v.pool) ? 0 : reports.get(v.location)?.volumeBytes[volumeKey({ type: 'custom', project: v.project, name: v.name, pool: v.pool })] ?? 0,
     })),
+    remotePools: [...remotePools].sort(),
   };
 }
 
@@ -130,11 +139,13 @@ function memberSnapshot(
   report: CapacityReport | undefined,
   clusterGroups: string[],
   createdPools: readonly string[],
+  remotePools: ReadonlySet<string>,
 ): MemberSnapshot {
   const cpu = Number(r.config['capacity.cpu'] ?? '') || r.host.cpus;
   const memory = parseBytes(r.config['capacity.memory'] ?? '') ?? r.host.memoryBytes;
   const diskCap = parseBytes(r.config['capacity.disk'] ?? '');
-  const held = report ? Object.values(report.volumeBytes).reduce((a, b) => a + b, 0) : 0;
+  // A remote pool's volumes are every member's alike (and its space is not this member's disk): not counted.
+  const held = report ? Object.entries(report.volumeBytes).reduce((a, [key, b]) => (remotePools.has(key.slice(0, key.indexOf('/'))) ? a : a + b), 0) : 0;
   // `capacity.disk` bounds the member as a whole; without it, what its pools have free.
   const poolFree = (pool: string): number => report?.pools[pool]?.freeBytes ?? 0;
   const allFree = createdPools.reduce((sum, p) => sum + poolFree(p), 0);

@@ -87,7 +87,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   try {
     await admit(store, options);
     const cert = await ensureClusterCertificate(store);
-    const pools = new MemberPools(dir);
+    const pools = new MemberPools(dir, options.name);
     const drivers = new Map<string, InstanceDriver>([
       ['process', new ProcessDriver()],
       ['container', new LxcDriver({ lxcPath: join(dir, 'lxc'), memberName: options.name })],
@@ -147,11 +147,14 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // Created under umask 077 (nobody may connect); now opened to the socket's group, as LXD's --group.
     await restrict(socketPath, socketMode, socketGroup);
 
-    // Back after being cut off: copies other members gave up sending here meanwhile are garbage now.
+    // Back after being cut off: first stop what was healed elsewhere meanwhile (fencing: it runs there now);
+    // then copies other members gave up sending here meanwhile are garbage.
     cluster.onReturn(
       () =>
-        void migrator
-          .sweepLeftovers()
+        void instances
+          .fenceMovedAway()
+          .catch((err: unknown) => log.error({ err }, 'fencing after a lapsed heartbeat failed'))
+          .then(() => migrator.sweepLeftovers())
           .then(() => log.info('swept what other members gave up sending here while this member was cut off'))
           .catch((err: unknown) => log.warn({ err }, 'could not sweep what moves given up meanwhile left here')),
     );

@@ -2,7 +2,9 @@
 // membership view, and the typed internal client to the members holding instances.
 
 import type { Member } from './context.js';
-import { keys, type EvacuationRecord, type InstanceRecord, type MaintenanceRecord, type MemberRecord, type MoveJournal, type OperationRecord } from '../store/schema.js';
+import { keys, type EvacuationRecord, type InstanceRecord, type MaintenanceRecord, type MemberRecord, type MoveJournal, type OperationRecord, type VolumeRecord } from '../store/schema.js';
+import { attachedVolumes } from '../config/devices.js';
+import { planHealing, type HealRelink } from '../evacuation/healing.js';
 import type { Compare, Op } from '../store/store.js';
 import { readSnapshot } from '../cluster/snapshot.js';
 import { RemoteMoveError } from '../cluster/internal.js';
@@ -181,7 +183,10 @@ export function maintenancePorts(m: Member): MaintenancePorts {
 /**
  * Heal `member` (see ClusterPorts.heal): in one transaction, only while its record is unchanged and Online and
  * its heartbeat key is absent (and `fence` holds, when the drainer heals), set it Evacuated with what was left
- * in place, and write a finished operation that shows it. Emits `cluster-member-healed`.
+ * in place, relink each instance whose volumes are all on shared pools to the member placement chose (its
+ * location and its custom volumes' records, `volatile.evacuate.origin` = the healed member, so its restore
+ * brings them home; only while no move of it is journaled and its target still takes instances), and write a
+ * finished operation that shows it. Then starts there what ran. Emits `cluster-member-healed`.
  */
 export async function healMember(m: Member, member: string, fence: Fence | null): Promise<HealResult> {
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -189,13 +194,44 @@ export async function healMember(m: Member, member: string, fence: Fence | null)
     if (!kv) return { healed: false };
     const record = JSON.parse(kv.value) as MemberRecord;
     if (record.state !== 'Online') return { healed: false };
-    const { kvs } = await m.store.range(keys.instances());
-    // Every instance today lives on its member's local pool: none can be reached while the member is gone.
-    const unreachable = kvs
-      .map((x) => JSON.parse(x.value) as InstanceRecord)
-      .filter((r) => r.location === member)
-      .map((r) => (r.project === 'default' ? r.name : `${r.project}/${r.name}`))
-      .sort();
+    const plan = planHealing(await planningSnapshot(m, { run: null, member }), member);
+    const { kvs } = await m.store.rangeMany([keys.instances(), keys.volumes()]);
+    const instanceKvs = new Map<string, { key: string; modRevision: number; record: InstanceRecord }>();
+    const volumeKvs: { key: string; record: VolumeRecord }[] = [];
+    for (const x of kvs) {
+      if (x.key.startsWith(keys.instances())) {
+        const r = JSON.parse(x.value) as InstanceRecord;
+        instanceKvs.set(`${r.project}/${r.name}`, { key: x.key, modRevision: x.modRevision, record: r });
+      } else volumeKvs.push({ key: x.key, record: JSON.parse(x.value) as VolumeRecord });
+    }
+    const compares: Compare[] = [...(fence ? [fence] : []), { key: kv.key, modRevision: kv.modRevision }, { key: keys.heartbeat(member), modRevision: 0 }];
+    const relinkOps: Op[] = [];
+    const relinked: HealRelink[] = [];
+    for (const r of plan.relinks) {
+      const found = instanceKvs.get(`${r.project}/${r.name}`);
+      if (!found || found.record.location !== member) continue;
+      const config = { ...found.record.config };
+      if (!config['volatile.evacuate.origin']) config['volatile.evacuate.origin'] = member;
+      relinkOps.push({ type: 'put', key: found.key, value: JSON.stringify({ ...found.record, location: r.target, config }) });
+      compares.push({ key: found.key, modRevision: found.modRevision }, { key: keys.move(r.project, r.name), modRevision: 0 });
+      // Its custom volumes (all on shared pools, or it would not be relinked) follow it.
+      const { devices } = await m.instances.expanded(found.record);
+      for (const v of attachedVolumes(devices)) {
+        const vol = volumeKvs.find((x) => x.record.project === r.project && x.record.pool === v.pool && x.record.name === v.volume && x.record.location === member);
+        if (vol) relinkOps.push({ type: 'put', key: vol.key, value: JSON.stringify({ ...vol.record, location: r.target }) });
+      }
+      relinked.push(r);
+    }
+    // Each target as read, and alive on the same lease, at the commit (as a move's commit checks it).
+    let targetGone = false;
+    for (const target of new Set(relinked.map((r) => r.target))) {
+      const [memberKv, heartbeat] = await Promise.all([m.store.get(keys.member(target)), m.store.get(keys.heartbeat(target))]);
+      if (!memberKv || !heartbeat) targetGone = true;
+      else compares.push({ key: memberKv.key, modRevision: memberKv.modRevision }, { key: heartbeat.key, createRevision: heartbeat.createRevision });
+    }
+    if (targetGone) continue; // planned on a member that just went away: plan again
+    const unreachable = plan.unreachable;
+    const moved = relinked.map((r) => ({ name: r.project === 'default' ? r.name : `${r.project}/${r.name}`, target: r.target }));
     const at = new Date().toISOString();
     const op: OperationRecord = {
       id: randomUUID(),
@@ -205,25 +241,24 @@ export async function healMember(m: Member, member: string, fence: Fence | null)
       updatedAt: at,
       status: 'Success',
       resources: { cluster: [`/1.0/cluster/members/${member}`] },
-      metadata: { evacuation_progress: 'Healed while offline', roost_healed: { member, unreachable } },
+      metadata: { evacuation_progress: 'Healed while offline', roost_healed: { member, unreachable, relinked: moved, stayed: plan.stays } },
       mayCancel: false,
       err: '',
       location: member,
       kind: 'evacuation',
     };
     const next: MemberRecord = { ...record, state: 'Evacuated', healed: { at, unreachable } };
-    const r = await m.store.txn(
-      [...(fence ? [fence] : []), { key: kv.key, modRevision: kv.modRevision }, { key: keys.heartbeat(member), modRevision: 0 }],
-      [
-        { type: 'put', key: kv.key, value: JSON.stringify(next) },
-        { type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) },
-      ],
-    );
+    const r = await m.store.txn(compares, [
+      { type: 'put', key: kv.key, value: JSON.stringify(next) },
+      { type: 'put', key: keys.operation(op.id), value: JSON.stringify(op) },
+      ...relinkOps,
+    ]);
     if (r.succeeded) {
       m.events.publish('operation', operationToApi(op), 'default', member);
-      m.events.lifecycle('cluster-member-healed', `/1.0/cluster/members/${member}`, { unreachable }, 'default', member);
-      m.log.warn({ member, unreachable }, `member healed while offline${unreachable.length > 0 ? '; instances on its local storage cannot be reached and stay there until it is restored' : ''}`);
-      return { healed: true, unreachable, operation: op.id };
+      m.events.lifecycle('cluster-member-healed', `/1.0/cluster/members/${member}`, { unreachable, relinked: moved }, 'default', member);
+      m.log.warn({ member, unreachable, relinked: moved }, `member healed while offline${unreachable.length > 0 ? '; instances on its local storage cannot be reached and stay there until it is restored' : ''}`);
+      await startRelinked(m, member, relinked);
+      return { healed: true, unreachable, relinked: moved, operation: op.id };
     }
     const hb = await m.store.get(keys.heartbeat(member));
     if (hb) return { healed: false };
@@ -233,6 +268,25 @@ export async function healMember(m: Member, member: string, fence: Fence | null)
     }
   }
   return { healed: false };
+}
+
+/**
+ * Start on its new member each relinked instance that ran on the healed one. One that does not start now
+ * is recorded RUNNING there (`volatile.last_state.power`), so its member starts it at its next boot.
+ */
+async function startRelinked(m: Member, healed: string, relinked: HealRelink[]): Promise<void> {
+  await Promise.all(
+    relinked.map(async (r) => {
+      m.events.lifecycle('instance-migrated', `/1.0/instances/${r.name}`, { source: healed, target: r.target, relinked: true }, r.project);
+      if (!r.running) return;
+      try {
+        const view = await m.cluster.member(r.target);
+        await m.internal.startInstance(view.record.address, { project: r.project, name: r.name, allowRestoring: false });
+      } catch (err) {
+        m.log.warn({ err, instance: r.name, target: r.target }, 'a healed instance did not start on its new member');
+      }
+    }),
+  );
 }
 
 /** The cluster as the drainer acts on it, from member `m`. */

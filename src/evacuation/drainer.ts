@@ -146,7 +146,7 @@ export class Drainer {
   /**
    * Heal the members whose last heartbeat is older than `cluster.healing_threshold` (LXD's key; 0: off) and
    * that the store still has Online: they are set Evacuated, so nothing is placed on them and a restore
-   * brings them back, and what they hold is reported.
+   * brings them back; what they hold on shared pools runs elsewhere, what they hold on local pools is reported.
    */
   private async healGone(term: Term): Promise<void> {
     if (term.signal.aborted) return;
@@ -157,7 +157,7 @@ export class Drainer {
       if (term.signal.aborted) return;
       if (m.status !== 'Offline' || m.state !== 'Online' || m.lastSeen === null || now - m.lastSeen < threshold * 1000) continue;
       const r = await this.ports.heal(m.name, term.fence);
-      if (r.healed) this.ports.log.info({ member: m.name, offlineSeconds: Math.round((now - m.lastSeen) / 1000), unreachable: r.unreachable }, 'drainer: healed an offline member');
+      if (r.healed) this.ports.log.info({ member: m.name, offlineSeconds: Math.round((now - m.lastSeen) / 1000), unreachable: r.unreachable, relinked: r.relinked }, 'drainer: healed an offline member');
     }
   }
 

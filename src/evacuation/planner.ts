@@ -21,6 +21,7 @@ import {
 } from '../placement/index.js';
 import type { ClusterSnapshot, Demand, InstanceSnapshot, PickResult, PlacementRequest, VolumeIndex, VolumeSnapshot } from '../placement/index.js';
 import { immovableReasons, type RuleContext } from './rules.js';
+import { instancePools } from '../config/devices.js';
 
 /** What evacuation does with one instance; `none` is an instance that stays and is already stopped. */
 export type PlanAction = 'migrate' | 'live-migrate' | 'stop' | 'force-stop' | 'none';
@@ -282,6 +283,7 @@ export function planEvacuation(
       const group = placementGroup(c.inst);
       ledger.place(pick.member, group === undefined ? { ...demand, project: c.inst.project } : { ...demand, project: c.inst.project, group });
       const notes = [d.reason];
+      if (relinks(c.inst, snapshot)) notes.push('shared: no copy');
       if (note !== '') notes.push(note);
       if (together !== '') notes.push(together);
       if (!c.inst.running) notes.push('stays stopped');
@@ -344,6 +346,13 @@ function stayed(c: Candidate, action: 'stop' | 'force-stop', reason: string, uni
     volumes: [],
     unit,
   };
+}
+
+/** Whether every pool `inst` keeps data on is remote (`shared`): its move relinks it, copying nothing. */
+function relinks(inst: InstanceSnapshot, snapshot: ClusterSnapshot): boolean {
+  const pools = instancePools(inst.devices);
+  const remote = snapshot.remotePools ?? [];
+  return pools.length > 0 && pools.every((p) => remote.includes(p));
 }
 
 /** Sum a moving unit's demand: each instance's limits and root bytes, each shared volume once. */

@@ -59,7 +59,7 @@ export interface MaintenancePorts {
 }
 
 /** What healing a member did: nothing (it answers again, or is not Online in the store), or what it left in place. */
-export type HealResult = { healed: false } | { healed: true; unreachable: string[]; operation: string };
+export type HealResult = { healed: false } | { healed: true; unreachable: string[]; relinked: { name: string; target: string }[]; operation: string };
 
 /** A member as the drainer sees it. */
 export interface MemberInfo {
@@ -149,7 +149,8 @@ export interface ClusterPorts {
   healingThreshold(): Promise<number>;
   /**
    * Heal an offline member under `fence`: only while it is still Online in the store with no heartbeat, set
-   * it Evacuated (saying it was healed) with a finished operation. Instances on local storage cannot be
+   * it Evacuated (saying it was healed) with a finished operation. Instances whose volumes are all on shared
+   * pools are relinked to other members (and started there if they ran); instances on local storage cannot be
    * reached and stay where they are (listed in the result); they start again when it is restored.
    */
   heal(member: string, fence: Fence | null): Promise<HealResult>;

@@ -479,6 +479,7 @@ export class InstanceService {
    * (`volatile.last_state.power=RUNNING`) and is not. An Evacuated member starts nothing.
    */
   async adoptAtBoot(memberState: string): Promise<void> {
+    await this.fenceMovedAway();
     const { kvs: moves } = await this.deps.store.range(keys.moves());
     const moving = new Set(moves.map((kv) => kv.key));
     for (const r of await this.localRecords()) {
@@ -492,6 +493,51 @@ export class InstanceService {
         this.deps.log.warn({ err, instance: r.name }, 'could not restart instance at boot');
       }
     }
+  }
+
+  /**
+   * Fencing: stop every instance this member still runs (it has a runtime directory here) whose record the
+   * store places on another member: it was healed elsewhere (relinked from a shared pool) while this member
+   * was cut off or down, and two copies must never run on the same data. Killed, not stopped cleanly (the
+   * other copy already writes), its driver state here removed, its data left alone (it is the other member's
+   * now). Instances a move journal names are left to move recovery. Returns the names of those stopped.
+   */
+  async fenceMovedAway(): Promise<string[]> {
+    const { store, member, log } = this.deps;
+    const entries = await readdir(join(this.deps.memberDir, 'instances'), { withFileTypes: true }).catch(() => []);
+    if (entries.length === 0) return [];
+    const { kvs } = await store.rangeMany([keys.instances(), keys.moves()]);
+    const records = new Map<string, InstanceRecord>();
+    const moving = new Set<string>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.moves())) moving.add(kv.key);
+      else {
+        const r = JSON.parse(kv.value) as InstanceRecord;
+        records.set(`${r.project}_${r.name}`, r);
+      }
+    }
+    const stopped: string[] = [];
+    for (const entry of entries) {
+      const record = entry.isDirectory() ? records.get(entry.name) : undefined;
+      if (!record || record.location === member || moving.has(keys.move(record.project, record.name))) continue;
+      await this.locks.run(`${record.project}/${record.name}`, async () => {
+        try {
+          const spec = await this.specOf(record);
+          const driver = this.driver(record.type);
+          if ((await driver.state(spec)).status === 'Running') {
+            await driver.stop(spec, { timeoutSeconds: 0, force: true });
+            stopped.push(record.name);
+            log.warn({ instance: record.name, location: record.location }, 'fencing: stopped an instance that runs on another member now (it was healed there while this member was away)');
+            this.deps.events.lifecycle('instance-fenced', `/1.0/instances/${record.name}`, { location: record.location }, record.project, member);
+          }
+          await driver.delete(spec);
+          await rm(spec.runtimeDir, { recursive: true, force: true });
+        } catch (err) {
+          log.error({ err, instance: record.name }, 'fencing: could not stop an instance that runs on another member now');
+        }
+      });
+    }
+    return stopped;
   }
 
   /** Log files of an instance (names), from its runtime directory: its output and recorded exec output. */

@@ -16,6 +16,8 @@
 //   5. one store transaction flips `location` (and the origin key) — only while the target is Online;
 //   6. start on the target what was running, delete the source copies, clear the journal (retried until
 //      it succeeds: the instance answers 409 while its journal stays).
+// A volume on a remote (`shared`) pool is at the same path for both members: it is neither copied nor ever
+// deleted by a move. When every volume is on one (a relink), steps 3 and 4 vanish: the stop is the downtime.
 // With `precopy` (precopy.ts) the volumes are copied while the instances still run before step 2, and step
 // 3 sends only what changed, then checks the whole copy; the journal and the rest are the same.
 // A crash anywhere is repaired by `recover()`: before the commit the move is rolled back (the target's
@@ -31,7 +33,7 @@ import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { Store, Op, Compare, TxnOptions, Watch } from '../store/store.js';
-import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord } from '../store/schema.js';
+import { keys, type InstanceRecord, type MoveJournal, type VolumeRecord, type MemberRecord, type PoolMemberRecord } from '../store/schema.js';
 import { customRef, defaultPool, parseVolumeLabel, poolOf, rootVolumeRefs, snapshotRef, volumeKey, volumeLabel, type StorageDriver, type VolumeFootprint, type VolumeRef, type VolumeStreams } from '../storage/driver.js';
 import type { InstanceService } from '../instances/service.js';
 import { attachedVolumes, rootPool } from '../config/devices.js';
@@ -45,6 +47,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { moveSweepIntervalMs } from '../config/env.js';
 import { ApiError, errors } from '../errors/index.js';
 import { Precopy, precopyFits } from './precopy.js';
+import { isRemotePool } from '../storage/pools.js';
 import { applyPass, firstDifference, forgetStagingDigest, HashCounter, packEntries, poolFootprints, receiveCopy, scanTree, UnpackError } from './tree.js';
 
 /** What to move and how. */
@@ -252,11 +255,16 @@ export class Migrator {
       const v = parseVolumeLabel(label);
       return store.get(keys.volume(project, v.pool, v.name));
     }));
-    // Each instance's root volume with its snapshots, then the custom volumes: every one copied and checked.
+    // Each instance's root volume with its snapshots, then the custom volumes: every one copied and checked,
+    // except those on a remote (`shared`) pool, which the target sees already: they move by the commit alone.
     const refs: VolumeRef[] = [
       ...loaded.flatMap((l) => rootVolumeRefs(l.record.project, l.record.name, (l.record.snapshots ?? []).map((s) => s.name), l.pool)),
       ...[...volumeNames].map((label) => customRef(project, label)),
-    ];
+    ].filter((ref) => !this.remote(ref));
+    // A relink: every volume is on a remote pool, so the move is journal, stop, commit, start (no copy, no staging).
+    const relink = refs.length === 0;
+    // The target's copy check covers the pools copied into; the remote ones are checked here.
+    await this.checkRelinkTarget(req.target, [...new Set([...loaded.map((l) => l.pool), ...[...volumeNames].map((label) => parseVolumeLabel(label).pool)])].filter((pool) => this.remote({ pool })));
 
     // 1. Journal.
     const id = randomUUID();
@@ -276,6 +284,7 @@ export class Migrator {
         clearOrigin: req.clearOrigin === true,
         evacuation: req.evacuation ?? null,
         startedAt: new Date().toISOString(),
+        ...(relink ? { relink: true } : {}),
       });
     }
     const journalOps = (phase: MoveJournal['phase']): Op[] =>
@@ -316,7 +325,7 @@ export class Migrator {
       let committed = false;
       try {
         // 1b. Pre-copy (precopy.ts): copy the volumes while the instances still run; step 3 then sends only what changed.
-        warm = req.precopy === true && precopyFits(svc, loaded)
+        warm = !relink && req.precopy === true && precopyFits(svc, loaded)
           ? new Precopy({ moveId: id, refs, volumePath: (ref) => this.pool(ref).volumePath(ref), streams: this.streamsOf(refs), link, target: req.target, instances: loaded.map((l) => l.record.name), signal, onProgress: req.onProgress, log })
           : null;
         if (warm) {
@@ -337,16 +346,18 @@ export class Migrator {
         this.throwIfAborted(signal);
 
         // 3. Stream (after a pre-copy, only what changed since its last pass).
-        req.onPhase?.('copying');
-        if (warm) {
-          await warm.finish(); // the last changes, then a check that the target's copy equals the source
-        } else {
-          await this.copyCold(refs, link, req, signal);
-        }
+        if (!relink) {
+          req.onPhase?.('copying');
+          if (warm) {
+            await warm.finish(); // the last changes, then a check that the target's copy equals the source
+          } else {
+            await this.copyCold(refs, link, req, signal);
+          }
 
-        // 4. Target makes the copies durable.
-        this.throwIfAborted(signal);
-        await link.commit(signal);
+          // 4. Target makes the copies durable.
+          this.throwIfAborted(signal);
+          await link.commit(signal);
+        }
         const copiedRevision = await advance('copied');
         this.throwIfAborted(signal);
 
@@ -553,8 +564,10 @@ export class Migrator {
       }
       await rm(svc.runtimeDir(j.project, j.instance), { recursive: true, force: true });
     }
-    // Snapshots first (as found here: the instance and every snapshot of it now live on the target).
+    // Snapshots first (as found here: the instance and every snapshot of it now live on the target). A volume
+    // on a remote pool is the target's copy too: it stays.
     for (const ref of refs) {
+      if (this.remote(ref)) continue;
       const pool = this.pool(ref);
       if (ref.type === 'container') for (const s of await pool.listSnapshots(ref)) await pool.deleteVolume(snapshotRef(ref, s));
       await pool.deleteVolume(ref);
@@ -576,7 +589,8 @@ export class Migrator {
     try {
       // A target gone Offline may not answer for a long time; it removes the copy itself when it is back.
       if (targetGone?.aborted) throw targetGone.reason;
-      await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes }, targetGone);
+      // A relink put nothing on the target.
+      if (first.relink !== true) await this.deps.internal.moveTarget(targetAddress, id).discard({ project: first.project, instances: journals.map((j) => j.instance), volumes: first.volumes }, targetGone);
     } catch (err) {
       if (!(err instanceof PeerUnreachableError) && !targetGone?.aborted) throw err;
       this.deps.log.warn({ err, move: id }, 'move target unreachable; its partial copy is removed when it recovers');
@@ -647,6 +661,21 @@ export class Migrator {
     return kv !== null && kv.createRevision === fence.createRevision;
   }
 
+  /** Whether `ref` is on a remote pool of this member (a move relinks it; no copy, no deletion). */
+  private remote(ref: Pick<VolumeRef, 'pool'>): boolean {
+    const pool = this.deps.pools.all().get(poolOf(ref));
+    return pool !== undefined && isRemotePool(pool);
+  }
+
+  /** Refuse (400, naming the pool) a relink to a member where one of the remote pools `pools` is not created. */
+  private async checkRelinkTarget(target: string, pools: string[]): Promise<void> {
+    for (const pool of pools) {
+      const kv = await this.deps.store.get(keys.poolMember(pool, target));
+      const part = kv ? (JSON.parse(kv.value) as PoolMemberRecord) : null;
+      if (part?.status !== 'Created') throw new MoveAbortedError(`member "${target}" has no storage pool "${pool}"`, true, 400);
+    }
+  }
+
   /** The pool of this member that `ref` names. */
   private pool(ref: Pick<VolumeRef, 'pool'>): StorageDriver {
     return this.deps.pools.get(poolOf(ref));
@@ -683,6 +712,7 @@ export class Migrator {
     const { member } = this.deps;
     for (const ref of refs) {
       const pool = this.targetPool(ref);
+      if (isRemotePool(pool)) throw new MoveAbortedError(`volume "${ref.name}" is on remote pool "${pool.poolName}": it moves by relinking, never by a copy`, false, 400);
       await this.volumeLocks.run(volumeKey(ref), async () => {
         if ((await pool.volumeExists(ref)) && !(await this.ownedHere(ref))) await pool.deleteVolume(ref);
       });
@@ -869,7 +899,8 @@ export class Migrator {
    */
   private async removeUnowned(ref: VolumeRef, undoing?: string): Promise<boolean> {
     const pool = this.deps.pools.all().get(poolOf(ref));
-    if (!pool) return false;
+    // A remote pool's volumes are every member's: one not placed here is another member's, not garbage.
+    if (!pool || isRemotePool(pool)) return false;
     // An instance being created here has its root volume before its record: under the instance's own lock
     // (which creation holds throughout) its volume is never taken for a copy a move left.
     if (ref.type === 'container') return this.deps.instances.locks.run(`${ref.project}/${ref.name}`, () => this.removeUnownedLocked(pool, ref, undoing));
@@ -985,6 +1016,8 @@ export class Migrator {
     const liveIds = new Set(journals.map((j) => j.id));
     for (const [name, pool] of this.deps.pools.all()) {
       for (const s of await pool.listStaging()) if (!liveIds.has(s.moveId)) await pool.discardStaging(s.path);
+      // Every member sees a remote pool's volumes: one not placed here belongs to another member.
+      if (isRemotePool(pool)) continue;
       for (const ref of await pool.listVolumes()) {
         if (keep.has(ref.type === 'container' ? `container/${ref.project}/${ref.name}` : `custom/${name}/${ref.project}/${ref.name}`)) continue;
         log.info({ volume: ref, pool: name }, 'deleting a volume copy that belongs to another member');

@@ -40,7 +40,7 @@ export interface InstanceSnapshot {
   config: Record<string, string>;
   /** Devices after profile expansion. */
   devices: Record<string, Record<string, string>>;
-  /** Bytes of its root volume and its snapshots (a move carries them all). */
+  /** Bytes of its root volume and its snapshots (a move carries them all); 0 on a remote pool (a move relinks it). */
   rootBytes: number;
   /** Whether it runs now (or, for a member that is down, whether it should: last_state.power). */
   running: boolean;
@@ -52,6 +52,7 @@ export interface VolumeSnapshot {
   project: string;
   pool: string;
   location: string;
+  /** What a move copies: 0 on a remote pool. */
   bytes: number;
 }
 
@@ -60,4 +61,6 @@ export interface ClusterSnapshot {
   members: MemberSnapshot[];
   instances: InstanceSnapshot[];
   volumes: VolumeSnapshot[];
+  /** Pools on a remote driver (`shared`): what is on them moves by relinking, no copy (absent: none). */
+  remotePools?: readonly string[];
 }

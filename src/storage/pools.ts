@@ -6,6 +6,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BtrfsPool } from './drivers/btrfs.js';
 import { DirPool } from './drivers/dir.js';
+import { SharedPool } from './drivers/shared.js';
 import type { PoolLookup, StorageDriver } from './driver.js';
 import { errors } from '../errors/index.js';
 
@@ -15,19 +16,48 @@ export interface PoolDriverConfig {
   size?: string;
 }
 
-/** Makes the driver of pool `poolName` whose data lives at `root`. */
-type PoolDriverFactory = (poolName: string, root: string, config: PoolDriverConfig) => StorageDriver;
+/** Makes the driver of pool `poolName` whose data lives at `root`, opened by member `member`. */
+type PoolDriverFactory = (poolName: string, root: string, config: PoolDriverConfig, member: string) => StorageDriver;
+
+/**
+ * A driver the factory knows: how to make it, and whether it is `remote` (LXD's term: every member sees the
+ * same volumes, so a move relinks the record instead of copying, and no member's cleanup may delete a volume).
+ */
+interface PoolDriverEntry {
+  make: PoolDriverFactory;
+  remote: boolean;
+}
 
 /** The drivers a pool can be created with, by the name LXD's API uses. */
-const poolDriverFactories: ReadonlyMap<string, PoolDriverFactory> = new Map<string, PoolDriverFactory>([
-  ['dir', (poolName, root) => new DirPool(poolName, root)],
+const poolDriverFactories: ReadonlyMap<string, PoolDriverEntry> = new Map<string, PoolDriverEntry>([
+  ['dir', { make: (poolName, root) => new DirPool(poolName, root), remote: false }],
   // `source` must be a directory on a mounted btrfs file system (init refuses anything else, saying so).
-  ['btrfs', (poolName, root) => new BtrfsPool(poolName, root)],
+  ['btrfs', { make: (poolName, root) => new BtrfsPool(poolName, root), remote: false }],
+  [
+    'shared',
+    {
+      make: (poolName, root, config, member) => {
+        if (config.source === undefined) throw errors.badRequest(`A shared storage pool needs a source (a directory every member mounts): source=<path>`);
+        return new SharedPool(poolName, root, member);
+      },
+      remote: true,
+    },
+  ],
 ]);
 
 /** Names of the drivers pools can be created with, in the factory's order. */
 export function supportedPoolDrivers(): string[] {
   return [...poolDriverFactories.keys()];
+}
+
+/** Whether pool driver `driver` is remote (see PoolDriverEntry); unknown drivers are not. */
+export function remotePoolDriver(driver: string): boolean {
+  return poolDriverFactories.get(driver)?.remote === true;
+}
+
+/** Whether this member's pool `pool` is remote: its volumes are every member's at once (a move relinks them). */
+export function isRemotePool(pool: Pick<StorageDriver, 'driver'>): boolean {
+  return remotePoolDriver(pool.driver);
 }
 
 /** Refuse (400) a driver name the factory does not know. */
@@ -46,7 +76,14 @@ export function defaultPoolRoot(memberDir: string, pool: string): string {
 export class MemberPools {
   private readonly pools = new Map<string, StorageDriver>();
 
-  constructor(private readonly memberDir: string) {}
+  /**
+   * @param member this member's name: a pool every member opens (`shared`) keeps this member's own
+   *   work apart under it.
+   */
+  constructor(
+    private readonly memberDir: string,
+    private readonly member: string,
+  ) {}
 
   /** The pool named `name`; 404 (LXD's words) if this member has none. */
   get(name: string): StorageDriver {
@@ -76,8 +113,8 @@ export class MemberPools {
     const existing = this.pools.get(name);
     if (existing) return existing;
     checkPoolDriver(driver);
-    const factory = poolDriverFactories.get(driver) as PoolDriverFactory;
-    const pool = factory(name, config.source ?? defaultPoolRoot(this.memberDir, name), config);
+    const entry = poolDriverFactories.get(driver) as PoolDriverEntry;
+    const pool = entry.make(name, config.source ?? defaultPoolRoot(this.memberDir, name), config, this.member);
     await pool.init();
     this.pools.set(name, pool);
     return pool;

@@ -180,6 +180,8 @@ export interface MoveJournal {
   /** The evacuation or restore this move belongs to, if any. */
   evacuation: string | null;
   startedAt: string;
+  /** Every volume is on a remote (`shared`) pool: nothing was copied, and nothing is deleted at either end. */
+  relink?: boolean;
 }
 
 /**

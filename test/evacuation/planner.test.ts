@@ -591,3 +591,21 @@ test('the dry-run refuses an instance whose pool no other member has, naming the
   assert.equal(plan.refusals[0]?.name, 'c1');
   assert.match(plan.refusals[0]?.reason ?? '', /m2: no storage pool "pool1"/);
 });
+
+test('an instance whose volumes are all on a shared pool moves with no copy, even onto a member with no local room', () => {
+  const onShared = { root: { type: 'disk', path: '/', pool: 'nfs' } };
+  const world = snapshot(
+    [member('m1', { pools: { default: 100 * GiB, nfs: 100 * GiB } }), member('m2', { diskFree: 0, pools: { default: 0, nfs: 0 } })],
+    // What the snapshot reader gives for a remote pool: nothing to copy.
+    [instance('c1', 'm1', { devices: onShared, rootBytes: 0 }), instance('c2', 'm1', { devices: { ...onShared, data: volumeDisk('d', '/d', 'default') }, rootBytes: 0 })],
+    [volume('d', 'm1', GiB, { pool: 'default' })],
+  );
+  world.remotePools = ['nfs'];
+  const plan = planEvacuation(world, 'm1');
+  const c1 = entry(plan, 'c1');
+  assert.equal(c1.target, 'm2');
+  assert.equal(c1.bytes, 0);
+  assert.match(c1.reason, /shared: no copy/);
+  // A custom volume on a local pool still has to be copied, so the full member cannot take it.
+  assert.doesNotMatch(refusal(plan, 'c2'), /shared: no copy/);
+});

@@ -1,7 +1,8 @@
 // Members on separate "hosts" of one machine, for the proof that nothing in Roost leans on a shared host:
 // each roostd runs in its own network namespace, with its own address on a private bridge, and in its own
 // mount namespace, where its data directory is bind-mounted over one common path and every other member's
-// directory is hidden under a tmpfs. The store is a real 3-node etcd in the root namespace, listening on the
+// directory is hidden under a tmpfs; one more directory (`sharedPath`, the source of `shared` pools, as an NFS
+// export mounted on every host) is bind-mounted into every member's namespace alike. The store is a real 3-node etcd in the root namespace, listening on the
 // bridge's address only, which members reach over their veth link. The test process (root namespace, root)
 // reaches a member's unix socket and data through `/proc/<daemon pid>/root/...`.
 //
@@ -75,6 +76,13 @@ export interface HostsCluster extends ClusterView {
   etcd: EtcdCluster;
   /** The common path every member sees its own data directory at. */
   dataPath: string;
+  /**
+   * The path where every member sees one and the same directory (bind-mounted into each member's mount
+   * namespace, as an NFS export would be mounted on each host): the source of a `shared` pool.
+   */
+  sharedPath: string;
+  /** That directory as this process (root namespace) reaches it. */
+  sharedBacking: string;
   /** A member's HTTPS address, `ip:port`. */
   address(member: string): string;
   /** The network namespace of a member. */
@@ -305,7 +313,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 /** True if `/proc/<pid>/cwd` is an instance's root volume (`.../containers/default_<name>`). */
 function cwdIsInstance(pid: number, name: string): boolean {
   try {
-    return readlinkSync(`/proc/${pid}/cwd`).endsWith(`/storage-pools/default/containers/default_${name}`);
+    // In a member's `default` pool, or in any pool on a source of its own (the shared directory).
+    return readlinkSync(`/proc/${pid}/cwd`).endsWith(`/containers/default_${name}`);
   } catch {
     return false;
   }
@@ -340,6 +349,8 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
   const privateDir = path.join(root, 'private');
   const logsDir = path.join(privateDir, 'logs');
   const dataPath = path.join(root, 'data');
+  const sharedPath = path.join(root, 'shared');
+  const sharedBacking = path.join(privateDir, 'shared');
   const hosts = new Map<string, Host>();
   const names: string[] = [];
   const clients = new Map<string, RoostClient>();
@@ -441,13 +452,13 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
   const launch = async (h: Host, how: { bootstrap?: boolean; join?: string }): Promise<void> => {
     if (pid(h.name) !== null) throw new Error(`${h.name} is running already`);
     const fd = openSync(path.join(logsDir, `${h.name}.log`), 'a');
-    const mounts = 'mount --bind "$1" "$2"; mount -t tmpfs -o size=1m,mode=0700 roost-hidden "$3"; shift 3; exec "$@"';
+    const mounts = 'mount --bind "$1" "$2"; mount --bind "$4" "$5"; mount -t tmpfs -o size=1m,mode=0700 roost-hidden "$3"; shift 5; exec "$@"';
     const daemon = [
       process.execPath, '--import', 'tsx', daemonMain, '--name', h.name, '--dir', dataPath, '--address', `${h.ip}:${memberPort}`,
       ...(how.join ? ['--join', how.join] : ['--store', `${etcd?.url ?? ''}`]),
       ...(how.bootstrap ? ['--bootstrap'] : []),
     ];
-    const child = spawn('ip', ['netns', 'exec', h.netns, 'unshare', '--mount', '--propagation', 'private', 'sh', '-ec', mounts, 'roost-member', backingDir(h.name), dataPath, privateDir, ...daemon], {
+    const child = spawn('ip', ['netns', 'exec', h.netns, 'unshare', '--mount', '--propagation', 'private', 'sh', '-ec', mounts, 'roost-member', backingDir(h.name), dataPath, privateDir, sharedBacking, sharedPath, ...daemon], {
       cwd: repoRoot,
       detached: true,
       stdio: ['ignore', fd, fd],
@@ -497,6 +508,8 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
       return etcd;
     },
     dataPath,
+    sharedPath,
+    sharedBacking,
     names,
     memberDir,
     backingDir,
@@ -591,6 +604,8 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
   try {
     mkdirSync(logsDir, { recursive: true, mode: 0o700 });
     mkdirSync(dataPath, { recursive: true, mode: 0o700 });
+    mkdirSync(sharedPath, { recursive: true, mode: 0o700 });
+    mkdirSync(sharedBacking, { recursive: true, mode: 0o700 });
     ip(['link', 'add', bridge, 'type', 'bridge']);
     ip(['addr', 'add', `${bridgeIp}/24`, 'dev', bridge]);
     ip(['link', 'set', bridge, 'up']);

@@ -10,7 +10,7 @@ import { apiExtensions } from '../extensions.js';
 import { hostArchitecture } from '../../cluster/members.js';
 import { createHash } from 'node:crypto';
 import { identityOf, isTrusted } from '../auth.js';
-import { supportedPoolDrivers } from '../../storage/pools.js';
+import { remotePoolDriver, supportedPoolDrivers } from '../../storage/pools.js';
 
 const configBody = z.object({ config: z.record(z.string(), z.unknown()).optional() }).passthrough();
 
@@ -60,7 +60,7 @@ export function registerServerRoutes(r: Router): void {
         server_version: '5.0.2',
         storage: 'dir',
         storage_version: '1',
-        storage_supported_drivers: supportedPoolDrivers().map((name) => ({ name, version: '1', remote: false })),
+        storage_supported_drivers: supportedPoolDrivers().map((name) => ({ name, version: '1', remote: remotePoolDriver(name) })),
       },
     };
     return sync(reply, info, createHash('sha256').update(JSON.stringify(config)).digest('hex'));

@@ -123,7 +123,12 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, rawMembe
       const result = await client.runAsync('POST', path, body);
       const healed = asObject(asObject(result.operation?.metadata).roost_healed);
       const left = stringList(healed.unreachable);
-      ctx.print(`Healed "${member}" while offline: it is Evacuated, nothing new lands on it${left.length > 0 ? `; on its local storage, left in place until it is restored: ${left.join(', ')}` : ''}`);
+      const moved = Array.isArray(healed.relinked) ? healed.relinked.map((x) => asObject(x)).map((x) => `${str(x, 'name')} on ${str(x, 'target')}`) : [];
+      ctx.print(
+        `Healed "${member}" while offline: it is Evacuated, nothing new lands on it` +
+          `${moved.length > 0 ? `; on shared storage, started elsewhere: ${moved.join(', ')}` : ''}` +
+          `${left.length > 0 ? `; on its local storage, left in place until it is restored: ${left.join(', ')}` : ''}`,
+      );
       return;
     }
   }

@@ -88,7 +88,7 @@ export function registerStorageCommands(program: Command, ctx: CliContext): void
     .command('create')
     .description('Define a storage pool on a member (--target), or create it on every member')
     .argument('<pool>', '[<remote>:]<pool>')
-    .argument('<driver>', 'Storage driver (dir)')
+    .argument('<driver>', 'Storage driver (dir, shared)')
     .argument('[config...]', 'key=value pairs (with --target: member-specific keys such as source)')
     .option('--target <member>', 'Cluster member to define the pool on')
     .option('--description <text>', 'Description of the pool')

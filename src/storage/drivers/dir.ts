@@ -37,34 +37,47 @@ const privateDirMode = 0o700;
 
 /** A local directory pool; moving a volume to another member copies its bytes through staging. */
 export class DirPool implements StorageDriver {
-  readonly driver = 'dir';
+  readonly driver: string = 'dir';
   private readonly root: string;
+  /** Where staging, trash and copies in progress live: the pool root, or a directory of this member's own in it. */
+  protected readonly scratch: string;
   /** Trees `removeTree` is removing now (renamed into the trash): `emptyTrash` leaves them to it. */
   private readonly removing = new Set<string>();
 
+  /**
+   * @param scratch where this pool instance keeps its staging, trash and copies in progress (on the pool's
+   *   file system, since they are renamed into place); default: the pool root. A pool that several members
+   *   open at once (`shared`) gives each member its own, so that no member's cleanup touches another's work.
+   */
   constructor(
     readonly poolName: string,
     root: string,
+    scratch?: string,
   ) {
     this.root = path.resolve(root);
+    this.scratch = scratch === undefined ? this.root : path.resolve(scratch);
   }
 
   async init(): Promise<void> {
     await fsp.mkdir(this.root, { recursive: true, mode: poolRootMode });
     await fsp.chmod(this.root, poolRootMode);
-    for (const dir of [...Object.values(volumeDirs), ...Object.values(snapshotDirs), stagingDir, deletingDir, copyingDir, restoringDir]) {
-      await fsp.mkdir(path.join(this.root, dir), { recursive: true, mode: privateDirMode });
-      await fsp.chmod(path.join(this.root, dir), privateDirMode);
+    const dirs = [
+      ...[...Object.values(volumeDirs), ...Object.values(snapshotDirs)].map((d) => path.join(this.root, d)),
+      ...[stagingDir, deletingDir, copyingDir, restoringDir].map((d) => path.join(this.scratch, d)),
+    ];
+    for (const dir of dirs) {
+      await fsp.mkdir(dir, { recursive: true, mode: privateDirMode });
+      await fsp.chmod(dir, privateDirMode);
     }
     // A crash during deleteVolume leaves the renamed-away volume here; nothing refers to it any more.
-    await this.emptyDir(path.join(this.root, deletingDir));
+    await this.emptyDir(path.join(this.scratch, deletingDir));
     // A crash during a snapshot or a restore leaves its incomplete copy here; nothing refers to it.
-    await this.emptyDir(path.join(this.root, copyingDir));
+    await this.emptyDir(path.join(this.scratch, copyingDir));
     await this.finishRestores();
     // A crash between commitStaging's rename and the removal of its move directory leaves that directory
     // empty; listStaging shows only its entries, so no recovery would ever see (and remove) it.
-    for (const move of await readDirOrEmpty(path.join(this.root, stagingDir))) {
-      if (move.isDirectory()) await removeIfEmpty(path.join(this.root, stagingDir, move.name));
+    for (const move of await readDirOrEmpty(path.join(this.scratch, stagingDir))) {
+      if (move.isDirectory()) await removeIfEmpty(path.join(this.scratch, stagingDir, move.name));
     }
   }
 
@@ -128,11 +141,11 @@ export class DirPool implements StorageDriver {
     const copy = await this.copyOf(source);
     // The complete copy waits under a name that says which volume it replaces; `finishRestores` completes
     // the swap if the daemon dies between the two renames below (the volume gone, the copy not yet in place).
-    const waiting = path.join(this.root, restoringDir, stagingEntry(volume));
+    const waiting = path.join(this.scratch, restoringDir, stagingEntry(volume));
     await fsp.rm(waiting, { recursive: true, force: true });
     await fsp.rename(copy, waiting);
-    await syncPath(path.join(this.root, restoringDir));
-    const trash = path.join(this.root, deletingDir, randomUUID());
+    await syncPath(path.join(this.scratch, restoringDir));
+    const trash = path.join(this.scratch, deletingDir, randomUUID());
     try {
       await fsp.rename(target, trash);
     } catch (err) {
@@ -144,7 +157,7 @@ export class DirPool implements StorageDriver {
     await fsp.mkdir(path.dirname(target), { recursive: true, mode: privateDirMode });
     await fsp.rename(waiting, target);
     await syncPath(path.dirname(target));
-    await syncPath(path.join(this.root, restoringDir));
+    await syncPath(path.join(this.scratch, restoringDir));
     await this.purge(trash);
   }
 
@@ -170,7 +183,7 @@ export class DirPool implements StorageDriver {
    * as LXD's dir driver leaves them out of its rsync.
    */
   private async copyOf(source: string): Promise<string> {
-    const copy = path.join(this.root, copyingDir, randomUUID());
+    const copy = path.join(this.scratch, copyingDir, randomUUID());
     try {
       await copyTree(source, copy);
       await syncTree(copy);
@@ -183,8 +196,8 @@ export class DirPool implements StorageDriver {
 
   /** After a crash during restoreSnapshot: a waiting copy whose volume is gone takes its place; one whose volume is still there was never used. */
   private async finishRestores(): Promise<void> {
-    for (const entry of await readDirOrEmpty(path.join(this.root, restoringDir))) {
-      const waiting = path.join(this.root, restoringDir, entry.name);
+    for (const entry of await readDirOrEmpty(path.join(this.scratch, restoringDir))) {
+      const waiting = path.join(this.scratch, restoringDir, entry.name);
       const volume = entry.isDirectory() ? refOfStagingEntry(entry.name) : null;
       if (volume && !(await lstatOrNull(this.volumePath(volume)))) {
         const target = this.volumePath(volume);
@@ -226,7 +239,7 @@ export class DirPool implements StorageDriver {
   async createStaging(ref: VolumeRef, moveId: string): Promise<string> {
     checkRef(ref);
     checkSegment('move id', moveId);
-    const dir = path.join(this.root, stagingDir, moveId, stagingEntry(ref));
+    const dir = path.join(this.scratch, stagingDir, moveId, stagingEntry(ref));
     // A retried move reuses its id; whatever an earlier attempt left is incomplete, so start empty.
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.mkdir(dir, { recursive: true, mode: privateDirMode });
@@ -270,9 +283,9 @@ export class DirPool implements StorageDriver {
 
   async listStaging(): Promise<{ path: string; moveId: string }[]> {
     const out: { path: string; moveId: string }[] = [];
-    for (const move of await readDirOrEmpty(path.join(this.root, stagingDir))) {
+    for (const move of await readDirOrEmpty(path.join(this.scratch, stagingDir))) {
       if (!move.isDirectory()) continue;
-      const moveDir = path.join(this.root, stagingDir, move.name);
+      const moveDir = path.join(this.scratch, stagingDir, move.name);
       for (const entry of await readDirOrEmpty(moveDir)) {
         if (entry.isDirectory()) out.push({ path: path.join(moveDir, entry.name), moveId: move.name });
       }
@@ -306,7 +319,7 @@ export class DirPool implements StorageDriver {
    * finishing (a copy being discarded) cannot recreate it: its next file lands in the trash or fails.
    */
   private async removeTree(target: string): Promise<void> {
-    const trash = path.join(this.root, deletingDir, randomUUID());
+    const trash = path.join(this.scratch, deletingDir, randomUUID());
     await fsp.mkdir(path.dirname(trash), { recursive: true, mode: privateDirMode });
     try {
       await fsp.rename(target, trash);
@@ -330,7 +343,7 @@ export class DirPool implements StorageDriver {
   }
 
   async emptyTrash(): Promise<void> {
-    const trash = path.join(this.root, deletingDir);
+    const trash = path.join(this.scratch, deletingDir);
     for (const entry of await readDirOrEmpty(trash)) {
       const p = path.join(trash, entry.name);
       if (this.removing.has(p)) continue;
@@ -340,15 +353,18 @@ export class DirPool implements StorageDriver {
 
   /** Remove the pool's own directories (the caller checked it holds no volume), and its root if nothing else is in it. */
   async destroy(): Promise<void> {
-    for (const dir of [...Object.values(volumeDirs), ...Object.values(snapshotDirs), stagingDir, deletingDir, copyingDir, restoringDir]) {
+    for (const dir of [...Object.values(volumeDirs), ...Object.values(snapshotDirs)]) {
       await fsp.rm(path.join(this.root, dir), { recursive: true, force: true });
+    }
+    for (const dir of [stagingDir, deletingDir, copyingDir, restoringDir]) {
+      await fsp.rm(path.join(this.scratch, dir), { recursive: true, force: true });
     }
     await removeIfEmpty(this.root);
   }
 
   private checkStagingPath(stagingPath: string): string {
     const resolved = path.resolve(stagingPath);
-    const rel = path.relative(path.join(this.root, stagingDir), resolved);
+    const rel = path.relative(path.join(this.scratch, stagingDir), resolved);
     const parts = rel.split(path.sep);
     if (path.isAbsolute(rel) || parts.length !== 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
       throw new Error(`${stagingPath} is not a staging directory of pool "${this.poolName}"`);
