@@ -114,7 +114,9 @@ export class LeaderElection {
     arm();
     try {
       while (!abort.signal.aborted && !this.stopped) {
-        await this.pause(ttlMs / 3);
+        // At most 2 s apart, so a shorter lease length (the offline threshold lowered) takes over within 2 s: a
+        // leader that died on the old length would keep the cluster waiting that long for a new one.
+        await this.pause(Math.min(ttlMs / 3, 2000));
         if (abort.signal.aborted || this.stopped) break;
         const asked = Date.now();
         const alive = await this.o.store.keepAlive(lease).catch(() => null);
