@@ -23,7 +23,7 @@ import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolUsage, SendPoint, StorageDriver, VolumeFootprint, VolumeRef, VolumeStreams } from '../driver.js';
-import { checkSegment, DirPool, refOfStagingEntry, stagingEntry } from './dir.js';
+import { checkSegment, DirPool, errorCode, refOfStagingEntry, renameIntoTrash, stagingEntry } from './dir.js';
 
 /** statfs(2) `f_type` of btrfs (BTRFS_SUPER_MAGIC). */
 const btrfsMagic = 0x9123683e;
@@ -390,15 +390,8 @@ export class BtrfsPool implements StorageDriver {
         if (errorCode(err) !== 'ENOTEMPTY') throw err;
       }
     }
-    const trash = path.join(this.root, deletingDir, randomUUID());
-    await fsp.mkdir(path.dirname(trash), { recursive: true, mode: privateDirMode });
-    try {
-      await fsp.rename(target, trash);
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT') return;
-      throw err;
-    }
-    await this.purge(trash);
+    const trash = await renameIntoTrash(path.join(this.root, deletingDir), target);
+    if (trash !== null) await this.purge(trash);
   }
 
   /** Remove a tree already in the trash; what cannot go now stays there for `emptyTrash` (or the next start). */
@@ -542,10 +535,6 @@ async function receiveStream(stream: Readable, dir: string): Promise<void> {
 /** The volume a snapshot ref belongs to (the ref itself for a volume). */
 function parentRef(ref: VolumeRef): VolumeRef {
   return { type: ref.type, project: ref.project, name: ref.name };
-}
-
-function errorCode(err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {

@@ -311,23 +311,14 @@ export class DirPool implements StorageDriver {
     return out;
   }
 
-  /** Staging paths come back from callers (and from listStaging after a restart), so they must be checked
-   * to lie exactly two levels under this pool's staging directory before anything is renamed or removed. */
   /**
    * Remove a tree by renaming it away first. It vanishes at once, so a crash halfway through removing a large
    * tree never leaves a partial volume that listVolumes would report as present; and a writer that is still
    * finishing (a copy being discarded) cannot recreate it: its next file lands in the trash or fails.
    */
   private async removeTree(target: string): Promise<void> {
-    const trash = path.join(this.scratch, deletingDir, randomUUID());
-    await fsp.mkdir(path.dirname(trash), { recursive: true, mode: privateDirMode });
-    try {
-      await fsp.rename(target, trash);
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT') return;
-      throw err;
-    }
-    await this.purge(trash);
+    const trash = await renameIntoTrash(path.join(this.scratch, deletingDir), target);
+    if (trash !== null) await this.purge(trash);
   }
 
   /** Remove a tree already renamed into the trash. */
@@ -477,7 +468,24 @@ export function checkSegment(what: string, value: string): void {
   }
 }
 
-function errorCode(err: unknown): string | undefined {
+/**
+ * Rename `target` into a fresh entry of `trashDir` (made if missing) and answer where it went, or null if it was
+ * already gone: the first step of every pool's removal (see `DirPool.removeTree`).
+ */
+export async function renameIntoTrash(trashDir: string, target: string): Promise<string | null> {
+  const trash = path.join(trashDir, randomUUID());
+  await fsp.mkdir(trashDir, { recursive: true, mode: privateDirMode });
+  try {
+    await fsp.rename(target, trash);
+    return trash;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** The `code` of a Node system error (`ENOENT`…), if it is one. */
+export function errorCode(err: unknown): string | undefined {
   return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
