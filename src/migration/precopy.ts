@@ -233,7 +233,7 @@ export class Precopy {
     for (const s of scans) {
       this.throwIfAborted();
       if (!fresh) this.bytesTotal += s.changes.bytes;
-      bytes += await this.send(s.ref, s.changes, fresh);
+      bytes += await this.send(s.ref, s.changes, fresh, s.now);
       this.sent.set(volumeKey(s.ref), s.now);
     }
     this.req.log.info(
@@ -253,7 +253,7 @@ export class Precopy {
   }
 
   /** Deletions, then a tar of `send`, for one volume; returns the bytes streamed. */
-  private async send(ref: VolumeRef, changes: Changes, fresh: boolean): Promise<number> {
+  private async send(ref: VolumeRef, changes: Changes, fresh: boolean, listed?: Manifest): Promise<number> {
     const { link, signal } = this.req;
     for (let i = 0; i < changes.deleted.length; i += deleteBatch) {
       await link.deletePaths(ref, changes.deleted.slice(i, i + deleteBatch), signal);
@@ -263,6 +263,7 @@ export class Precopy {
     const tally = { bytes: 0 };
     const body = Readable.from(
       packEntries(this.req.volumePath(ref), changes.send, {
+        ...(listed ? { listed } : {}),
         streamHash: hash,
         onBytes: (n) => {
           tally.bytes += n;

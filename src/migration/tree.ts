@@ -262,6 +262,12 @@ export interface PackOptions {
    * bytes as they were read, in the same pass that packs them (cold copies compare it with what landed).
    */
   onEntry?: (entry: TreeEntry) => void;
+  /**
+   * The kind each path had when it was listed: an entry whose kind changed since (a file become a
+   * directory) is left out, because the receiver still holds the old kind and would refuse it. The
+   * listing then records the old kind as sent, so the next pass deletes it and sends the new one.
+   */
+  listed?: ReadonlyMap<string, { kind: Kind }>;
 }
 
 /**
@@ -272,7 +278,11 @@ export interface PackOptions {
  * Hard links within one stream stay links.
  */
 export async function* packEntries(root: string, paths: string[], options: PackOptions): AsyncGenerator<Buffer> {
-  const { onBytes, streamHash, onEntry } = options;
+  const { onBytes, streamHash, onEntry, listed } = options;
+  const changedKind = (rel: string, now: Kind): boolean => {
+    const was = listed?.get(rel)?.kind;
+    return was !== undefined && was !== now;
+  };
   const asRoot = process.getuid?.() === 0;
   const emit = (chunk: Buffer): Buffer => {
     streamHash?.update(chunk);
@@ -289,18 +299,20 @@ export async function* packEntries(root: string, paths: string[], options: PackO
     const st = await fsp.lstat(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
     if (!st) continue;
     if (st.isDirectory()) {
+      if (changedKind(rel, 'dir')) continue;
       for (const b of headerBlocks({ ...headerOf(st), path: rel === '.' ? './' : `${rel}/`, type: 'Directory', size: 0 })) yield emit(b);
       describe(rel, st, 'dir', 0, '');
       continue;
     }
     if (st.isSymbolicLink()) {
+      if (changedKind(rel, 'link')) continue;
       const target = await fsp.readlink(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
       if (target === null) continue;
       for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'SymbolicLink', linkpath: target, size: 0 })) yield emit(b);
       describe(rel, st, 'link', 0, target);
       continue;
     }
-    if (!st.isFile()) continue;
+    if (!st.isFile() || changedKind(rel, 'file')) continue;
     const inode = `${st.dev}:${st.ino}`;
     const linkedTo = st.nlink > 1 ? links.get(inode) : undefined;
     if (linkedTo !== undefined) {

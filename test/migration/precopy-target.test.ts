@@ -1,18 +1,19 @@
 // The receiving side of pre-copy passes, on scratch directories: deletions and tar entries that would land
 // outside the staging directory (by `..`, absolute paths or a symlinked parent) are refused and touch
 // nothing outside it; every entry ends up with exactly its mode, whatever the umask and whatever was there;
-// and the staging digest reads again a file that changed, even at the same size.
+// and the staging digest reads again a file that changed, even at the same size. A source-side pass leaves out
+// an entry whose kind changed after it was listed (the target could not accept it over the old kind).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { ApiError } from '../../src/errors/index.js';
-import { applyPass, deletePaths, digestStaging } from '../../src/migration/tree.js';
+import { applyPass, deletePaths, digestStaging, packEntries, scanTree } from '../../src/migration/tree.js';
 
 /** One entry of a hand-made tar stream. */
 interface Entry {
@@ -109,5 +110,31 @@ describe('pre-copy target side', () => {
     const file = (tree: typeof first): string => tree.find((e) => e.path === 'd/f')?.content ?? '';
     assert.notEqual(file(second), file(first), 'a same-size rewrite is read again');
     assert.equal(second.find((e) => e.path === 'd/f')?.mode, 0o600);
+  });
+
+  it('a pass leaves out an entry whose kind changed after it was listed, so the target keeps a copy it can accept', async () => {
+    await fresh('kinds');
+    const source = path.join(scratch, 'kinds', 'source');
+    await mkdir(source);
+    await writeFile(path.join(source, 'flip'), 'a file\n');
+    await writeFile(path.join(source, 'keep'), 'kept\n');
+    const pack = (paths: string[], listed?: Awaited<ReturnType<typeof scanTree>>): Readable =>
+      Readable.from(packEntries(source, paths, { onBytes: () => undefined, ...(listed ? { listed } : {}) }), { objectMode: false });
+    await applyPass(staging, pack(['.', 'flip', 'keep']), true);
+
+    // Listed as a file; by the time the pass reads it, the workload made it a directory.
+    await writeFile(path.join(source, 'keep'), 'changed\n');
+    const listed = await scanTree(source);
+    await unlink(path.join(source, 'flip'));
+    await mkdir(path.join(source, 'flip'));
+    await writeFile(path.join(source, 'flip', 'inner'), 'inside\n');
+    await applyPass(staging, pack(['flip', 'keep'], listed), false);
+    assert.equal(await readFile(path.join(staging, 'flip'), 'utf8'), 'a file\n', 'the old kind stays until a later pass deletes it');
+    assert.equal(await readFile(path.join(staging, 'keep'), 'utf8'), 'changed\n', 'the rest of the pass landed');
+
+    // The next pass sees the new kind: it deletes the old entry and sends the directory.
+    await deletePaths(staging, ['flip']);
+    await applyPass(staging, pack(['flip', 'flip/inner'], await scanTree(source)), false);
+    assert.equal(await readFile(path.join(staging, 'flip', 'inner'), 'utf8'), 'inside\n');
   });
 });
