@@ -12,6 +12,8 @@
 //   POST /internal/pools/remove             remove a storage pool from the member (refused while it holds a volume)
 //   POST /internal/moves/run                ask the holder of instances to move them (the drainer): the answer
 //                                           streams progress lines (NDJSON) and ends with the outcome
+//   POST /internal/moves/run/:run/cancel    cancel that move if it has not committed; the caller keeps reading
+//                                           the answer above for what really happened (404: no such run here)
 //   and the receiving side of one move, on its target, keyed by the move's journal id:
 //   POST /internal/moves/:id/prepare        clear stale copies, check the pool has room, open staging; the
 //                                           source offers its pool's stream format (btrfs), the answer says
@@ -25,6 +27,7 @@
 //   POST /internal/moves/:id/commit         make every staged volume durable and put it in place
 //   POST /internal/moves/:id/discard        drop what the move left on the target
 
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { PeerClient } from './peers.js';
@@ -41,6 +44,7 @@ export const internalRoutes = {
   openPool: '/internal/pools/open',
   removePool: '/internal/pools/remove',
   runMove: '/internal/moves/run',
+  cancelMove: '/internal/moves/run/:run/cancel',
   prepare: '/internal/moves/:id/prepare',
   volume: '/internal/moves/:id/volume',
   delta: '/internal/moves/:id/delta',
@@ -101,6 +105,8 @@ export const runMoveBody = z.object({
   evacuation: z.string().nullable().optional(),
   /** The drainer term that ordered the move: its journal and its commit hold only while that term lasts. */
   fence: z.object({ key: z.string(), createRevision: z.number().int() }).optional(),
+  /** The caller's name for this run, by which it can cancel it (`cancelMove`); without one, only hanging up cancels. */
+  run: z.string().uuid().optional(),
 });
 export type RunMoveBody = z.infer<typeof runMoveBody>;
 
@@ -206,6 +212,8 @@ export interface CapacityReport {
  * place, however many GB that is. Other calls wait `ROOST_PEER_TIMEOUT_MS` (config/env.ts).
  */
 const slow = { stop: 600_000, stream: 600_000, digest: 600_000, commit: 600_000, move: 3_600_000 } as const;
+/** How long a cancelled move may take to roll back or finish before its caller hangs up on it (ms). */
+const cancelGraceMs = 120_000;
 
 /** The typed client of the internal protocol. */
 export class InternalClient {
@@ -251,7 +259,32 @@ export class InternalClient {
    * `RemoteMoveError` saying how it failed. `onLine` sees each phase and byte count as the holder reports it.
    */
   async runMove(address: string, body: RunMoveBody, signal: AbortSignal | undefined, onLine: (line: RunMoveProgressLine) => void = () => undefined): Promise<void> {
-    const stream = await this.peers.stream(address, internalRoutes.runMove, { method: 'POST', json: body, signal, timeoutMs: slow.stop });
+    // `signal` cancels the move, but the answer still says what happened: a move may commit before the
+    // cancel reaches it, and then it finishes (starts on the target, deletes its source copy) before it
+    // answers. The connection is dropped (which cancels too) only if the cancel cannot be delivered or the
+    // holder takes longer than `cancelGraceMs` to settle.
+    signal?.throwIfAborted();
+    const run = randomUUID();
+    const hangUp = new AbortController();
+    let grace: NodeJS.Timeout | undefined;
+    const cancel = (): void => {
+      this.peers.call(address, 'POST', internalRoutes.cancelMove.replace(':run', run), { timeoutMs: 15_000 }).then(
+        () => {
+          grace = setTimeout(() => hangUp.abort(signal?.reason), cancelGraceMs);
+          grace.unref();
+        },
+        () => hangUp.abort(signal?.reason),
+      );
+    };
+    const settled = (): void => {
+      signal?.removeEventListener('abort', cancel);
+      clearTimeout(grace);
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
+    const stream = await this.peers.stream(address, internalRoutes.runMove, { method: 'POST', json: { ...body, run }, signal: hangUp.signal, timeoutMs: slow.stop }).catch((err: unknown) => {
+      settled();
+      throw err;
+    });
     let buffered = '';
     let outcome: RunMoveLine | null = null;
     try {
@@ -268,8 +301,10 @@ export class InternalClient {
         }
       }
     } catch (err) {
-      if (signal?.aborted) throw err;
+      if (hangUp.signal.aborted) throw err;
       throw new RemoteMoveError('unreachable', `the connection to the member at ${address} broke during the move: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      settled();
     }
     if (!outcome) throw new RemoteMoveError('unreachable', `the member at ${address} ended the move without an outcome (it may have restarted)`);
     if (!('ok' in outcome) || outcome.ok) return;

@@ -67,10 +67,20 @@ export function registerInternalRoutes(r: Router): void {
   });
 
   // The holder of instances runs their move and streams its progress, then its outcome, as lines; the
-  // caller hanging up cancels it (until its commit).
+  // caller cancels it (until its commit) by name, or by hanging up.
+  const runs = new Map<string, AbortController>();
+  r.on('POST', routes.cancelMove, async (req, reply) => {
+    const run = runs.get(param(req, 'run'));
+    if (!run) throw errors.notFound('No such move run on this member');
+    run.abort();
+    return sync(reply, {});
+  });
+
   r.on('POST', routes.runMove, async (req, reply) => {
     const body = parseBody(req, runMoveBody);
     const abort = new AbortController();
+    const run = body.run;
+    if (run !== undefined) runs.set(run, abort);
     const out = new PassThrough();
     const send = (line: RunMoveLine): void => {
       if (!out.writableEnded) out.write(`${JSON.stringify(line)}\n`);
@@ -96,7 +106,10 @@ export function registerInternalRoutes(r: Router): void {
         () => send({ ok: true }),
         (err: unknown) => send({ ok: false, failure: moveFailureKind(err), error: err instanceof Error ? err.message : String(err) }),
       )
-      .finally(() => out.end());
+      .finally(() => {
+        if (run !== undefined) runs.delete(run);
+        out.end();
+      });
     return reply.type('application/x-ndjson').send(out);
   });
 
