@@ -2,7 +2,7 @@
 // server and member config (validated through the config-key registry).
 
 import os from 'node:os';
-import type { Store } from '../store/store.js';
+import type { Store, Watch } from '../store/store.js';
 import { keys, type HeartbeatRecord, type MemberRecord, type MemberStatus, type StoredMemberState } from '../store/schema.js';
 import { checkConfig, configValue } from '../config/keys.js';
 import { errors } from '../errors/index.js';
@@ -45,6 +45,11 @@ const lastSeenKey = (name: string): string => `lastseen/${name}`;
 export class ClusterService {
   private lease: string | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** True while a beat runs; `beatAgain` asks it to schedule the next one at once. */
+  private beating = false;
+  private beatAgain = false;
+  private configWatch: Watch | null = null;
+  private stopped = false;
   /** Called when the heartbeat finds this member's record gone (it was removed from the cluster). */
   onRemoved: (() => void) | null = null;
   private leaseTtl = 0;
@@ -91,6 +96,23 @@ export class ClusterService {
   /** Start heartbeating: a key under a lease whose TTL is the offline threshold, kept alive well within it. */
   async startHeartbeat(): Promise<void> {
     await this.beat();
+    // A changed offline threshold takes effect at once, with a lease of the new length, not at the next beat
+    // (up to 4 s later): a member that dies meanwhile would otherwise stay Online for the old threshold.
+    const key = keys.serverConfig();
+    const { revision } = await this.store.range(key);
+    this.configWatch = this.store.watch(key, revision, (events) => {
+      const change = events.filter((e) => e.kv.key === key).at(-1);
+      if (!change || this.stopped) return;
+      const config = change.kv.value === '' ? {} : (JSON.parse(change.kv.value) as Record<string, string>);
+      const ttl = parseSeconds(configValue('server', config, 'cluster.offline_threshold')) ?? 20;
+      if (ttl === this.leaseTtl) return;
+      if (this.beating) {
+        this.beatAgain = true;
+        return;
+      }
+      if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+      void this.beat();
+    });
   }
 
   /**
@@ -104,17 +126,23 @@ export class ClusterService {
 
   /** Stop heartbeating (the member will turn Offline after the threshold unless revoke is asked). */
   async stopHeartbeat(revoke: boolean): Promise<void> {
+    this.stopped = true;
+    this.configWatch?.close();
+    this.configWatch = null;
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = null;
     if (revoke && this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
   }
 
   private async beat(): Promise<void> {
+    this.beating = true;
+    this.beatAgain = false;
     try {
       // A member removed from the cluster (`roost cluster remove`) stops beating and says so, once.
       if (!(await this.store.get(keys.member(this.memberName)))) {
         this.log.warn('this member was removed from the cluster; it stops');
         this.onRemoved?.();
+        this.beating = false;
         return;
       }
       const ttl = await this.offlineThreshold();
@@ -144,7 +172,9 @@ export class ClusterService {
     }
     // Five beats per lease length leave room for four slow ones; at the default 20 s threshold that is one
     // beat (two writes, see above) every 4 s per member.
-    const interval = Math.max(100, Math.min(4000, (this.leaseTtl * 1000) / 5));
+    const interval = this.beatAgain ? 0 : Math.max(100, Math.min(4000, (this.leaseTtl * 1000) / 5));
+    this.beating = false;
+    if (this.stopped) return;
     this.heartbeatTimer = setTimeout(() => void this.beat(), interval);
     this.heartbeatTimer.unref();
   }

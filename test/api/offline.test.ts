@@ -62,6 +62,24 @@ describe('offline detection with cluster.offline_threshold=2', () => {
     assert.deepEqual(glitches, []);
   });
 
+  it('a lowered threshold takes effect at once, not at the next beat: a member killed just after turns Offline within it', { timeout: 60_000 }, async () => {
+    const store = await c.store();
+    const lease = async (m: string): Promise<string | null> => (await store.get(keys.heartbeat(m)))?.lease ?? null;
+    await c.client('m01').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': '60' } });
+    const long = await lease('m02');
+    await waitFor('m02 heartbeats with threshold 60', async () => (await lease('m02')) !== long);
+    const old = await lease('m02');
+    await c.client('m01').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': '2' } });
+    // Beats are 4 s apart at a 60 s threshold: the new lease within 2 s shows the change was watched.
+    await waitFor('m02 moved its heartbeat to a 2 s lease at once', async () => (await lease('m02')) !== old, 2_000);
+    await c.kill('m02', 'SIGKILL');
+    const killedAt = Date.now();
+    await waitFor('m02 shows Offline', async () => (await member('m02')).status === 'Offline', 10_000);
+    assert.ok(Date.now() - killedAt < 8_000, `Offline after ${Date.now() - killedAt} ms, threshold is 2 s (was 60 s)`);
+    await c.restart('m02');
+    await waitFor('m02 is Online again', async () => (await member('m02', 'm01')).status === 'Online', 10_000);
+  });
+
   it('a SIGKILLed member turns Offline within the threshold, the healthy one keeps working, and a restart brings it back', { timeout: 60_000 }, async () => {
     await c.launch('survivor', { target: 'm02' });
     const survivorPid = (await c.instance('survivor')).state?.pid ?? 0;
