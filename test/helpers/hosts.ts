@@ -41,8 +41,10 @@ const startTimeoutMs = 90_000;
 const memberPort = 8443;
 
 const repoRoot = path.resolve(fileURLToPath(import.meta.url), '..', '..', '..');
-const daemonMain = path.join(repoRoot, 'src', 'daemon', 'main.ts');
-const cliMain = path.join(repoRoot, 'src', 'cli', 'main.ts');
+/** `npm test` builds first and sets ROOST_DAEMON_BUILT=1: members and the CLI then run from dist/ (no compile at each start). */
+const built = process.env.ROOST_DAEMON_BUILT === '1';
+const entry = (concern: 'daemon' | 'cli'): string[] =>
+  built ? [path.join(repoRoot, 'dist', concern, 'main.js')] : ['--import', 'tsx', path.join(repoRoot, 'src', concern, 'main.ts')];
 
 /** How to start a cluster on several hosts. */
 export interface HostsOptions {
@@ -454,7 +456,7 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     const fd = openSync(path.join(logsDir, `${h.name}.log`), 'a');
     const mounts = 'mount --bind "$1" "$2"; mount --bind "$4" "$5"; mount -t tmpfs -o size=1m,mode=0700 roost-hidden "$3"; shift 5; exec "$@"';
     const daemon = [
-      process.execPath, '--import', 'tsx', daemonMain, '--name', h.name, '--dir', dataPath, '--address', `${h.ip}:${memberPort}`,
+      process.execPath, ...entry('daemon'), '--name', h.name, '--dir', dataPath, '--address', `${h.ip}:${memberPort}`,
       ...(how.join ? ['--join', how.join] : ['--store', `${etcd?.url ?? ''}`]),
       ...(how.bootstrap ? ['--bootstrap'] : []),
     ];
@@ -542,7 +544,7 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     },
     async cli(m, args) {
       return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', cliMain, ...args], {
+        const child = spawn(process.execPath, [...entry('cli'), ...args], {
           cwd: repoRoot,
           env: { ...process.env, ROOST_DIR: memberDir(m), HOME: root, XDG_CONFIG_HOME: path.join(root, 'config') },
           stdio: ['ignore', 'pipe', 'pipe'],
