@@ -49,13 +49,15 @@ describe('the drainer survives the loss of any member', () => {
     const source = c.names.find((n) => n !== first.member) ?? '';
     const via = c.names.find((n) => n !== first.member && n !== source) ?? '';
     const names = ['t1', 't2', 't3', 't4', 't5'];
-    for (const name of names) await launchWorkload(c, name, { target: source, termSleep: 0.3, payloadBytes: 8 * 1024 * 1024 });
+    // Slow clean stops, one move at a time, and three still to go when the leader dies: progress is written
+    // throttled, so what it shows may be a move or two behind, and the run must still be going at the kill.
+    for (const name of names) await launchWorkload(c, name, { target: source, termSleep: 1, payloadBytes: 8 * 1024 * 1024 });
     const data = await readAll(c, names, via);
 
     const id = await beginState(c, source, { action: 'evacuate', parallel: 1 }, via);
-    await waitFor('one instance moved, others not yet', async () => {
+    await waitFor('one instance moved, three not yet', async () => {
       const p = await memberProgress(c, source, via);
-      return p !== null && p.done >= 1 && p.done < p.total;
+      return p !== null && p.done >= 1 && p.done <= p.total - 3;
     }, 30_000);
     const killedAt = Date.now();
     await c.kill(first.member, 'SIGKILL');

@@ -531,6 +531,10 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     pid,
     kill,
     async restart(m) {
+      // A daemon killed from outside (an operator's command) may still be dying, or be gone before its exit
+      // event reached this process: give it a few seconds before calling it still running.
+      const h = hostOf(m);
+      if (pid(m) !== null) await Promise.race([h.exited, delay(10_000)]);
       await dropClients(m);
       await launch(hostOf(m), {});
     },
