@@ -1,12 +1,14 @@
 // Evacuate and restore wall times for 6 and 24 running process instances, each with a clean stop of
 // about 3 s (a TERM trap that sleeps) and 4 MiB of data, next to the same data copied by a plain
-// tar | tar pipe in the same run (the floor), plus each instance's downtime (shutdown → started).
+// tar | tar pipe in the same run (the floor), plus each instance's downtime (shutdown → started) as p50, p95
+// and max, against that instance's own floor measured in the same run: its clean stop + its copy at
+// tar | tar speed + its start, each measured alone.
 // Run: npm run bench -- evacuate        (ROOST_BENCH_SIZES=6,24 to choose sizes)
 
 import Table from 'cli-table3';
 import { join } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { benchCluster, launchMany, median, since, tarFloor, until } from './lib.js';
+import { benchCluster, launchMany, median, quantile, since, tarFloor, until } from './lib.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/store.js';
 
@@ -39,7 +41,7 @@ const command =
   `[ -f blob ] || head -c ${blobBytes} /dev/urandom > blob; trap "sleep 3; exit 0" TERM; while true; do sleep 0.2; done`;
 
 const table = new Table({
-  head: ['instances', 'data', 'evacuate', 'restore', 'tar|tar floor', 'downtime median', 'downtime max', 'parallel', 'store writes per moved instance'],
+  head: ['instances', 'data', 'evacuate', 'restore', 'tar|tar floor', 'downtime evacuate p50 / p95 / max', 'downtime restore p50 / p95 / max', 'own floor (stop + copy + start)', 'store writes per moved instance'],
   style: { head: [], border: [] },
 });
 
@@ -74,24 +76,39 @@ for (const n of sizes) {
     const writes = await storeWrites(store, before);
     await store.close();
     await until('every instance started again', () => downtimes.length >= n, 30_000).catch(() => undefined);
-    const evacDowntimes = [...downtimes];
+    const evacDowntimes = downtimes.splice(0);
 
     const t1 = process.hrtime.bigint();
     await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'restore' });
     const restore = since(t1);
+    await until('every instance started again at home', () => downtimes.length >= n, 30_000).catch(() => undefined);
+    const restoreDowntimes = downtimes.splice(0);
     events.close();
 
     const floor = await tarFloor(names.map((x) => rootOf('m01', x)));
-    const parallel = 4;
+    // Each instance's own floor, measured alone on three of them: a clean stop, its copy, a start.
+    const own = { stop: [] as number[], copy: [] as number[], start: [] as number[] };
+    for (const name of names.slice(0, 3)) {
+      const s0 = process.hrtime.bigint();
+      await client.runAsync('PUT', `/1.0/instances/${name}/state`, { action: 'stop', timeout: 30 });
+      own.stop.push(since(s0));
+      own.copy.push(await tarFloor([rootOf('m01', name)]));
+      const s1 = process.hrtime.bigint();
+      await client.runAsync('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
+      own.start.push(since(s1));
+    }
+    const ownFloor = median(own.stop) + median(own.copy) + median(own.start);
+    const spread = (d: number[]): string =>
+      `${quantile(d, 0.5).toFixed(2)} / ${quantile(d, 0.95).toFixed(2)} / ${Math.max(0, ...d).toFixed(2)} s (p50 ${(quantile(d, 0.5) / ownFloor).toFixed(1)}x own)`;
     table.push([
       String(n),
       `${((n * blobBytes) / 2 ** 20).toFixed(0)} MiB`,
       `${evacuate.toFixed(2)} s`,
       `${restore.toFixed(2)} s`,
       `${floor.toFixed(2)} s`,
-      `${median(evacDowntimes).toFixed(2)} s`,
-      `${Math.max(0, ...evacDowntimes).toFixed(2)} s`,
-      String(parallel),
+      spread(evacDowntimes),
+      spread(restoreDowntimes),
+      `${ownFloor.toFixed(2)} s (${median(own.stop).toFixed(2)} + ${median(own.copy).toFixed(2)} + ${median(own.start).toFixed(2)})`,
       `${(writes.txns / n).toFixed(1)} (${[...writes.byKind].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v / n).toFixed(1)}`).join(', ')})`,
     ]);
     await client.close();
@@ -104,5 +121,6 @@ for (const n of sizes) {
 console.log('Evacuation of one member of a local 3-member cluster (process instances, clean stop ≈ 3 s each)');
 console.log(table.toString());
 console.log('Reference (../shared/wire/README.md): LXD 5.0.2 needs 112 s to evacuate 24 containers on this machine kind, one at a time.');
-console.log('Downtime = instance-shutdown event → instance-started event of the same instance; its floor is its own 3 s stop + copy + start.');
+console.log('Downtime = instance-shutdown event → instance-started event of the same instance, during the evacuation and during the restore (default copy parallelism).');
+console.log('Own floor = the median, over three of the instances measured alone after the run, of a clean stop, a tar | tar copy of its volume, and a start.');
 console.log('Store writes per moved instance: write transactions during the evacuation over the instances moved (heartbeats of the 3 members included), and keys written per kind.');

@@ -60,6 +60,13 @@ export function median(values: number[]): number {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
+/** The `q` quantile (0..1) of numbers, nearest rank. */
+export function quantile(values: number[], q: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] as number;
+}
+
 /** Seconds since `t0` (from process.hrtime.bigint()). */
 export function since(t0: bigint): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
