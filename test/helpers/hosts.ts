@@ -624,7 +624,17 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
 
     const first = addHost('m1');
     await launch(first, { bootstrap: true });
-    await client('m1').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': String(options.offlineThreshold ?? 3) } });
+    const patchedAt = Date.now();
+    const threshold = options.offlineThreshold ?? 3;
+    await client('m1').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': String(threshold) } });
+    // The drainer's leader takes a new term for a new lease length (within 2 s). Wait for m1's term under the new
+    // length before anyone joins, so that m1 leads, as the suites expect, rather than whoever joined at that moment.
+    if (threshold !== 20) {
+      await waitFor('m1 runs the drainer with the new lease length', async () => {
+        const leader = await LeaderElection.read(await cluster.store(), keys.drainerLeader());
+        return leader?.member === 'm1' && Date.parse(leader.since) > patchedAt;
+      }, 20_000);
+    }
     for (let i = 2; i <= count; i++) await cluster.join(`m${i}`, await token('m1', `m${i}`));
     let seen = '';
     await waitFor('every member is Online', async () => {
