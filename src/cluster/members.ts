@@ -42,6 +42,11 @@ function stateMessage(record: MemberRecord): string {
 const lastSeenKey = (name: string): string => `lastseen/${name}`;
 
 /** Reads and writes membership and config; runs this member's heartbeat. */
+/** Seconds without heartbeat before a member is Offline, from the server config (`cluster.offline_threshold`, default 20). */
+function offlineThresholdOf(config: Record<string, string>): number {
+  return parseSeconds(configValue('server', config, 'cluster.offline_threshold')) ?? 20;
+}
+
 export class ClusterService {
   private lease: string | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
@@ -89,8 +94,7 @@ export class ClusterService {
 
   /** Seconds without heartbeat before a member is Offline (server key `cluster.offline_threshold`). */
   async offlineThreshold(): Promise<number> {
-    const config = await this.serverConfig();
-    return parseSeconds(configValue('server', config, 'cluster.offline_threshold')) ?? 20;
+    return offlineThresholdOf(await this.serverConfig());
   }
 
   /** Start heartbeating: a key under a lease whose TTL is the offline threshold, kept alive well within it. */
@@ -104,8 +108,7 @@ export class ClusterService {
       const change = events.filter((e) => e.kv.key === key).at(-1);
       if (!change || this.stopped) return;
       const config = change.kv.value === '' ? {} : (JSON.parse(change.kv.value) as Record<string, string>);
-      const ttl = parseSeconds(configValue('server', config, 'cluster.offline_threshold')) ?? 20;
-      if (ttl === this.leaseTtl) return;
+      if (offlineThresholdOf(config) === this.leaseTtl) return;
       if (this.beating) {
         this.beatAgain = true;
         return;
