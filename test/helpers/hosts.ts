@@ -613,6 +613,10 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     mkdirSync(sharedPath, { recursive: true, mode: 0o700 });
     mkdirSync(sharedBacking, { recursive: true, mode: 0o700 });
     ip(['link', 'add', bridge, 'type', 'bridge']);
+    // A fixed (locally administered) address: a bridge left to choose takes the lowest of its ports' addresses,
+    // so a member joining with a lower one changed it, and the members already there kept sending to the old
+    // one (their ARP entry for the bridge, that is for etcd) until it went stale: each lost the store for 5-10 s.
+    ip(['link', 'set', bridge, 'address', `02:52:4f:53:54:${(k % 256).toString(16).padStart(2, '0')}`]);
     ip(['addr', 'add', `${bridgeIp}/24`, 'dev', bridge]);
     ip(['link', 'set', bridge, 'up']);
     // Data on tmpfs when there is one (no fsync stalls from other work on the disk), and elections that ride out
