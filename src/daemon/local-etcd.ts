@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -28,17 +28,33 @@ interface LocalEtcdState {
   nodes: EtcdNode[];
 }
 
-/** A port free on 127.0.0.1 right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
-    });
-  });
+/**
+ * `count` distinct ports free on 127.0.0.1 right now. Every probe stays bound until all are picked: probed one
+ * after another, the kernel may hand the same port out twice (and etcd refuses a cluster with a duplicate URL).
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      servers.push(server);
+      server.unref();
+      ports.push(
+        await new Promise<number>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => {
+            const address = server.address();
+            if (address && typeof address === 'object') resolve(address.port);
+            else reject(new Error('no free port'));
+          });
+        }),
+      );
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
+  }
 }
 
 function alive(pid: number): boolean {
@@ -99,7 +115,8 @@ export class LocalEtcd {
     const fresh = state === null;
     if (!state) {
       const nodes: EtcdNode[] = [];
-      for (let i = 0; i < nodeCount; i++) nodes.push({ name: `n${i}`, clientPort: await freePort(), peerPort: await freePort() });
+      const ports = await freePorts(nodeCount * 2);
+      for (let i = 0; i < nodeCount; i++) nodes.push({ name: `n${i}`, clientPort: ports[2 * i] ?? 0, peerPort: ports[2 * i + 1] ?? 0 });
       state = { token: `roost-${randomBytes(8).toString('hex')}`, nodes };
       await writeFile(join(this.dir, 'etcd.json'), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
     }

@@ -6,7 +6,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
+import { freePorts } from '../../src/daemon/local-etcd.js';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -96,18 +97,6 @@ export function requireEtcd(): void {
 }
 
 /** A port free on 127.0.0.1 right now (the OS picks it). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 /** True if something accepts TCP connections on `host`:`port`. */
 async function listening(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -180,8 +169,9 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const dir = await mkdtemp(path.join(options.dataParent ?? os.tmpdir(), 'roost-etcd-'));
   directories.add(dir);
   const members: Member[] = [];
+  const ports = await freePorts(count * 2);
   for (let i = 0; i < count; i++) {
-    members.push({ name: `n${i}`, clientPort: await freePort(), peerPort: await freePort(), process: null, exited: null });
+    members.push({ name: `n${i}`, clientPort: ports[2 * i] ?? 0, peerPort: ports[2 * i + 1] ?? 0, process: null, exited: null });
   }
   const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(',');
   const token = `roost-test-${path.basename(dir)}`;
@@ -256,7 +246,8 @@ async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
     for (;;) {
       const live = members.filter((m) => m.process !== null);
       const states = await Promise.all(live.map(async (m) => ({ m, ok: await healthy(m) })));
-      if (states.every((s) => s.ok)) return;
+      // Healthy only with some member running: members that all exited at once are a failed start, not health.
+      if (states.length > 0 && states.every((s) => s.ok)) return;
       const crashed = members.filter((m) => m.process === null && m.exited !== null && !stopped.has(m));
       if (Date.now() > deadline || crashed.length > 0) {
         const failing = [...crashed, ...states.filter((s) => !s.ok).map((s) => s.m)];
