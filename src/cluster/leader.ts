@@ -22,6 +22,8 @@ export interface LeaderRecord {
   member: string;
   pid: number;
   since: string;
+  /** The length of the term's lease (s): a term under an older length is given up for a new one. */
+  leaseSeconds?: number;
 }
 
 /** How the election is run. */
@@ -78,7 +80,7 @@ export class LeaderElection {
       try {
         const ttl = await this.o.ttlSeconds();
         const lease = await store.grantLease(ttl);
-        const record: LeaderRecord = { member, pid: process.pid, since: new Date().toISOString() };
+        const record: LeaderRecord = { member, pid: process.pid, since: new Date().toISOString(), leaseSeconds: ttl };
         const r = await store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: JSON.stringify(record), lease }]);
         if (r.succeeded && !this.stopped) {
           await this.lead(lease, r.revision, ttl);

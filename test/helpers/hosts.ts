@@ -628,7 +628,6 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
 
     const first = addHost('m1');
     await launch(first, { bootstrap: true });
-    const patchedAt = Date.now();
     const threshold = options.offlineThreshold ?? 3;
     await client('m1').request('PATCH', '/1.0', { config: { 'cluster.offline_threshold': String(threshold) } });
     // The drainer's leader takes a new term for a new lease length (within 2 s). Wait for m1's term under the new
@@ -636,7 +635,8 @@ export async function startHosts(options: HostsOptions = {}): Promise<HostsClust
     if (threshold !== 20) {
       await waitFor('m1 runs the drainer with the new lease length', async () => {
         const leader = await LeaderElection.read(await cluster.store(), keys.drainerLeader());
-        return leader?.member === 'm1' && Date.parse(leader.since) > patchedAt;
+        // The record names its lease length: a term m1 began just before the change still has the old one.
+        return leader?.member === 'm1' && leader.leaseSeconds === threshold;
       }, 20_000);
     }
     for (let i = 2; i <= count; i++) await cluster.join(`m${i}`, await token('m1', `m${i}`));
