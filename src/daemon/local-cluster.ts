@@ -185,7 +185,10 @@ export class LocalCluster {
     const built = self.endsWith('.ts') && process.env.ROOST_DAEMON_BUILT === '1' ? join(self, '..', '..', '..', 'dist', 'daemon', 'main.js') : null;
     const fromSource = self.endsWith('.ts') && built === null;
     const main = built ?? join(self, '..', fromSource ? 'main.ts' : 'main.js');
+    // Extra options for node itself (ROOST_DAEMON_NODE_ARGS='--cpu-prof --cpu-prof-dir=<dir>' profiles each daemon).
+    const nodeArgs = (process.env.ROOST_DAEMON_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
     const args = [
+      ...nodeArgs,
       ...(fromSource ? ['--import', 'tsx'] : []),
       main, '--name', m.name, '--dir', m.dir, '--address', '127.0.0.1:0', '--store', storeUrl,
       ...(how.bootstrap ? ['--bootstrap'] : []),
