@@ -3,6 +3,7 @@
 // stream into a staging directory exactly as sent (modes, owners, links) and durably, and digesting and
 // comparing trees entry by entry (kind, mode, owner as root, size, content).
 
+import { spawn } from 'node:child_process';
 import { createHash, webcrypto, type Hash } from 'node:crypto';
 import { constants, promises as fsp, type BigIntStats, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -270,12 +271,74 @@ export interface PackOptions {
   listed?: ReadonlyMap<string, { kind: Kind }>;
 }
 
+/** Entries looked at (lstat, opened, small files read whole) ahead of the one being packed. */
+const packAhead = 16;
+/** Stream chunks smaller than this are gathered into one of about this size (fewer, larger writes to the wire). */
+const batchBytes = 256 * 1024;
+
+/** One entry as looked at ahead of its turn in the stream. */
+interface Looked {
+  /** Its stat at the look (fstat of what was opened, lstat of a symlink); null if it was gone. */
+  st: Stats | null;
+  /** A symlink's target (null if it went away meanwhile). */
+  target?: string | null;
+  /** A regular file opened without following links, and its stat once open (not set: gone, or no longer a file). */
+  file?: { fh: FileHandle | null; st: Stats; data: Buffer | null; read: number };
+}
+
+/**
+ * Look at one entry ahead of its turn: open it (without following a link, without blocking on a FIFO) and
+ * fstat it; a regular file no larger than a chunk is read whole and closed, a larger one is left open for
+ * its turn; a symlink (which cannot be opened so) is lstat'ed and its target read. So many small files are
+ * read several at a time, each in four trips to the thread pool, not five one after another.
+ */
+async function lookAt(abs: string): Promise<Looked> {
+  let fh: FileHandle;
+  try {
+    fh = await fsp.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isGone(err)) return { st: null };
+    // A symlink (ELOOP), or something that cannot be opened for reading (a socket: ENXIO): by its lstat.
+    const st = await fsp.lstat(abs).catch((e: unknown) => (isGone(e) ? null : Promise.reject(e)));
+    if (st?.isSymbolicLink()) return { st, target: await fsp.readlink(abs).catch((e: unknown) => (isGone(e) ? null : Promise.reject(e))) };
+    if (st?.isFile() || st?.isDirectory()) throw err; // it could not be read
+    return { st }; // gone, or a kind that is not packed
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      return { st };
+    }
+    if (st.size > readChunk) return { st, file: { fh, st, data: null, read: 0 } };
+    const data = Buffer.allocUnsafe(st.size);
+    let read = 0;
+    while (read < st.size) {
+      const { bytesRead } = await fh.read(data, read, st.size - read, read);
+      if (bytesRead === 0) break; // it shrank since its stat: the rest is padded
+      read += bytesRead;
+    }
+    await fh.close();
+    return { st, file: { fh: null, st, data, read } };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Close what a look left open (an entry not packed after all). */
+async function release(looked: Promise<Looked>): Promise<void> {
+  const l = await looked.catch(() => null);
+  await l?.file?.fh?.close().catch(() => undefined);
+}
+
 /**
  * A tar stream of `paths` (relative to `root`) as they are at the moment each is read. Entries that
  * vanished or changed kind since they were listed are left out, and a file that shrank while read is
  * padded to the size its header announced: either way the entry changed after it was listed, so the next
  * pass sends it again (and its `onEntry` digest, of the bytes read, differs from what the target wrote).
- * Hard links within one stream stay links.
+ * Hard links within one stream stay links. Up to `packAhead` entries are looked at (and small files read)
+ * ahead of the one being packed, and small pieces of the stream go out gathered into larger chunks.
  */
 export async function* packEntries(root: string, paths: string[], options: PackOptions): AsyncGenerator<Buffer> {
   const { onBytes, streamHash, onEntry, listed } = options;
@@ -284,80 +347,112 @@ export async function* packEntries(root: string, paths: string[], options: PackO
     return was !== undefined && was !== now;
   };
   const asRoot = process.getuid?.() === 0;
-  const emit = (chunk: Buffer): Buffer => {
+  let gathered: Buffer[] = [];
+  let gatheredBytes = 0;
+  /** Queue a piece; answers the chunks to send now (a gathered batch, or a large piece after what was gathered). */
+  const put = (chunk: Buffer): Buffer[] => {
     streamHash?.update(chunk);
     onBytes(chunk.length);
-    return chunk;
+    if (chunk.length >= batchBytes) return [...flush(), chunk];
+    gathered.push(chunk);
+    gatheredBytes += chunk.length;
+    return gatheredBytes >= batchBytes ? flush() : [];
+  };
+  const flush = (): Buffer[] => {
+    if (gathered.length === 0) return [];
+    const out = gathered.length === 1 ? (gathered[0] as Buffer) : Buffer.concat(gathered, gatheredBytes);
+    gathered = [];
+    gatheredBytes = 0;
+    return [out];
   };
   const describe = (rel: string, st: Stats, kind: Kind, size: number, content: string): void => {
     onEntry?.({ path: rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size, content });
   };
   /** The first path packed of each inode with more than one link, and the digest of its bytes. */
   const links = new Map<string, { rel: string; sha256: string }>();
-  for (const rel of paths) {
-    const abs = rel === '.' ? root : path.join(root, rel);
-    const st = await fsp.lstat(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
-    if (!st) continue;
-    if (st.isDirectory()) {
-      if (changedKind(rel, 'dir')) continue;
-      for (const b of headerBlocks({ ...headerOf(st), path: rel === '.' ? './' : `${rel}/`, type: 'Directory', size: 0 })) yield emit(b);
-      describe(rel, st, 'dir', 0, '');
-      continue;
+  const absOf = (rel: string): string => (rel === '.' ? root : path.join(root, rel));
+  const ahead: Promise<Looked>[] = [];
+  let next = 0;
+  const lookAhead = (): void => {
+    while (ahead.length < packAhead && next < paths.length) {
+      const looked = lookAt(absOf(paths[next++] as string));
+      looked.catch(() => undefined); // awaited at its turn; a failure must not go unhandled before that
+      ahead.push(looked);
     }
-    if (st.isSymbolicLink()) {
-      if (changedKind(rel, 'link')) continue;
-      const target = await fsp.readlink(abs).catch((err: unknown) => (isGone(err) ? null : Promise.reject(err)));
-      if (target === null) continue;
-      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'SymbolicLink', linkpath: target, size: 0 })) yield emit(b);
-      describe(rel, st, 'link', 0, target);
-      continue;
-    }
-    if (!st.isFile() || changedKind(rel, 'file')) continue;
-    const inode = `${st.dev}:${st.ino}`;
-    const linkedTo = st.nlink > 1 ? links.get(inode) : undefined;
-    if (linkedTo !== undefined) {
-      for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'Link', linkpath: linkedTo.rel, size: 0 })) yield emit(b);
-      describe(rel, st, 'file', st.size, linkedTo.sha256);
-      continue;
-    }
-    let fh: FileHandle;
-    try {
-      fh = await fsp.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
-    } catch (err) {
-      if (isGone(err) || errorCode(err) === 'ELOOP') continue; // replaced by a link since it was listed
-      throw err;
-    }
-    try {
-      const fst = await fh.stat();
-      if (!fst.isFile()) continue;
-      for (const b of headerBlocks({ ...headerOf(fst), path: rel, type: 'File', size: fst.size })) yield emit(b);
+  };
+  try {
+    for (const rel of paths) {
+      lookAhead();
+      const { st, target, file } = await (ahead.shift() as Promise<Looked>);
+      lookAhead();
+      if (!st) continue;
+      if (st.isDirectory()) {
+        if (changedKind(rel, 'dir')) continue;
+        for (const b of headerBlocks({ ...headerOf(st), path: rel === '.' ? './' : `${rel}/`, type: 'Directory', size: 0 })) yield* put(b);
+        describe(rel, st, 'dir', 0, '');
+        continue;
+      }
+      if (st.isSymbolicLink()) {
+        if (changedKind(rel, 'link') || target === null || target === undefined) continue;
+        for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'SymbolicLink', linkpath: target, size: 0 })) yield* put(b);
+        describe(rel, st, 'link', 0, target);
+        continue;
+      }
+      if (!st.isFile() || changedKind(rel, 'file') || !file) {
+        await file?.fh?.close();
+        continue;
+      }
+      const inode = `${st.dev}:${st.ino}`;
+      const linkedTo = st.nlink > 1 ? links.get(inode) : undefined;
+      if (linkedTo !== undefined) {
+        await file.fh?.close();
+        for (const b of headerBlocks({ ...headerOf(st), path: rel, type: 'Link', linkpath: linkedTo.rel, size: 0 })) yield* put(b);
+        describe(rel, st, 'file', st.size, linkedTo.sha256);
+        continue;
+      }
+      const fst = file.st;
       const content = onEntry ? createHash('sha256') : null;
-      let left = fst.size;
-      let pos = 0;
-      let ended = false;
-      while (left > 0) {
-        const buf = Buffer.allocUnsafe(Math.min(readChunk, left));
-        const n = ended ? 0 : (await fh.read(buf, 0, buf.length, pos)).bytesRead;
-        if (n === 0) {
-          ended = true;
-          buf.fill(0);
+      try {
+        for (const b of headerBlocks({ ...headerOf(fst), path: rel, type: 'File', size: fst.size })) yield* put(b);
+        if (file.data) {
+          // Read whole at the look: the bytes read, then zeros for what it lost since its stat.
+          const read = file.data.subarray(0, file.read);
+          content?.update(read);
+          if (file.read < fst.size) file.data.fill(0, file.read);
+          if (fst.size > 0) yield* put(file.data);
+        } else if (file.fh) {
+          let left = fst.size;
+          let pos = 0;
+          let ended = false;
+          while (left > 0) {
+            const buf = Buffer.allocUnsafe(Math.min(readChunk, left));
+            const n = ended ? 0 : (await file.fh.read(buf, 0, buf.length, pos)).bytesRead;
+            if (n === 0) {
+              ended = true;
+              buf.fill(0);
+            }
+            const chunk = ended ? buf : buf.subarray(0, n);
+            if (!ended) content?.update(chunk); // the bytes read, not the padding of a file that shrank
+            pos += chunk.length;
+            left -= chunk.length;
+            yield* put(chunk);
+          }
         }
-        const chunk = ended ? buf : buf.subarray(0, n);
-        if (!ended) content?.update(chunk); // the bytes read, not the padding of a file that shrank
-        pos += chunk.length;
-        left -= chunk.length;
-        yield emit(chunk);
+      } finally {
+        await file.fh?.close();
       }
       const pad = (512 - (fst.size % 512)) % 512;
-      if (pad > 0) yield emit(Buffer.alloc(pad));
+      if (pad > 0) yield* put(Buffer.alloc(pad));
       const sha256 = content ? content.digest('hex') : '';
       if (fst.nlink > 1) links.set(inode, { rel, sha256 });
       describe(rel, fst, 'file', fst.size, sha256);
-    } finally {
-      await fh.close();
     }
+    yield* put(Buffer.alloc(1024)); // two zero blocks end an archive
+    yield* flush();
+  } finally {
+    // Stopped early (the stream was destroyed, or a look failed): close what was opened ahead.
+    await Promise.all(ahead.splice(0).map(release));
   }
-  yield emit(Buffer.alloc(1024)); // two zero blocks end an archive
 }
 
 function headerOf(st: Stats): tar.HeaderData {
@@ -446,14 +541,15 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
       return true;
     },
     onReadEntry: exact.record,
-    // A file's bytes are hashed on their way to the disk (only for a copy that is checked entry by entry).
-    // node-tar pipes the entry through whatever stream this returns; its type names only its own class.
-    transform: options.landed
-      ? (entry) => {
-          const rel = relOf.get(entry);
-          return rel === undefined ? undefined : (new ContentHasher((sha256) => contents.set(rel, sha256)) as unknown as tar.ReadEntry);
-        }
-      : undefined,
+    // A file's bytes go to the disk in writes of up to a chunk, gathered from the network's small pieces (one
+    // write at a time, each a trip to the thread pool), and are hashed on their way (for a copy that is
+    // checked entry by entry). node-tar pipes the entry through what this returns; its type names only its own class.
+    transform: (entry) => {
+      const rel = relOf.get(entry);
+      if (rel === undefined || entry.type !== 'File') return undefined;
+      const done = options.landed ? (sha256: string) => contents.set(rel, sha256) : null;
+      return new FileChunks(done) as unknown as tar.ReadEntry;
+    },
     onwarn: (code, message, data) => {
       if (code === 'TAR_ENTRY_INFO' || failure) return; // info: an absolute link target made relative (exactTree restores it)
       const errno = typeof data.code === 'string' && data.code !== code ? data.code : undefined;
@@ -470,9 +566,7 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
   }
   if (failure) throw failure;
   if (refused !== null) throw errors.badRequest(`entry "${refused}" would land outside the staging directory`);
-  // Only entries reached through real directories are touched (a symlink planted on the way could lead anywhere).
-  const entries: { w: Written; abs: string }[] = [];
-  for (const w of written.values()) if (await insideAsDirs(dir, w.rel)) entries.push({ w, abs: w.rel === '.' ? dir : path.join(dir, w.rel) });
+  const entries = await reachable(dir, written);
   const owned = (w: Written): w is Written & { uid: number; gid: number } => asRoot && w.uid !== undefined && w.gid !== undefined;
   // Owners before modes: a chown clears the set-id bits that exactTree's chmod then puts back. In a fresh
   // staging directory node-tar created every file and directory itself, as root, and gave each its owner;
@@ -486,33 +580,66 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
   });
   await exact.apply();
   for (const { w, abs } of entries) if (owned(w) && w.type === 'SymbolicLink') await fsp.lchown(abs, w.uid, w.gid);
-  // Durable, then read back: a write that fell short shows as a size that is not the one sent.
+  const { landed, syncMs } = await settle(entries, contents, options.landed);
+  return { digest: counter?.digest() ?? null, landed, syncMs };
+}
+
+/** The entries a stream wrote that are reached through real directories only (a symlink planted on the way could lead anywhere). */
+async function reachable(dir: string, written: Map<string, Written>): Promise<{ w: Written; abs: string }[]> {
+  const dirs = new Map<string, Promise<boolean>>();
+  /** True if `rel` (a directory below `dir`) and each of its parents is a real directory; asked once per directory. */
+  const realDir = (rel: string): Promise<boolean> => {
+    let known = dirs.get(rel);
+    if (!known) {
+      const parent = path.dirname(rel);
+      known = (parent === '.' ? Promise.resolve(true) : realDir(parent)).then(async (ok) => ok && ((await lstatPlain(path.join(dir, rel)))?.isDirectory() ?? false));
+      dirs.set(rel, known);
+    }
+    return known;
+  };
+  const all = [...written.values()];
+  const inside = new Array<boolean>(all.length).fill(false);
+  await eachLimited([...all.keys()], ioParallelism, async (i) => {
+    const rel = (all[i] as Written).rel;
+    const parent = rel === '.' ? '.' : path.dirname(rel);
+    inside[i] = parent === '.' || (await realDir(parent));
+  });
+  return all.filter((_, i) => inside[i]).map((w) => ({ w, abs: w.rel === '.' ? dir : path.join(dir, w.rel) }));
+}
+
+/**
+ * Make what a stream wrote durable (every file and directory fsynced), then, with `landed`, read each entry
+ * back (kind, mode, owner as root, size) with the digest of the bytes written to it: a write that fell short
+ * shows as a size that is not the one sent.
+ */
+async function settle(entries: { w: Written; abs: string }[], contents: Map<string, string>, landedWanted: boolean): Promise<{ landed: TreeEntry[] | null; syncMs: number }> {
+  const asRoot = process.getuid?.() === 0;
   const t0 = Date.now();
   const stats = new Map<string, Stats>();
   const parents = new Set(entries.filter(({ w }) => w.rel !== '.').map(({ abs }) => path.dirname(abs)));
   await eachLimited(entries.filter(({ w }) => w.type !== 'SymbolicLink'), ioParallelism, ({ w, abs }) =>
     withNoFollow(abs, async (fh) => {
       await fh.sync();
-      if (options.landed) stats.set(w.rel, await fh.stat());
+      if (landedWanted) stats.set(w.rel, await fh.stat());
     }).catch((err: unknown) => {
       // A hard link or file that is not there (or not a file) is simply missing from what landed.
-      if (!options.landed || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
+      if (!landedWanted || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
     }),
   );
   await eachLimited([...parents], ioParallelism, syncPath);
   const syncMs = Date.now() - t0;
-  if (!options.landed) return { digest: counter?.digest() ?? null, landed: null, syncMs };
-  const landed: TreeEntry[] = [];
-  for (const { w, abs } of entries) {
+  if (!landedWanted) return { landed: null, syncMs };
+  const landed: (TreeEntry | null)[] = new Array<TreeEntry | null>(entries.length).fill(null);
+  await eachLimited([...entries.keys()], ioParallelism, async (i) => {
+    const { w, abs } = entries[i] as { w: Written; abs: string };
     const st = w.type === 'SymbolicLink' ? await lstatPlain(abs) : (stats.get(w.rel) ?? null);
-    if (!st) continue;
+    if (!st) return;
     const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : null;
-    if (!kind) continue;
-    const content =
-      kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents.get(w.linkTo ?? w.rel) ?? '');
-    landed.push({ path: w.rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size: kind === 'file' ? st.size : 0, content });
-  }
-  return { digest: counter?.digest() ?? null, landed, syncMs };
+    if (!kind) return;
+    const content = kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents.get(w.linkTo ?? w.rel) ?? '');
+    landed[i] = { path: w.rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size: kind === 'file' ? st.size : 0, content };
+  });
+  return { landed: landed.filter((e): e is TreeEntry => e !== null), syncMs };
 }
 
 /**
@@ -526,27 +653,140 @@ export async function applyPass(dir: string, body: Readable, fresh: boolean): Pr
 }
 
 /**
- * Target: receive a cold copy of a volume into a fresh staging directory `dir` (see `unpack`) and answer
- * what landed, entry by entry, once it is durable, and how long making it durable took.
+ * Target: receive a cold copy of a volume into a fresh staging directory `dir` and answer what landed,
+ * entry by entry, once it is durable, and how long making it durable took. The stream is written by GNU
+ * tar (node-tar makes each file several trips to the thread pool, one after another: five times slower
+ * with many small files) while node-tar's parser reads the same bytes, to list the entries and hash each
+ * file's bytes as they go to tar; every entry is then read back from the disk after the fsync (see `settle`).
  */
 export async function receiveCopy(dir: string, body: Readable): Promise<{ landed: TreeEntry[]; syncMs: number }> {
-  const { landed, syncMs } = await unpack(dir, body, { fresh: true, streamDigest: false, landed: true });
+  stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
+  const { written, contents } = await extractNative(dir, body);
+  const { landed, syncMs } = await settle(await reachable(dir, written), contents, true);
   return { landed: landed ?? [], syncMs };
 }
 
-/** Hashes a file's bytes on their way from the tar stream to the disk. */
-class ContentHasher extends Transform {
-  private readonly hash = createHash('sha256');
-  constructor(private readonly done: (sha256: string) => void) {
-    super({ highWaterMark: readChunk }); // as much buffered as the tar parser hands over at once
+/** Bytes of a command's complaint kept for an error message. */
+const complaintLimit = 64 * 1024;
+
+/** The errno code behind GNU tar's complaint, when it names one a caller acts on (a full pool). */
+function tarErrno(complaint: string): string | undefined {
+  if (complaint.includes('No space left on device')) return 'ENOSPC';
+  if (complaint.includes('Disk quota exceeded')) return 'EDQUOT';
+  return undefined;
+}
+
+/**
+ * Extract a tar stream into `dir` with GNU tar (`tar -x`: modes exactly, and as root owners, numeric),
+ * listing what it holds (node-tar's parser on the same bytes) with the sha256 of each file's bytes. Any
+ * failure of tar (a write error, a full pool: UnpackError with its errno code), of the parser, or an entry
+ * that would land outside `dir` fails it; tar has ended (killed if need be) before this settles.
+ */
+async function extractNative(dir: string, body: Readable): Promise<{ written: Map<string, Written>; contents: Map<string, string> }> {
+  const asRoot = process.getuid?.() === 0;
+  const written = new Map<string, Written>();
+  const contents = new Map<string, string>();
+  let refused: string | null = null;
+  const parser = new tar.Parser({
+    strict: true,
+    onReadEntry: (entry) => {
+      const rel = relativePath(entry.path);
+      if (rel === null) {
+        refused ??= entry.path;
+        entry.resume();
+        return;
+      }
+      const linkTo = entry.type === 'Link' && typeof entry.linkpath === 'string' ? (relativePath(entry.linkpath) ?? undefined) : undefined;
+      written.set(rel, { rel, type: entry.type, uid: entry.uid, gid: entry.gid, linkTo });
+      if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
+        entry.resume();
+        return;
+      }
+      const hash = createHash('sha256');
+      entry.on('data', (chunk: Buffer) => hash.update(chunk));
+      entry.on('end', () => contents.set(rel, hash.digest('hex')));
+    },
+  });
+  let parsing: Error | null = null;
+  const parsed = new Promise<void>((resolve) => {
+    parser.on('error', (err: Error) => {
+      parsing ??= err;
+      resolve();
+    });
+    parser.on('end', () => resolve());
+    parser.on('close', () => resolve());
+  });
+  const args = ['-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-permissions', asRoot ? '--same-owner' : '--no-same-owner'];
+  const child = spawn('tar', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+  let complaint = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    if (complaint.length < complaintLimit) complaint += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; failed: Error | null }>((resolve) => {
+    child.once('error', (err) => resolve({ code: null, signal: null, failed: err }));
+    child.once('close', (code, signal) => resolve({ code, signal, failed: null }));
+  });
+  const tee = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      parser.write(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      parser.end();
+      cb();
+    },
+  });
+  let fed: unknown = null;
+  try {
+    await pipeline(body, tee, child.stdin);
+  } catch (err) {
+    fed = err;
+    child.kill('SIGKILL'); // the stream broke (or was discarded): nothing more may be written into dir
+  }
+  const { code, signal, failed } = await exited;
+  if (failed) throw new UnpackError(`could not run tar: ${failed.message}`, errorCode(failed));
+  // tar's own failure (a full pool, say) says more than the broken pipe it caused.
+  if (code !== 0) {
+    const why = complaint.trim() || (fed instanceof Error ? fed.message : '');
+    throw new UnpackError(`tar -x failed (${signal ?? `exit ${String(code)}`}): ${why}`, tarErrno(complaint) ?? errorCode(fed));
+  }
+  if (fed) throw fed;
+  await parsed;
+  if (parsing) throw new UnpackError(`the stream is not a valid tar archive: ${(parsing as Error).message}`, undefined);
+  if (refused !== null) throw errors.badRequest(`entry "${refused}" would land outside the staging directory`);
+  return { written, contents };
+}
+
+/**
+ * A file's bytes on their way from the tar stream to the disk: gathered into pieces of up to `readChunk`
+ * (the network hands them over 16 KiB at a time), and hashed if `done` wants the digest.
+ */
+class FileChunks extends Transform {
+  private readonly hash: Hash | null;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  constructor(private readonly done: ((sha256: string) => void) | null) {
+    super({ highWaterMark: readChunk });
+    this.hash = done ? createHash('sha256') : null;
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    cb(null, chunk);
+    this.hash?.update(chunk);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= readChunk) this.release();
+    cb();
   }
   override _flush(cb: TransformCallback): void {
-    this.done(this.hash.digest('hex'));
+    this.release();
+    if (this.hash) this.done?.(this.hash.digest('hex'));
     cb();
+  }
+  private release(): void {
+    if (this.pending.length === 0) return;
+    this.push(this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes));
+    this.pending = [];
+    this.pendingBytes = 0;
   }
 }
 
