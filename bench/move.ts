@@ -8,12 +8,14 @@
 // the entry-by-entry check on both sides, commit) next to a bare `btrfs send | btrfs receive`. A member has
 // one fixed dir pool until pools can be configured, so this copy runs in process (the target's receiving
 // side is a real Migrator; no TLS between them), as test/migration/btrfs-move.test.ts does.
+// Also a tree of many small files (1 GiB in 10,000 files by default: ROOST_BENCH_SMALL_MIB, _SMALL_FILES).
 // Run: npm run bench -- move        (ROOST_BENCH_MIB=200 to change the size; ROOST_BENCH_LOG=info logs the
 // btrfs copy's pass and check times)
 
 import Table from 'cli-table3';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -129,36 +131,58 @@ function daemonCpu(pids: number[]): number {
 }
 
 const mib = Number(process.env.ROOST_BENCH_MIB ?? '200');
+/** The tree of many small files: its size in MiB and its file count. */
+const smallMib = Number(process.env.ROOST_BENCH_SMALL_MIB ?? '1024');
+const smallFiles = Number(process.env.ROOST_BENCH_SMALL_FILES ?? '10000');
+
+/** `files` files of incompressible data, `bytes` in all, 100 to a directory (as a real tree spreads them). */
+function fillSmall(dir: string, files: number, bytes: number): void {
+  const each = Math.floor(bytes / files);
+  const buf = Buffer.allocUnsafe(each);
+  for (let i = 0; i < files; i++) {
+    const sub = join(dir, `d${Math.floor(i / 100)}`);
+    if (i % 100 === 0) mkdirSync(sub);
+    randomFillSync(buf);
+    writeFileSync(join(sub, `f${i}`), buf);
+  }
+}
+
 const { cluster, done } = await benchCluster(2);
 try {
   const client = cluster.client('m01');
-  await launchMany(client, ['big'], 'm01', 'sleep 1000', false);
-  const root = (member: string): string => join(cluster.dir, member, 'storage-pools', 'default', 'containers', 'default_big');
-  // Several files, as a real root file system has, of incompressible data.
-  spawnSync('sh', ['-c', `for i in $(seq 1 ${mib / 10}); do head -c 10485760 /dev/urandom > f$i; done`], { cwd: root('m01') });
-
+  const root = (member: string, name: string): string => join(cluster.dir, member, 'storage-pools', 'default', 'containers', `default_${name}`);
   const pids = ['m01', 'm02'].map((m) => cluster.pidOf(m)).filter((p): p is number => p !== null);
-  const floor = await tarFloor([root('m01')]);
-  const c0 = daemonCpu(pids);
-  const t0 = process.hrtime.bigint();
-  await client.runAsync('POST', '/1.0/instances/big?target=m02', { name: 'big', migration: true });
-  const there = since(t0);
-  const c1 = daemonCpu(pids);
-  const t1 = process.hrtime.bigint();
-  await client.runAsync('POST', '/1.0/instances/big?target=m01', { name: 'big', migration: true });
-  const back = since(t1);
-  const c2 = daemonCpu(pids);
-
-  const table = new Table({ head: ['copy', 'data', 'seconds', 'MB/s', 'vs tar|tar', 'daemon CPU s'], style: { head: [], border: [] } });
+  const table = new Table({ head: ['copy', 'data', 'seconds', 'MB/s', 'throughput vs tar|tar', 'daemon CPU s'], style: { head: [], border: [] } });
+  const shapes = [
+    // Several files, as a real root file system has, of incompressible data.
+    { name: 'big', label: `${mib} MiB, ${mib / 10} files`, bytes: mib * 2 ** 20, fill: (dir: string) => spawnSync('sh', ['-c', `for i in $(seq 1 ${mib / 10}); do head -c 10485760 /dev/urandom > f$i; done`], { cwd: dir }) },
+    { name: 'small', label: `${smallMib} MiB, ${smallFiles} files`, bytes: smallMib * 2 ** 20, fill: (dir: string) => fillSmall(dir, smallFiles, smallMib * 2 ** 20) },
+  ];
+  for (const shape of shapes) {
+    await launchMany(client, [shape.name], 'm01', 'sleep 1000', false);
+    shape.fill(root('m01', shape.name));
+    const floor = await tarFloor([root('m01', shape.name)]);
+    const c0 = daemonCpu(pids);
+    const t0 = process.hrtime.bigint();
+    await client.runAsync('POST', `/1.0/instances/${shape.name}?target=m02`, { name: shape.name, migration: true });
+    const there = since(t0);
+    const c1 = daemonCpu(pids);
+    const t1 = process.hrtime.bigint();
+    await client.runAsync('POST', `/1.0/instances/${shape.name}?target=m01`, { name: shape.name, migration: true });
+    const back = since(t1);
+    const c2 = daemonCpu(pids);
+    const mb = shape.bytes / 1e6;
+    table.push(['tar | tar (floor)', shape.label, floor.toFixed(2), (mb / floor).toFixed(0), '1.00×', '']);
+    table.push(['roost move m01 → m02', shape.label, there.toFixed(2), (mb / there).toFixed(0), `${(floor / there).toFixed(2)}×`, (c1 - c0).toFixed(2)]);
+    table.push(['roost move m02 → m01', shape.label, back.toFixed(2), (mb / back).toFixed(0), `${(floor / back).toFixed(2)}×`, (c2 - c1).toFixed(2)]);
+    await client.runAsync('DELETE', `/1.0/instances/${shape.name}`);
+  }
   const mb = (mib * 2 ** 20) / 1e6;
-  table.push(['tar | tar (floor)', `${mib} MiB`, floor.toFixed(2), (mb / floor).toFixed(0), '1.00×', '']);
-  table.push(['roost move m01 → m02', `${mib} MiB`, there.toFixed(2), (mb / there).toFixed(0), `${(there / floor).toFixed(2)}×`, (c1 - c0).toFixed(2)]);
-  table.push(['roost move m02 → m01', `${mib} MiB`, back.toFixed(2), (mb / back).toFixed(0), `${(back / floor).toFixed(2)}×`, (c2 - c1).toFixed(2)]);
   const missing = btrfsMissing();
   if (missing === null) {
     const btrfs = await btrfsSeconds(mib);
-    table.push(['btrfs send | btrfs receive (floor)', `${mib} MiB`, btrfs.floor.toFixed(2), (mb / btrfs.floor).toFixed(0), `${(btrfs.floor / floor).toFixed(2)}×`, '']);
-    table.push([`roost copy btrfs → btrfs (in process; ${(btrfs.streamed / 1e6).toFixed(0)} MB streamed)`, `${mib} MiB`, btrfs.roost.toFixed(2), (mb / btrfs.roost).toFixed(0), `${(btrfs.roost / floor).toFixed(2)}×`, '']);
+    table.push(['btrfs send | btrfs receive (floor)', `${mib} MiB`, btrfs.floor.toFixed(2), (mb / btrfs.floor).toFixed(0), '1.00×', '']);
+    table.push([`roost copy btrfs → btrfs (in process; ${(btrfs.streamed / 1e6).toFixed(0)} MB streamed)`, `${mib} MiB`, btrfs.roost.toFixed(2), (mb / btrfs.roost).toFixed(0), `${(btrfs.floor / btrfs.roost).toFixed(2)}× (of send|receive)`, '']);
   } else {
     table.push(['btrfs rows skipped', missing, '', '', '', '']);
   }
