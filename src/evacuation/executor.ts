@@ -78,8 +78,8 @@ async function runEvacuationMoves(ports: ClusterPorts, plan: EvacuationPlan, uni
     waiting: ({ unit }) => {
       for (const k of keysOf(unit)) progress.set(k, 'waiting');
     },
-    copy: async ({ unit, precopy }) => {
-      await moveUnitOut(ports, plan, unit, o, precopy);
+    copy: async ({ unit, precopy }, committed) => {
+      await moveUnitOut(ports, plan, unit, o, precopy, committed);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {
@@ -90,7 +90,7 @@ async function runEvacuationMoves(ports: ClusterPorts, plan: EvacuationPlan, uni
 }
 
 /** Move one unit off the evacuated member, placing it again (at most twice) if its target stops taking instances. */
-async function moveUnitOut(ports: ClusterPorts, plan: EvacuationPlan, unit: PlannedInstance[], o: ExecuteOptions, precopy: boolean): Promise<void> {
+async function moveUnitOut(ports: ClusterPorts, plan: EvacuationPlan, unit: PlannedInstance[], o: ExecuteOptions, precopy: boolean, committed: () => void): Promise<void> {
   const { progress, signal } = o;
   const first = unit[0];
   if (!first) return;
@@ -109,7 +109,7 @@ async function moveUnitOut(ports: ClusterPorts, plan: EvacuationPlan, unit: Plan
     };
     try {
       const away = async (): Promise<boolean> => (await Promise.all(unit.map((p) => ports.location(p.project, p.name)))).every((l) => l !== null && l !== plan.member);
-      await withHolder(ports, plan.member, o, () => ports.move(plan.member, order, o.fence, signal, reporter(progress, unit, () => `to "${to}"`, precopy)), undefined, away);
+      await withHolder(ports, plan.member, o, () => ports.move(plan.member, order, o.fence, signal, reporter(progress, unit, () => `to "${to}"`, precopy, committed)), undefined, away);
       return;
     } catch (err) {
       if (!(err instanceof PortError && err.failure === 'target-unavailable') || signal.aborted || tried.length >= maxReplacements) throw err;
@@ -163,7 +163,7 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
     waiting: ({ unit }) => {
       for (const k of keysOf(unit)) progress.set(k, 'waiting');
     },
-    copy: async ({ unit, precopy }) => {
+    copy: async ({ unit, precopy }, committed) => {
       const first = unit[0];
       if (!first) return;
       const order: MoveOrder = {
@@ -177,7 +177,7 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
       };
       // The member being restored may itself restart meanwhile: its being unreachable is retried too.
       const home = async (): Promise<boolean> => (await Promise.all(unit.map((u) => ports.location(u.project, u.name)))).every((l) => l === plan.member);
-      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, precopy)), plan.member, home);
+      await withHolder(ports, first.from, o, () => ports.move(first.from, order, o.fence, signal, reporter(progress, unit, (u) => `from "${u.from}"`, precopy, committed)), plan.member, home);
       for (const k of keysOf(unit)) progress.set(k, 'done');
     },
     failed: ({ unit }, stage, err) => {
@@ -196,6 +196,7 @@ function reporter<U extends { project: string; name: string; running: boolean }>
   unit: U[],
   where: (u: U) => string,
   stopsInMove: boolean,
+  committed: () => void,
 ): (p: MoveProgress) => void {
   const first = unit[0];
   return (p) => {
@@ -204,6 +205,7 @@ function reporter<U extends { project: string; name: string; running: boolean }>
       progress.bytes(instanceKey(first.project, first.name), p.bytesDone, p.bytesTotal);
       return;
     }
+    if (p.phase === 'starting') committed(); // the move committed: its copy slot is free
     for (const u of unit) {
       const key = instanceKey(u.project, u.name);
       if (p.phase === 'stopping' && stopsInMove && u.running) progress.set(key, 'stopping', `Stopping "${u.name}" in project "${u.project}"`);

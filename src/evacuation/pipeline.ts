@@ -1,5 +1,5 @@
 // The move pipeline shared by evacuation and restore. Only data copies hold one of the `parallel`
-// slots; clean shutdowns (which only wait) run ahead of the copies — as far ahead as the copies are
+// slots (until the data is in place: starts run outside them); clean shutdowns (which only wait) run ahead of the copies — as far ahead as the copies are
 // expected to catch up within one shutdown — so shutdowns overlap instead of queueing behind the
 // copy slots, yet no instance sits stopped long before its copy can begin.
 
@@ -19,8 +19,11 @@ export interface PipelineSteps<U extends PipelineUnit> {
   stop(unit: U): Promise<void>;
   /** Called when the unit is stopped and waits for a copy slot. */
   waiting(unit: U): void;
-  /** Copy, commit and start (holds a copy slot). */
-  copy(unit: U): Promise<void>;
+  /**
+   * Copy, commit and start. It holds a copy slot until it calls `committed` (its data in place: what is left
+   * is the start and the source's clean-up, which no copy waits for) or ends.
+   */
+  copy(unit: U, committed: () => void): Promise<void>;
   /** The unit failed at `stage`; the others go on. */
   failed(unit: U, stage: 'stop' | 'copy', err: unknown): void;
 }
@@ -59,20 +62,28 @@ export async function runPipeline<U extends PipelineUnit>(units: U[], parallel: 
         stopSamples++;
       }
       steps.waiting(unit);
+      let whole: Promise<void> = Promise.resolve();
       await copies.add(async () => {
         copiesStarted++;
         notify();
         if (signal.aborted) return;
         const t0 = Date.now();
-        try {
-          await steps.copy(unit);
-          copyMs += Date.now() - t0;
-          copySamples++;
-        } catch (err) {
-          steps.failed(unit, 'copy', err);
-        }
-        notify();
+        let committed = (): void => undefined;
+        const inPlace = new Promise<void>((resolve) => (committed = resolve));
+        whole = (async () => {
+          try {
+            await steps.copy(unit, committed);
+          } catch (err) {
+            steps.failed(unit, 'copy', err);
+          }
+          notify();
+        })();
+        // The slot is free once the data is in place (or the move is over), while the unit starts.
+        await Promise.race([whole, inPlace]);
+        copyMs += Date.now() - t0;
+        copySamples++;
       });
+      await whole;
     }),
   );
   signal.removeEventListener('abort', notify);
