@@ -8,7 +8,7 @@ import { createHash, webcrypto, type Hash } from 'node:crypto';
 import { constants, promises as fsp, type BigIntStats, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { errors } from '../errors/index.js';
@@ -737,9 +737,33 @@ async function extractNative(dir: string, body: Readable): Promise<{ written: Ma
       cb();
     },
   });
+  // tar exits once it has read the archive's end, maybe before the last bytes of the stream are written to
+  // it: what follows then goes nowhere, and its closed stdin is not an error (its exit status tells).
+  let tarEnded = false;
+  child.once('exit', () => (tarEnded = true));
+  child.stdin.on('error', () => undefined);
+  const toTar = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (tarEnded || child.stdin.destroyed || child.stdin.write(chunk)) {
+        cb();
+        return;
+      }
+      const go = (): void => {
+        child.stdin.off('drain', go);
+        child.off('exit', go);
+        cb();
+      };
+      child.stdin.once('drain', go);
+      child.once('exit', go);
+    },
+    final(cb) {
+      if (!tarEnded && !child.stdin.destroyed) child.stdin.end();
+      cb();
+    },
+  });
   let fed: unknown = null;
   try {
-    await pipeline(body, tee, child.stdin);
+    await pipeline(body, tee, toTar);
   } catch (err) {
     fed = err;
     child.kill('SIGKILL'); // the stream broke (or was discarded): nothing more may be written into dir

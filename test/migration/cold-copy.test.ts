@@ -1,7 +1,8 @@
 // Both ends of a cold copy on scratch directories, without members: the source packs a tree (files read ahead
 // of their turn), the target writes it with GNU tar while hashing every file's bytes, and answers what landed.
 // A tree with everything a root file system holds (read-only directories, set-id files, absolute and relative
-// links, hard links, empty, large and many small files, long names) lands exactly; entries that would land
+// links, hard links, empty, large and many small files, long names) lands exactly, also when tar exits before
+// the stream ends (an archive that ends on a tar record); entries that would land
 // outside the staging directory, a stream cut short, and a stream that breaks are refused, and tar is gone
 // (writes nothing more) once the copy has failed.
 
@@ -16,6 +17,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar';
 import type { TreeEntry } from '../../src/cluster/internal.js';
+import { waitFor } from '../helpers/cluster.js';
 import { firstDifference, packEntries, receiveCopy, scanTree, UnpackError } from '../../src/migration/tree.js';
 
 const asRoot = process.getuid?.() === 0;
@@ -130,6 +132,21 @@ describe('cold copies, both ends', () => {
     const junk = path.join(scratch, 'junk');
     await mkdir(junk);
     await assert.rejects(receiveCopy(junk, Readable.from([Buffer.alloc(4096, 0x41)])), (err: unknown) => err instanceof Error);
+  });
+
+  it('a stream whose archive ends on a tar record boundary lands, even when tar exits before the stream ends', async () => {
+    // GNU tar reads 10 KiB records: when the archive's end falls on one, it exits without waiting for the end
+    // of the stream, and the writes after that find its stdin closed.
+    const staging = path.join(scratch, 'aligned');
+    await mkdir(staging);
+    const archive = tarOf([{ path: 'a', type: 'File', content: 'whole record\n' }], false);
+    const body = new Readable({ read() {} });
+    const copy = receiveCopy(staging, body);
+    body.push(Buffer.concat([archive, Buffer.alloc(10240 - archive.length)]));
+    await waitFor('tar has read the archive and exited', () => existsSync(path.join(staging, 'a')) && tarsInto(staging).length === 0, 10_000);
+    body.push(null);
+    const { landed } = await copy;
+    assert.deepEqual(landed.map((e) => e.path), ['a']);
   });
 
   it('a stream that breaks midway fails the copy, and tar has ended by then', async () => {
