@@ -88,7 +88,7 @@ describe('evacuate and restore LXD\'s four mixed cases', () => {
 
   it('evacuate (asked through another member) moves c1, c2, c4 with their power state and stops c3 in place', async () => {
     const events: EventLog = await recordEvents(c, 'm03');
-    const states = new StatusRecorder(c, 'm01', 'm03');
+    const states = await StatusRecorder.start(c, 'm01', 'm03');
     try {
       const id = await beginState(c, 'm01', { action: 'evacuate' }, 'm02');
       const running = await getOperation(c, id, 'm03');
@@ -202,7 +202,7 @@ describe('evacuate and restore LXD\'s four mixed cases', () => {
 
   it('restore brings every instance home with its power state, drops the origin key and restarts c3', async () => {
     const events = await recordEvents(c, 'm02');
-    const states = new StatusRecorder(c, 'm01', 'm02');
+    const states = await StatusRecorder.start(c, 'm01', 'm02');
     try {
       const id = await beginState(c, 'm01', { action: 'restore' }, 'm03');
       const op = await waitOperation(c, id);

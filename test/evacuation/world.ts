@@ -209,14 +209,20 @@ export async function setMemberConfig(c: ClusterView, member: string, config: Re
 export class StatusRecorder {
   readonly seen: string[] = [];
   private stopped = false;
-  private readonly loop: Promise<void>;
+  private loop: Promise<void> = Promise.resolve();
 
-  constructor(
+  private constructor(
     private readonly c: ClusterView,
     private readonly member: string,
     private readonly via: string,
-  ) {
-    this.loop = this.run();
+  ) {}
+
+  /** Start sampling; resolves once the state before anything else happens is recorded. */
+  static async start(c: ClusterView, member: string, via: string): Promise<StatusRecorder> {
+    const r = new StatusRecorder(c, member, via);
+    await r.sample();
+    r.loop = r.run();
+    return r;
   }
 
   private async run(): Promise<void> {

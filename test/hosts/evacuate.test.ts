@@ -58,7 +58,7 @@ describe('evacuate and restore across hosts', () => {
   it('the drainer evacuates m2 (asked through m3): moves cross hosts with bytes, power states and origin', { timeout: 240_000 }, loud(() => h, async () => {
     // Whoever leads (a change of the lease length at start-up elects anew, so it may be any member).
     assert.ok(await h.leader(), 'a member runs the drainer');
-    const states = new StatusRecorder(h, 'm2', 'm3');
+    const states = await StatusRecorder.start(h, 'm2', 'm3');
     const id = await beginState(h, 'm2', { action: 'evacuate' }, 'm3');
     const op = await waitOperation(h, id, 60_000);
     assert.equal(op.status, 'Success', `${op.err}\n${h.logTail('m1')}\n${h.logTail('m2')}`);
@@ -101,7 +101,7 @@ describe('evacuate and restore across hosts', () => {
   }));
 
   it('restore brings everything home to m2 over the links, starts the pinned one, clears the origin', { timeout: 240_000 }, loud(() => h, async () => {
-    const states = new StatusRecorder(h, 'm2', 'm1');
+    const states = await StatusRecorder.start(h, 'm2', 'm1');
     const id = await beginState(h, 'm2', { action: 'restore' }, 'm1');
     const op = await waitOperation(h, id, 60_000);
     assert.equal(op.status, 'Success', `${op.err}\n${h.logTail('m1')}\n${h.logTail('m2')}`);
