@@ -679,8 +679,9 @@ function tarErrno(complaint: string): string | undefined {
 /**
  * Extract a tar stream into `dir` with GNU tar (`tar -x`: modes exactly, and as root owners, numeric),
  * listing what it holds (node-tar's parser on the same bytes) with the sha256 of each file's bytes. Any
- * failure of tar (a write error, a full pool: UnpackError with its errno code), of the parser, or an entry
- * that would land outside `dir` fails it; tar has ended (killed if need be) before this settles.
+ * complaint of tar (a write error, a full pool: UnpackError with its errno code) stops it at once and fails
+ * the copy, as does a failure of the parser or an entry that would land outside `dir`; tar has ended
+ * (killed if need be) before this settles.
  */
 async function extractNative(dir: string, body: Readable): Promise<{ written: Map<string, Written>; contents: Map<string, string> }> {
   const asRoot = process.getuid?.() === 0;
@@ -716,12 +717,20 @@ async function extractNative(dir: string, body: Readable): Promise<{ written: Ma
     parser.on('end', () => resolve());
     parser.on('close', () => resolve());
   });
-  const args = ['-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-permissions', asRoot ? '--same-owner' : '--no-same-owner'];
+  // Timestamps in the future (another member's clock) are not worth a warning; every other word of tar is a
+  // failure (it goes on after a write error and only says so at the end).
+  const args = ['-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-permissions', asRoot ? '--same-owner' : '--no-same-owner', '--warning=no-timestamp'];
   const child = spawn('tar', args, { stdio: ['pipe', 'ignore', 'pipe'] });
   let complaint = '';
+  let tarEnded = false;
+  let tarFailed = false;
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
     if (complaint.length < complaintLimit) complaint += chunk;
+    if (!tarFailed) {
+      tarFailed = true; // the first complaint (a write that failed, a full pool) stops the copy at once
+      child.kill('SIGKILL');
+    }
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; failed: Error | null }>((resolve) => {
     child.once('error', (err) => resolve({ code: null, signal: null, failed: err }));
@@ -739,19 +748,23 @@ async function extractNative(dir: string, body: Readable): Promise<{ written: Ma
   });
   // tar exits once it has read the archive's end, maybe before the last bytes of the stream are written to
   // it: what follows then goes nowhere, and its closed stdin is not an error (its exit status tells).
-  let tarEnded = false;
-  child.once('exit', () => (tarEnded = true));
+  // A tar that failed (a full pool) stops the stream at once, rather than after the rest of it went nowhere.
+  child.once('exit', (code) => {
+    tarEnded = true;
+    if (code !== 0) tarFailed = true;
+  });
   child.stdin.on('error', () => undefined);
+  const stopped = (): Error | null => (tarFailed ? new Error('tar -x ended early') : null);
   const toTar = new Writable({
     write(chunk: Buffer, _enc, cb) {
       if (tarEnded || child.stdin.destroyed || child.stdin.write(chunk)) {
-        cb();
+        cb(stopped());
         return;
       }
       const go = (): void => {
         child.stdin.off('drain', go);
         child.off('exit', go);
-        cb();
+        cb(stopped());
       };
       child.stdin.once('drain', go);
       child.once('exit', go);
@@ -771,7 +784,7 @@ async function extractNative(dir: string, body: Readable): Promise<{ written: Ma
   const { code, signal, failed } = await exited;
   if (failed) throw new UnpackError(`could not run tar: ${failed.message}`, errorCode(failed));
   // tar's own failure (a full pool, say) says more than the broken pipe it caused.
-  if (code !== 0) {
+  if (code !== 0 || complaint !== '') {
     const why = complaint.trim() || (fed instanceof Error ? fed.message : '');
     throw new UnpackError(`tar -x failed (${signal ?? `exit ${String(code)}`}): ${why}`, tarErrno(complaint) ?? errorCode(fed));
   }

@@ -2,9 +2,9 @@
 // of their turn), the target writes it with GNU tar while hashing every file's bytes, and answers what landed.
 // A tree with everything a root file system holds (read-only directories, set-id files, absolute and relative
 // links, hard links, empty, large and many small files, long names) lands exactly, also when tar exits before
-// the stream ends (an archive that ends on a tar record); entries that would land
-// outside the staging directory, a stream cut short, and a stream that breaks are refused, and tar is gone
-// (writes nothing more) once the copy has failed.
+// the stream ends (an archive that ends on a tar record). Entries that would land outside the staging
+// directory, a stream cut short, a stream that breaks, and the first complaint of tar fail the copy at once,
+// and tar is gone (writes nothing more) once the copy has failed.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -147,6 +147,28 @@ describe('cold copies, both ends', () => {
     body.push(null);
     const { landed } = await copy;
     assert.deepEqual(landed.map((e) => e.path), ['a']);
+  });
+
+  it('the first complaint of tar stops the copy at once, however much of the stream is still to come', async () => {
+    // tar goes on after a file it cannot write (it says so only at the end): here the stream never ends.
+    const staging = path.join(scratch, 'complaint');
+    await mkdir(staging);
+    await writeFile(path.join(staging, 'd'), 'a file where the stream wants a directory\n');
+    const entry = tarOf([{ path: 'd/x', type: 'File', content: 'x' }], false);
+    const big = new tar.Header({ path: 'big', type: 'File', mode: 0o644, size: 2 ** 32, mtime: new Date() });
+    big.encode();
+    if (!big.block) throw new Error('header did not encode');
+    const endless = big.block;
+    let sent = 0;
+    const body = new Readable({
+      read() {
+        if (sent === 0) this.push(Buffer.concat([entry, endless]));
+        else this.push(Buffer.alloc(64 * 1024));
+        sent++;
+      },
+    });
+    await assert.rejects(receiveCopy(staging, body), (err: unknown) => err instanceof UnpackError && /Not a directory/.test(err.message));
+    assert.deepEqual(tarsInto(staging), [], 'tar was stopped');
   });
 
   it('a stream that breaks midway fails the copy, and tar has ended by then', async () => {
