@@ -494,34 +494,22 @@ export class UnpackError extends Error {
   }
 }
 
-/** What unpacking one stream did. */
-interface Unpacked {
-  /** The stream's digest, if asked for. */
-  digest: StreamDigest | null;
-  /** Every entry as it landed, read back (fstat) after it was made durable, if asked for. */
-  landed: TreeEntry[] | null;
-  /** Milliseconds that making it durable took. */
-  syncMs: number;
-}
-
 /**
- * Target: extract a stream into `dir` (a staging directory) and make it exactly what was sent: modes and
- * absolute symlink targets (exactTree: node-tar changes both) and, as root, owners (node-tar never chowns
- * symlinks); then fsync what it wrote. Any write error or warning of node-tar (a full pool, a path it
- * refused) stops the extraction at once and fails it: node-tar would otherwise only warn, and go on, and a
- * file whose write failed or fell short would be left cut. With `landed`, every entry is read back after
- * the fsync (kind, mode, owner as root, size) with the sha256 of the bytes written to it (hashed on their
- * way to the disk, no second read): what the source compares with what it packed.
+ * Target: extract a pre-copy pass into `dir` (a staging directory, new with `fresh`) with node-tar and make
+ * it exactly what was sent: modes and absolute symlink targets (exactTree: node-tar changes both) and, as
+ * root, owners (node-tar never chowns symlinks); then fsync what it wrote. Any write error or warning of
+ * node-tar (a full pool, a path it refused) stops the extraction at once and fails it: node-tar would
+ * otherwise only warn, and go on, and a file whose write failed or fell short would be left cut. Returns
+ * the stream's digest (what the source compares with what it sent).
  */
-async function unpack(dir: string, body: Readable, options: { fresh: boolean; streamDigest: boolean; landed: boolean }): Promise<Unpacked> {
+async function unpack(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
   const asRoot = process.getuid?.() === 0;
-  if (options.fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
+  if (fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
   const written = new Map<string, Written>();
   const relOf = new WeakMap<tar.ReadEntry, string>();
-  const contents = new Map<string, string>();
   let refused: string | null = null;
   let failure: UnpackError | null = null;
-  const counter = options.streamDigest ? new HashCounter() : null;
+  const counter = new HashCounter();
   const exact = exactTree(dir);
   const extraction = tar.x({
     cwd: dir,
@@ -542,14 +530,9 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
     },
     onReadEntry: exact.record,
     // A file's bytes go to the disk in writes of up to a chunk, gathered from the network's small pieces (one
-    // write at a time, each a trip to the thread pool), and are hashed on their way (for a copy that is
-    // checked entry by entry). node-tar pipes the entry through what this returns; its type names only its own class.
-    transform: (entry) => {
-      const rel = relOf.get(entry);
-      if (rel === undefined || entry.type !== 'File') return undefined;
-      const done = options.landed ? (sha256: string) => contents.set(rel, sha256) : null;
-      return new FileChunks(done) as unknown as tar.ReadEntry;
-    },
+    // write at a time, each a trip to the thread pool). node-tar pipes the entry through what this returns;
+    // its type names only its own class.
+    transform: (entry) => (relOf.has(entry) && entry.type === 'File' ? (new FileChunks() as unknown as tar.ReadEntry) : undefined),
     onwarn: (code, message, data) => {
       if (code === 'TAR_ENTRY_INFO' || failure) return; // info: an absolute link target made relative (exactTree restores it)
       const errno = typeof data.code === 'string' && data.code !== code ? data.code : undefined;
@@ -558,8 +541,7 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
     },
   });
   try {
-    if (counter) await pipeline(body, counter, extraction);
-    else await pipeline(body, extraction);
+    await pipeline(body, counter, extraction);
   } catch (err) {
     if (failure) throw failure;
     throw err;
@@ -571,7 +553,7 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
   // Owners before modes: a chown clears the set-id bits that exactTree's chmod then puts back. In a fresh
   // staging directory node-tar created every file and directory itself, as root, and gave each its owner;
   // only entries that were already there (a later pre-copy pass) may have kept an old one.
-  const reused = options.fresh ? [] : entries.filter(({ w }) => owned(w) && (w.type === 'File' || w.type === 'Directory'));
+  const reused = fresh ? [] : entries.filter(({ w }) => owned(w) && (w.type === 'File' || w.type === 'Directory'));
   await eachLimited(reused, ioParallelism, async ({ w, abs }) => {
     await withNoFollow(abs, async (fh) => {
       const st = await fh.stat();
@@ -580,8 +562,8 @@ async function unpack(dir: string, body: Readable, options: { fresh: boolean; st
   });
   await exact.apply();
   for (const { w, abs } of entries) if (owned(w) && w.type === 'SymbolicLink') await fsp.lchown(abs, w.uid, w.gid);
-  const { landed, syncMs } = await settle(entries, contents, options.landed);
-  return { digest: counter?.digest() ?? null, landed, syncMs };
+  await settle(entries, null);
+  return counter.digest();
 }
 
 /** The entries a stream wrote that are reached through real directories only (a symlink planted on the way could lead anywhere). */
@@ -608,11 +590,12 @@ async function reachable(dir: string, written: Map<string, Written>): Promise<{ 
 }
 
 /**
- * Make what a stream wrote durable (every file and directory fsynced), then, with `landed`, read each entry
- * back (kind, mode, owner as root, size) with the digest of the bytes written to it: a write that fell short
- * shows as a size that is not the one sent.
+ * Make what a stream wrote durable (every file and directory fsynced), then, given the digests of the files'
+ * bytes (`contents`), read each entry back (kind, mode, owner as root, size) with its digest: a write that
+ * fell short shows as a size that is not the one sent.
  */
-async function settle(entries: { w: Written; abs: string }[], contents: Map<string, string>, landedWanted: boolean): Promise<{ landed: TreeEntry[] | null; syncMs: number }> {
+async function settle(entries: { w: Written; abs: string }[], contents: Map<string, string> | null): Promise<{ landed: TreeEntry[] | null; syncMs: number }> {
+  const landedWanted = contents !== null;
   const asRoot = process.getuid?.() === 0;
   const t0 = Date.now();
   const stats = new Map<string, Stats>();
@@ -636,7 +619,7 @@ async function settle(entries: { w: Written; abs: string }[], contents: Map<stri
     if (!st) return;
     const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : null;
     if (!kind) return;
-    const content = kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents.get(w.linkTo ?? w.rel) ?? '');
+    const content = kind === 'link' ? await fsp.readlink(abs) : kind === 'dir' ? '' : (contents?.get(w.linkTo ?? w.rel) ?? '');
     landed[i] = { path: w.rel, kind, mode: st.mode & 0o7777, ...(asRoot ? { owner: `${st.uid}:${st.gid}` } : {}), size: kind === 'file' ? st.size : 0, content };
   });
   return { landed: landed.filter((e): e is TreeEntry => e !== null), syncMs };
@@ -647,9 +630,7 @@ async function settle(entries: { w: Written; abs: string }[], contents: Map<stri
  * already on disk. Returns the stream's digest.
  */
 export async function applyPass(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
-  const { digest } = await unpack(dir, body, { fresh, streamDigest: true, landed: false });
-  if (!digest) throw new Error('a pre-copy pass has no digest');
-  return digest;
+  return unpack(dir, body, fresh);
 }
 
 /**
@@ -662,7 +643,7 @@ export async function applyPass(dir: string, body: Readable, fresh: boolean): Pr
 export async function receiveCopy(dir: string, body: Readable): Promise<{ landed: TreeEntry[]; syncMs: number }> {
   stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
   const { written, contents } = await extractNative(dir, body);
-  const { landed, syncMs } = await settle(await reachable(dir, written), contents, true);
+  const { landed, syncMs } = await settle(await reachable(dir, written), contents);
   return { landed: landed ?? [], syncMs };
 }
 
@@ -795,20 +776,14 @@ async function extractNative(dir: string, body: Readable): Promise<{ written: Ma
   return { written, contents };
 }
 
-/**
- * A file's bytes on their way from the tar stream to the disk: gathered into pieces of up to `readChunk`
- * (the network hands them over 16 KiB at a time), and hashed if `done` wants the digest.
- */
+/** A file's bytes on their way from the tar stream to the disk, gathered into pieces of up to `readChunk` (the network hands them over 16 KiB at a time). */
 class FileChunks extends Transform {
-  private readonly hash: Hash | null;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  constructor(private readonly done: ((sha256: string) => void) | null) {
+  constructor() {
     super({ highWaterMark: readChunk });
-    this.hash = done ? createHash('sha256') : null;
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash?.update(chunk);
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     if (this.pendingBytes >= readChunk) this.release();
@@ -816,7 +791,6 @@ class FileChunks extends Transform {
   }
   override _flush(cb: TransformCallback): void {
     this.release();
-    if (this.hash) this.done?.(this.hash.digest('hex'));
     cb();
   }
   private release(): void {
