@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable, finished, type Readable } from 'node:stream';
 import type { ExecInvocation } from './driver.js';
+import { readPtyToEnd } from './pty-output.js';
 
 /** Exit code of a command that could not be found (a shell's, and LXD's "Command not found"). */
 export const commandNotFound = 127;
@@ -78,6 +79,7 @@ async function startWithTerminal(invocation: ExecInvocation, size: TerminalSize)
     name: invocation.env.TERM ?? 'xterm',
     encoding: null,
   });
+  readPtyToEnd(term);
   const stdout = new PassThrough();
   term.onData((data: string | Buffer) => {
     if (!stdout.write(typeof data === 'string' ? Buffer.from(data) : data)) {
@@ -97,7 +99,7 @@ async function startWithTerminal(invocation: ExecInvocation, size: TerminalSize)
     },
   });
   const exited = new Promise<number>((resolve) => {
-    // node-pty reports the exit once the terminal's output has been read to its end.
+    // node-pty reports the exit once the terminal's output has been read to its end (see readPtyToEnd).
     term.onExit(({ exitCode: code, signal }) => {
       stdout.end();
       finished(stdout, () => resolve(signal ? 128 + signal : code));

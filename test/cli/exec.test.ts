@@ -9,6 +9,7 @@ import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { spawn as spawnPty } from 'node-pty';
 import WebSocket from 'ws';
+import { readPtyToEnd } from '../../src/instances/pty-output.js';
 import { runCli } from '../../src/cli/run.js';
 import { startCluster, waitFor, type TestCluster } from '../helpers/cluster.js';
 import { assertError } from '../helpers/envelope.js';
@@ -71,6 +72,7 @@ describe('roost exec', () => {
       cwd: repoRoot,
       env: { ...stringEnv(), ROOST_DIR: cluster().memberDir('m01') },
     });
+    readPtyToEnd(term);
     let output = '';
     term.onData((d) => (output += d));
     const exited = new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));

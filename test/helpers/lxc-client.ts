@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { spawn as spawnPty, type IPty } from 'node-pty';
+import { readPtyToEnd } from '../../src/instances/pty-output.js';
 import type { TestCluster } from './cluster.js';
 import { waitFor } from './cluster.js';
 
@@ -70,6 +71,7 @@ export interface LxcTerminal {
 /** Start `lxc <args>` under a `cols`×`rows` terminal. */
 export function lxcTerminal(c: TestCluster, member: string, args: string[], size = { cols: 100, rows: 30 }): LxcTerminal {
   const term: IPty = spawnPty('lxc', args, { cols: size.cols, rows: size.rows, cwd: c.dir, env: lxcEnv(c, member), name: 'xterm' });
+  readPtyToEnd(term);
   let output = '';
   term.onData((d) => {
     output += d;
