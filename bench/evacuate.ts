@@ -3,7 +3,9 @@
 // tar | tar pipe in the same run (the floor), plus each instance's downtime (shutdown → started) as p50, p95
 // and max, against that instance's own floor measured in the same run: its clean stop + its copy at
 // tar | tar speed + its start, each measured alone.
-// Run: npm run bench -- evacuate        (ROOST_BENCH_SIZES=6,24 to choose sizes)
+// Each size runs once per copy parallelism of ROOST_BENCH_PARALLEL (default `4,auto`: the old fixed default
+// next to copy slots that follow the throughput), side by side in the same run.
+// Run: npm run bench -- evacuate        (ROOST_BENCH_SIZES=6,24 to choose sizes, ROOST_BENCH_PARALLEL=4,auto)
 
 import Table from 'cli-table3';
 import { join } from 'node:path';
@@ -36,16 +38,21 @@ async function storeWrites(store: Store, from: number): Promise<{ txns: number; 
 }
 
 const sizes = (process.env.ROOST_BENCH_SIZES ?? '6,24').split(',').map(Number);
+const parallels = (process.env.ROOST_BENCH_PARALLEL ?? '4,auto').split(',').map((p) => (p.trim() === 'auto' ? 'auto' : Number(p)));
+if (parallels.some((p) => p !== 'auto' && !(Number.isInteger(p) && p >= 1))) {
+  console.error(`ROOST_BENCH_PARALLEL must list whole numbers of at least 1 or "auto", not "${process.env.ROOST_BENCH_PARALLEL}"`);
+  process.exit(2);
+}
 const blobBytes = 4 * 1024 * 1024;
 const command =
   `[ -f blob ] || head -c ${blobBytes} /dev/urandom > blob; trap "sleep 3; exit 0" TERM; while true; do sleep 0.2; done`;
 
 const table = new Table({
-  head: ['instances', 'data', 'evacuate', 'restore', 'tar|tar floor', 'downtime evacuate p50 / p95 / max', 'downtime restore p50 / p95 / max', 'own floor (stop + copy + start)', 'store writes per moved instance'],
+  head: ['instances', 'copies at once', 'data', 'evacuate', 'restore', 'tar|tar floor', 'downtime evacuate p50 / p95 / max', 'downtime restore p50 / p95 / max', 'own floor (stop + copy + start)', 'store writes per moved instance'],
   style: { head: [], border: [] },
 });
 
-for (const n of sizes) {
+for (const n of sizes) for (const parallel of parallels) {
   const { cluster, done } = await benchCluster(3);
   try {
     const client = cluster.client('m01');
@@ -71,7 +78,7 @@ for (const n of sizes) {
     const store = await openStore(cluster.sqliteUrl);
     const before = (await store.range('config')).revision;
     const t0 = process.hrtime.bigint();
-    await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'evacuate' });
+    await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'evacuate', parallel });
     const evacuate = since(t0);
     const writes = await storeWrites(store, before);
     await store.close();
@@ -79,7 +86,7 @@ for (const n of sizes) {
     const evacDowntimes = downtimes.splice(0);
 
     const t1 = process.hrtime.bigint();
-    await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'restore' });
+    await client.runAsync('POST', '/1.0/cluster/members/m01/state', { action: 'restore', parallel });
     const restore = since(t1);
     await until('every instance started again at home', () => downtimes.length >= n, 30_000).catch(() => undefined);
     const restoreDowntimes = downtimes.splice(0);
@@ -102,6 +109,7 @@ for (const n of sizes) {
       `${quantile(d, 0.5).toFixed(2)} / ${quantile(d, 0.95).toFixed(2)} / ${Math.max(0, ...d).toFixed(2)} s (p50 ${(quantile(d, 0.5) / ownFloor).toFixed(1)}x own)`;
     table.push([
       String(n),
+      String(parallel),
       `${((n * blobBytes) / 2 ** 20).toFixed(0)} MiB`,
       `${evacuate.toFixed(2)} s`,
       `${restore.toFixed(2)} s`,
@@ -121,6 +129,6 @@ for (const n of sizes) {
 console.log('Evacuation of one member of a local 3-member cluster (process instances, clean stop ≈ 3 s each)');
 console.log(table.toString());
 console.log('Reference (../shared/wire/README.md): LXD 5.0.2 needs 112 s to evacuate 24 containers on this machine kind, one at a time.');
-console.log('Downtime = instance-shutdown event → instance-started event of the same instance, during the evacuation and during the restore (default copy parallelism).');
+console.log('Downtime = instance-shutdown event → instance-started event of the same instance, during the evacuation and during the restore.');
 console.log('Own floor = the median, over three of the instances measured alone after the run, of a clean stop, a tar | tar copy of its volume, and a start.');
 console.log('Store writes per moved instance: write transactions during the evacuation over the instances moved (heartbeats of the 3 members included), and keys written per kind.');

@@ -22,6 +22,15 @@ export function parsePositiveInt(value: string, flag: string): number {
   return Number(value);
 }
 
+/** Parse `--parallel`: `auto`, or a whole number of at least 1. */
+export function parseParallel(value: string): number | 'auto' {
+  if (value.trim() === 'auto') return 'auto';
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) {
+    throw new Error(`Invalid value for --parallel: "${value}" (expected "auto" or a whole number of at least 1)`);
+  }
+  return Number(value);
+}
+
 /** Parse a flag value that must be an integer (negative allowed, e.g. `--timeout -1`). */
 export function parseInteger(value: string, flag: string): number {
   if (!/^-?\d+$/.test(value.trim())) throw new Error(`Invalid value for ${flag}: "${value}" (expected an integer)`);
@@ -50,7 +59,7 @@ export interface MemberStateOptions {
   action: 'evacuate' | 'restore';
   mode?: string;
   dryRun?: boolean;
-  parallel?: number;
+  parallel?: number | 'auto';
 }
 
 /** Body of `POST /1.0/cluster/members/<m>/state`; flags not given are left out so the server defaults apply. */

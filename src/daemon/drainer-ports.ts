@@ -402,7 +402,8 @@ export function requestPorts(m: Member): RequestPorts {
       return { state: view.record.state, status: view.status, modRevision: view.modRevision };
     },
     async defaultParallel() {
-      return Number(configValue('server', await m.cluster.serverConfig(), 'cluster.evacuation_parallelism'));
+      const value = configValue('server', await m.cluster.serverConfig(), 'cluster.evacuation_parallelism');
+      return value === 'auto' ? 'auto' : Number(value);
     },
     current: (member) => book.get(member),
     async begin(member, to, memberRevision, record, requestRevision, op, fence) {

@@ -8,6 +8,7 @@
 import type { EvacuationPlan, PlannedInstance, RestorePlan } from './planner.js';
 import { planEvacuation } from './planner.js';
 import type { ProgressTracker } from './progress.js';
+import { AdaptiveSlots, fixedSlots, type CopySlots } from './copy-slots.js';
 import { runPipeline } from './pipeline.js';
 import { PortError, type ClusterPorts, type Fence, type MoveOrder, type MoveProgress } from './ports.js';
 
@@ -15,7 +16,10 @@ import { PortError, type ClusterPorts, type Fence, type MoveOrder, type MoveProg
 export interface ExecuteOptions {
   /** The request record's id (journals name it). */
   runId: string;
-  parallel: number;
+  /** Copies at once: a fixed number, or `auto` (copy-slots.ts). */
+  parallel: number | 'auto';
+  /** Told each limit an `auto` run's copy slots take, after the first. */
+  slotsChanged?: (limit: number) => void;
   fence: Fence;
   signal: AbortSignal;
   progress: ProgressTracker;
@@ -23,6 +27,27 @@ export interface ExecuteOptions {
   types: ReadonlyMap<string, string>;
   /** How long a holder may stay unreachable before its instance's move fails (ms). */
   unreachableMs: number;
+}
+
+/** The most copies an `auto` run takes on at once. */
+export const autoMaxParallel = 16;
+
+/** The copy slots of a run: fixed, or following the throughput (reporting each new limit). */
+function copySlots(o: ExecuteOptions): CopySlots {
+  if (o.parallel !== 'auto') return fixedSlots(o.parallel);
+  const slots = new AdaptiveSlots(autoMaxParallel);
+  const report = o.slotsChanged;
+  if (!report) return slots;
+  let last = slots.limit;
+  return {
+    get limit() {
+      return slots.limit;
+    },
+    released(bytes, now) {
+      slots.released(bytes, now);
+      if (slots.limit !== last) report((last = slots.limit));
+    },
+  };
 }
 
 /** How many times a move is placed again after its target stopped taking instances. */
@@ -69,7 +94,7 @@ async function runEvacuationMoves(ports: ClusterPorts, plan: EvacuationPlan, uni
     precopy: precopy(unit),
     running: unit.some((p) => p.running) && !precopy(unit),
   }));
-  await runPipeline(work, o.parallel, signal, {
+  await runPipeline(work, copySlots(o), signal, {
     stop: async ({ unit }) => {
       const running = unit.filter((p) => p.running);
       for (const p of running) progress.set(instanceKey(p.project, p.name), 'stopping', `Stopping "${p.name}" in project "${p.project}"`);
@@ -153,7 +178,7 @@ export async function executeRestore(ports: ClusterPorts, plan: RestorePlan, o: 
     running: unit.some((u) => u.running) && !precopy(unit),
   }));
 
-  await runPipeline(work, o.parallel, signal, {
+  await runPipeline(work, copySlots(o), signal, {
     stop: async ({ unit }) => {
       for (const u of unit.filter((x) => x.running)) {
         progress.set(instanceKey(u.project, u.name), 'stopping', `Stopping "${u.name}" in project "${u.project}"`);

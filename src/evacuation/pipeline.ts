@@ -1,9 +1,11 @@
-// The move pipeline shared by evacuation and restore. Only data copies hold one of the `parallel`
-// slots (until the data is in place: starts run outside them); clean shutdowns (which only wait) run ahead of the copies — as far ahead as the copies are
+// The move pipeline shared by evacuation and restore. Only data copies hold one of the copy slots (a fixed
+// number, or one that follows the copies' throughput: copy-slots.ts) until the data is in place (starts run
+// outside them); clean shutdowns (which only wait) run ahead of the copies — as far ahead as the copies are
 // expected to catch up within one shutdown — so shutdowns overlap instead of queueing behind the
 // copy slots, yet no instance sits stopped long before its copy can begin.
 
 import PQueue from 'p-queue';
+import type { CopySlots } from './copy-slots.js';
 
 /** One unit of work: instances that stop, then move, together. */
 export interface PipelineUnit {
@@ -29,8 +31,8 @@ export interface PipelineSteps<U extends PipelineUnit> {
 }
 
 /** Run `units` in order; resolves when each is done, failed, or skipped because `signal` aborted. */
-export async function runPipeline<U extends PipelineUnit>(units: U[], parallel: number, signal: AbortSignal, steps: PipelineSteps<U>): Promise<void> {
-  const copies = new PQueue({ concurrency: parallel });
+export async function runPipeline<U extends PipelineUnit>(units: U[], slots: CopySlots, signal: AbortSignal, steps: PipelineSteps<U>): Promise<void> {
+  const copies = new PQueue({ concurrency: slots.limit });
   let copiesStarted = 0;
   let stopMs = 3000; // a typical clean shutdown, until measured
   let stopSamples = 0;
@@ -43,7 +45,7 @@ export async function runPipeline<U extends PipelineUnit>(units: U[], parallel: 
   signal.addEventListener('abort', notify);
 
   const expectedCopyMs = (unit: U): number => (copySamples > 0 ? copyMs / copySamples : 300 + unit.bytes / 100_000);
-  const window = (unit: U): number => parallel * Math.max(1, Math.ceil(stopMs / Math.max(50, expectedCopyMs(unit))));
+  const window = (unit: U): number => slots.limit * Math.max(1, Math.ceil(stopMs / Math.max(50, expectedCopyMs(unit))));
 
   await Promise.all(
     units.map(async (unit, i) => {
@@ -80,8 +82,14 @@ export async function runPipeline<U extends PipelineUnit>(units: U[], parallel: 
         })();
         // The slot is free once the data is in place (or the move is over), while the unit starts.
         await Promise.race([whole, inPlace]);
-        copyMs += Date.now() - t0;
+        const now = Date.now();
+        copyMs += now - t0;
         copySamples++;
+        slots.released(unit.bytes, now);
+        if (copies.concurrency !== slots.limit) {
+          copies.concurrency = slots.limit;
+          notify(); // a wider window lets more shutdowns run ahead
+        }
       });
       await whole;
     }),

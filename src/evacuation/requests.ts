@@ -16,7 +16,9 @@ const requestSchema = z.object({
   action: z.enum(['evacuate', 'restore']),
   mode: z.string().optional(),
   dry_run: z.boolean().optional(),
-  parallel: z.number().int().min(1).max(64).optional(),
+  parallel: z
+    .custom<number | 'auto'>((v) => v === 'auto' || (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64), { error: 'expected "auto" or a whole number from 1 to 64' })
+    .optional(),
   force: z.boolean().optional(),
 }).passthrough();
 
@@ -26,8 +28,8 @@ export interface RequestPorts {
   snapshot(member: string): Promise<ClusterSnapshot>;
   /** A member's stored state and derived status, with the record's revision. */
   member(name: string): Promise<{ state: StoredMemberState; status: MemberStatus; modRevision: number }>;
-  /** `cluster.evacuation_parallelism`. */
-  defaultParallel(): Promise<number>;
+  /** `cluster.evacuation_parallelism`: a number, or `auto`. */
+  defaultParallel(): Promise<number | 'auto'>;
   /** The member's request record (the running or last run). */
   current(member: string): Promise<StoredRequest | null>;
   /**
@@ -135,7 +137,7 @@ export async function requestStateChange(
   throw busy(member);
 }
 
-function newRecord(member: string, action: 'evacuate' | 'restore', mode: string, parallel: number, reservations: EvacuationRecord['reservations']): EvacuationRecord {
+function newRecord(member: string, action: 'evacuate' | 'restore', mode: string, parallel: number | 'auto', reservations: EvacuationRecord['reservations']): EvacuationRecord {
   return {
     id: randomUUID(),
     member,

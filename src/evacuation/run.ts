@@ -187,6 +187,7 @@ export class Run {
     return {
       runId: this.id,
       parallel: this.record.parallel,
+      slotsChanged: (limit) => this.ports.log.info({ run: this.id, member: this.member, limit }, 'drainer: copy slots follow the throughput'),
       fence: this.term.fence,
       signal: this.signal,
       progress: this.tracker,

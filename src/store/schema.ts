@@ -193,7 +193,8 @@ export interface EvacuationRecord {
   member: string;
   action: 'evacuate' | 'restore';
   mode: string;
-  parallel: number;
+  /** Copies at once: a fixed number, or `auto` (following their throughput; evacuation/copy-slots.ts). */
+  parallel: number | 'auto';
   /** Operation id showing this run; the same through every drainer term that works on it. */
   operation: string;
   /** `pending` until a drainer picks it up, `running` until the run ends. */

@@ -93,6 +93,13 @@ describe('roost commands against a fake member', () => {
     assert.equal(r.err, '');
   });
 
+  test('cluster restore --parallel auto asks for copy slots that follow the throughput', async () => {
+    fake.operation('POST', '/1.0/cluster/members/m1/state', evacuationSteps, { description: 'Restoring cluster member' });
+    const r = await roost(['cluster', 'restore', 'm1', '--force', '--parallel', 'auto']);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(fake.find('POST', '/1.0/cluster/members/m1/state')?.body, { action: 'restore', parallel: 'auto' });
+  });
+
   test('cluster maintain sends the request, prints a line per member step, and refuses a server without the extension', async () => {
     const entry = (name: string, step: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ name, step, ...extra });
     const steps = [
@@ -184,10 +191,11 @@ describe('roost commands against a fake member', () => {
     assert.deepEqual(fake.calls(), ['GET /1.0']);
   });
 
-  test('--parallel must be a positive number', async () => {
+  test('--parallel must be a positive number or auto', async () => {
     const r = await roost(['cluster', 'evacuate', 'm1', '--force', '--parallel', 'lots']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /^Error: Invalid value for --parallel: "lots"/);
+    assert.equal(r.err, 'Error: Invalid value for --parallel: "lots" (expected "auto" or a whole number of at least 1)\n');
+    assert.deepEqual(fake.calls(), []);
   });
 
   test('cluster show adds the evacuation progress to the member', async () => {

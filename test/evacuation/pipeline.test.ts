@@ -4,6 +4,8 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
+import { AdaptiveSlots, fixedSlots } from '../../src/evacuation/copy-slots.js';
 import { runPipeline, type PipelineUnit } from '../../src/evacuation/pipeline.js';
 
 interface Unit extends PipelineUnit {
@@ -23,7 +25,7 @@ describe('move pipeline', () => {
   it('frees a copy slot once the data is in place: the next copy runs while the first unit starts', async () => {
     const log: string[] = [];
     const started = gate();
-    await runPipeline(units(['a', 'b']), 1, new AbortController().signal, {
+    await runPipeline(units(['a', 'b']), fixedSlots(1), new AbortController().signal, {
       stop: async () => undefined,
       waiting: () => undefined,
       copy: async (u, committed) => {
@@ -45,7 +47,7 @@ describe('move pipeline', () => {
   it('a unit that never says its data is in place holds its slot to the end, and a failed one frees it', async () => {
     const log: string[] = [];
     const failures: string[] = [];
-    await runPipeline(units(['a', 'b', 'c']), 1, new AbortController().signal, {
+    await runPipeline(units(['a', 'b', 'c']), fixedSlots(1), new AbortController().signal, {
       stop: async () => undefined,
       waiting: () => undefined,
       copy: async (u) => {
@@ -58,5 +60,26 @@ describe('move pipeline', () => {
     });
     assert.deepEqual(log, ['begin a', 'end a', 'begin b', 'begin c', 'end c']);
     assert.deepEqual(failures, ['b copy']);
+  });
+
+  it('copy slots that follow the throughput open more slots while copies that only wait (a long link) get through faster', async () => {
+    // Each copy takes 20 ms however many run at once: every slot added adds its throughput.
+    let running = 0;
+    let most = 0;
+    const slots = new AdaptiveSlots(8, { minRoundMs: 20 });
+    await runPipeline(Array.from({ length: 80 }, (_, i) => ({ name: `u${i}`, bytes: 1_000_000, running: false })), slots, new AbortController().signal, {
+      stop: async () => undefined,
+      waiting: () => undefined,
+      copy: async (_u, committed) => {
+        running += 1;
+        most = Math.max(most, running);
+        await delay(20); // the copy's time on the link: what is measured, not a synchronisation
+        running -= 1;
+        committed();
+      },
+      failed: (u, stage, err) => assert.fail(`${u.name} failed at ${stage}: ${String(err)}`),
+    });
+    assert.ok(Math.max(...slots.history) >= 4, `the limit climbed from 2 while each slot paid (it took ${slots.history.join(", ")})`);
+    assert.ok(most >= 4 && most <= 8, `up to ${most} copies ran at once`);
   });
 });

@@ -58,6 +58,13 @@ describe('refused evacuate and restore requests change nothing', () => {
     await refused('m01', { action: '' }, 400, 'Unknown action ""', 'm03');
   });
 
+  it('a parallel that is neither auto nor a whole number from 1 to 64 is 400, naming the field', async () => {
+    const message = 'Invalid request (field "parallel"): expected "auto" or a whole number from 1 to 64';
+    await refused('m01', { action: 'evacuate', parallel: 'lots' }, 400, message);
+    await refused('m01', { action: 'evacuate', parallel: 0 }, 400, message, 'm02');
+    await refused('m01', { action: 'restore', parallel: 65 }, 400, message);
+  });
+
   it('an unknown member is 404', async () => {
     await refused('m09', { action: 'evacuate' }, 404, 'Cluster member "m09" not found', 'm01');
     await refused('m09', { action: 'restore' }, 404, 'Cluster member "m09" not found', 'm02');

@@ -16,7 +16,7 @@ import {
 import { parseFormat, renderList, renderTable, renderYaml, upperState } from '../format.js';
 import { LiveProgressView } from '../live-progress.js';
 import { askBool } from '../prompt.js';
-import { evacuateRequestBody, parsePositiveInt, seg } from '../requests.js';
+import { evacuateRequestBody, parseParallel, parsePositiveInt, seg } from '../requests.js';
 import { registerClusterGroupCommands } from './cluster-groups.js';
 
 /** The API extension that tells a server understands `dry_run` (an older one would really evacuate). */
@@ -98,7 +98,7 @@ async function changeMemberState(ctx: CliContext, action: MemberAction, rawMembe
     action,
     mode: flags.action,
     dryRun: flags.dryRun,
-    parallel: flags.parallel === undefined ? undefined : parsePositiveInt(flags.parallel, '--parallel'),
+    parallel: flags.parallel === undefined ? undefined : parseParallel(flags.parallel),
   });
   const path = `/1.0/cluster/members/${seg(member)}/state`;
 
@@ -335,7 +335,7 @@ Are you really sure you want to force removing ${member}? (yes/no): `;
       .option('--force', 'Do not ask for confirmation')
       .option('--action <mode>', modeHelp)
       .option('--dry-run', 'Print the plan without changing anything')
-      .option('--parallel <n>', 'Copy at most N instances at a time')
+      .option('--parallel <n>', 'Copy at most N instances at a time, or "auto" (follow the throughput; the default unless cluster.evacuation_parallelism says otherwise)')
       .action((member: string, flags: MemberStateFlags) => changeMemberState(ctx, name, member, flags));
 
   cluster
