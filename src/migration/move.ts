@@ -176,7 +176,7 @@ export class Migrator {
   /** Target side: staging directories per move id. */
   private readonly staging = new Map<string, Map<string, { ref: VolumeRef; path: string }>>();
   /** Target side: streams still being written into a move's staging, which a discard stops first. */
-  private readonly writes = new Map<string, Set<{ body: Readable; done: Promise<void> }>>();
+  private readonly writes = new Map<string, Set<{ body: Readable; discarded: AbortController; done: Promise<void> }>>();
   /** Target side: moves prepared here and not yet committed or discarded, with the room they still need. */
   private readonly incoming = new Map<string, Incoming>();
   /**
@@ -746,12 +746,13 @@ export class Migrator {
 
   /**
    * Target: run `work`, which writes `body` into the staging of move `id`. A discard of the move (the
-   * source gave up, e.g. a cancel) ends `body` and waits for `work` before it removes the staging, so
-   * no write races the removal.
+   * source gave up, e.g. a cancel) ends `body`, fires `work`'s signal (so it stops waiting for a sync of
+   * what it wrote) and waits for `work` before it removes the staging, so no write races the removal.
    */
-  async writing<T>(id: string, body: Readable, work: () => Promise<T>): Promise<T> {
-    const running = work();
-    const entry = { body, done: running.then(() => undefined, () => undefined) };
+  async writing<T>(id: string, body: Readable, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const discarded = new AbortController();
+    const running = work(discarded.signal);
+    const entry = { body, discarded, done: running.then(() => undefined, () => undefined) };
     let set = this.writes.get(id);
     if (!set) this.writes.set(id, (set = new Set()));
     set.add(entry);
@@ -765,13 +766,13 @@ export class Migrator {
 
   /** Target: receive one volume's cold copy into staging; answers every entry as it landed, once durable. */
   async receiveVolume(id: string, ref: VolumeRef, body: Readable): Promise<ReceivedVolume> {
-    return this.writing(id, body, async () => {
+    return this.writing(id, body, async (discarded) => {
       await this.assertIncoming(id);
       const slots = this.staging.get(id);
       if (!slots) throw errors.badRequest(`move ${id} was not prepared here`);
       const path = await this.targetPool(ref).createStaging(ref, id);
       slots.set(volumeKey(ref), { ref, path });
-      const { landed, syncMs } = await this.receiving(id, ref, () => receiveCopy(path, this.countReceived(id, body)));
+      const { landed, syncMs } = await this.receiving(id, ref, () => receiveCopy(path, this.countReceived(id, body), discarded));
       this.deps.log.info({ move: id, volume: ref.name, entries: landed.length, syncMs }, 'copy made durable');
       return { landed };
     });
@@ -779,9 +780,9 @@ export class Migrator {
 
   /** Target: apply one pre-copy pass of a volume to its staging (`fresh`: a new, empty one); answers the stream's digest. */
   async receiveDelta(id: string, ref: VolumeRef, body: Readable, fresh: boolean): Promise<StreamDigest> {
-    return this.writing(id, body, async () => {
+    return this.writing(id, body, async (discarded) => {
       const path = await this.stagingFor(id, ref, fresh);
-      return this.receiving(id, ref, () => applyPass(path, this.countReceived(id, body), fresh));
+      return this.receiving(id, ref, () => applyPass(path, this.countReceived(id, body), fresh, discarded));
     });
   }
 
@@ -877,7 +878,10 @@ export class Migrator {
   /** Target: stop what still writes into a move's staging, remove its staging directories, forget it; returns how many went. */
   private async dropStaging(id: string): Promise<number> {
     const writes = [...(this.writes.get(id) ?? [])];
-    for (const w of writes) w.body.destroy(new Error('move discarded'));
+    for (const w of writes) {
+      w.body.destroy(new Error('move discarded'));
+      w.discarded.abort(new Error('move discarded'));
+    }
     await Promise.all(writes.map((w) => w.done));
     let removed = 0;
     for (const pool of this.deps.pools.all().values()) {

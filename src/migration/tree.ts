@@ -502,7 +502,7 @@ export class UnpackError extends Error {
  * otherwise only warn, and go on, and a file whose write failed or fell short would be left cut. Returns
  * the stream's digest (what the source compares with what it sent).
  */
-async function unpack(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
+async function unpack(dir: string, body: Readable, fresh: boolean, signal?: AbortSignal): Promise<StreamDigest> {
   const asRoot = process.getuid?.() === 0;
   if (fresh) stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
   const written = new Map<string, Written>();
@@ -562,7 +562,7 @@ async function unpack(dir: string, body: Readable, fresh: boolean): Promise<Stre
   });
   await exact.apply();
   for (const { w, abs } of entries) if (owned(w) && w.type === 'SymbolicLink') await fsp.lchown(abs, w.uid, w.gid);
-  await settle(dir, entries, null);
+  await settle(dir, entries, null, signal);
   return counter.digest();
 }
 
@@ -600,31 +600,42 @@ const syncWholeFromEntries = 256;
  * Make what a stream wrote durable (every file and directory fsynced, or a large tree's whole file system
  * synced), then, given the digests of the files' bytes (`contents`), read each entry back (kind, mode,
  * owner as root, size) with its digest: a write that fell short shows as a size that is not the one sent.
+ * A `signal` (the move discarded) ends it at once, even while a sync waits for the disk: a loaded disk can
+ * hold a syncfs for tens of seconds, and the discard that removes the staging must not wait for it.
  */
-async function settle(dir: string, entries: { w: Written; abs: string }[], contents: Map<string, string> | null): Promise<{ landed: TreeEntry[] | null; syncMs: number }> {
+async function settle(dir: string, entries: { w: Written; abs: string }[], contents: Map<string, string> | null, signal?: AbortSignal): Promise<{ landed: TreeEntry[] | null; syncMs: number }> {
   const landedWanted = contents !== null;
   const asRoot = process.getuid?.() === 0;
   const t0 = Date.now();
   const stats = new Map<string, Stats>();
+  signal?.throwIfAborted();
   if (entries.length >= syncWholeFromEntries) {
-    await syncFileSystem(dir);
+    await unlessAborted(syncFileSystem(dir), signal);
   } else {
     const parents = new Set(entries.filter(({ w }) => w.rel !== '.').map(({ abs }) => path.dirname(abs)));
-    await eachLimited(entries.filter(({ w }) => w.type !== 'SymbolicLink'), ioParallelism, ({ w, abs }) =>
-      withNoFollow(abs, async (fh) => {
-        await fh.sync();
-        if (landedWanted) stats.set(w.rel, await fh.stat());
-      }).catch((err: unknown) => {
-        // A hard link or file that is not there (or not a file) is simply missing from what landed.
-        if (!landedWanted || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
-      }),
+    const files = entries.filter(({ w }) => w.type !== 'SymbolicLink');
+    await unlessAborted(
+      eachLimited(files, ioParallelism, ({ w, abs }) => {
+        signal?.throwIfAborted();
+        return withNoFollow(abs, async (fh) => {
+          await fh.sync();
+          if (landedWanted) stats.set(w.rel, await fh.stat());
+        }).catch((err: unknown) => {
+          // A hard link or file that is not there (or not a file) is simply missing from what landed.
+          if (!landedWanted || !(isGone(err) || errorCode(err) === 'ELOOP')) throw err;
+        });
+      }).then(() => eachLimited([...parents], ioParallelism, (dirPath) => {
+        signal?.throwIfAborted();
+        return syncPath(dirPath);
+      })),
+      signal,
     );
-    await eachLimited([...parents], ioParallelism, syncPath);
   }
   const syncMs = Date.now() - t0;
   if (!landedWanted) return { landed: null, syncMs };
   const landed: (TreeEntry | null)[] = new Array<TreeEntry | null>(entries.length).fill(null);
   await eachLimited([...entries.keys()], ioParallelism, async (i) => {
+    signal?.throwIfAborted();
     const { w, abs } = entries[i] as { w: Written; abs: string };
     // lstat: what is there now, a symbolic link as itself (a link where a file was sent is a difference).
     const st = stats.get(w.rel) ?? (await lstatPlain(abs));
@@ -641,6 +652,26 @@ async function settle(dir: string, entries: { w: Written; abs: string }[], conte
  * syncfs(2) of the file system holding `dir`, through coreutils' `sync -f` (Node has no binding): it writes
  * back every dirty page and inode of that file system and reports a write-back error not yet reported.
  */
+/**
+ * `work`, unless `signal` fires first: then the reason is thrown at once and `work` goes on alone, unheeded
+ * (an fsync or a syncfs cannot be called back; it only flushes, so the caller may remove the files meanwhile).
+ */
+async function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  signal.throwIfAborted();
+  let onAbort: (() => void) | null = null;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  work.catch(() => undefined); // a failure after the abort has nobody left to tell
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
+
 async function syncFileSystem(dir: string): Promise<void> {
   const child = spawn('sync', ['-f', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
   let complaint = '';
@@ -658,10 +689,10 @@ async function syncFileSystem(dir: string): Promise<void> {
 
 /**
  * Target: apply one pre-copy pass to `dir` (see `unpack`), so that the commit after the stop finds the copy
- * already on disk. Returns the stream's digest.
+ * already on disk. Returns the stream's digest. `signal`: the move was discarded (see `settle`).
  */
-export async function applyPass(dir: string, body: Readable, fresh: boolean): Promise<StreamDigest> {
-  return unpack(dir, body, fresh);
+export async function applyPass(dir: string, body: Readable, fresh: boolean, signal?: AbortSignal): Promise<StreamDigest> {
+  return unpack(dir, body, fresh, signal);
 }
 
 /**
@@ -669,12 +700,13 @@ export async function applyPass(dir: string, body: Readable, fresh: boolean): Pr
  * entry by entry, once it is durable, and how long making it durable took. The stream is written by GNU
  * tar (node-tar makes each file several trips to the thread pool, one after another: five times slower
  * with many small files) while node-tar's parser reads the same bytes, to list the entries and hash each
- * file's bytes as they go to tar; every entry is then read back from the disk after the fsync (see `settle`).
+ * file's bytes as they go to tar; every entry is then read back from the disk after the fsync (see `settle`,
+ * which `signal`, the move discarded, ends at once).
  */
-export async function receiveCopy(dir: string, body: Readable): Promise<{ landed: TreeEntry[]; syncMs: number }> {
+export async function receiveCopy(dir: string, body: Readable, signal?: AbortSignal): Promise<{ landed: TreeEntry[]; syncMs: number }> {
   stagingDigests.delete(dir); // a new staging directory (a retried move reuses the path)
   const { written, contents } = await extractNative(dir, body);
-  const { landed, syncMs } = await settle(dir, await reachable(dir, written), contents);
+  const { landed, syncMs } = await settle(dir, await reachable(dir, written), contents, signal);
   return { landed: landed ?? [], syncMs };
 }
 

@@ -218,7 +218,7 @@ describe('moving instances between members', () => {
       const cancel = await c.raw('m01', 'DELETE', url);
       assert.equal(cancel.status, 200, cancel.text);
       const op = syncMetadata(await c.raw('m01', 'GET', `${url}/wait?timeout=30`)) as { status: string; err: string };
-      assert.ok(op.status === 'Cancelled', `round ${round}: ${op.status} ${op.err}`);
+      assert.ok(op.status === 'Cancelled', `round ${round}: ${op.status} ${op.err}\n--- m01 ---\n${c.logTail('m01', 40)}\n--- m02 ---\n${c.logTail('m02', 40)}`);
       // Once the operation has ended, nothing of the move is left anywhere.
       assert.equal(await (await c.store()).get(keys.move('default', 'halfway')), null, `round ${round}: no journal left`);
       for (const m of c.names) assert.deepEqual(await readdir(c.stagingDir(m)), [], `round ${round}: no staging left on ${m}`);
