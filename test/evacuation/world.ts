@@ -299,7 +299,9 @@ export async function waitOperation(c: ClusterView, id: string, timeoutMs = 30_0
       return last !== null && ['Success', 'Failure', 'Cancelled'].includes(last.status);
     }, timeoutMs);
   } catch (err) {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}; last seen: ${JSON.stringify(last)}`);
+    // What each member was doing meanwhile (an operation stuck in Cancelling waits on something it logs).
+    const logs = c.names.map((m) => `--- ${m} ---\n${c.logTail(m, 25).split('\n').map((l) => (l.length > 400 ? `${l.slice(0, 400)}…` : l)).join('\n')}`).join('\n');
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; last seen: ${JSON.stringify(last)}\n${logs}`);
   }
   if (last === null) throw new Error(`operation ${id} vanished`);
   return last;
